@@ -1,0 +1,32 @@
+import type { FastifyInstance } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+
+const Healthz = Type.Object({
+  status: Type.Literal('ok'),
+  auth: Type.Object({
+    mode: Type.Union([Type.Literal('queryToken'), Type.Literal('capabilityToken'), Type.Literal('signedBearerToken')]),
+    enforced: Type.Boolean(),
+  }),
+})
+const Readyz = Type.Object({ status: Type.Union([Type.Literal('ready'), Type.Literal('draining')]) })
+
+/** Token-free probes. They say how connections are guarded, never with what. */
+export default async function healthRoutes(fastify: FastifyInstance): Promise<void> {
+  const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
+
+  // An upgrade aimed at a probe path is refused here, before @fastify/websocket would log its URL.
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.ws) return reply.code(400).type('text/plain; charset=utf-8').send('websocket upgrades are served on other paths')
+  })
+
+  app.get('/healthz', { schema: { response: { 200: Healthz } } }, async () => ({
+    status: 'ok' as const,
+    auth: { mode: app.wsAuth.mode, enforced: app.wsAuth.enforced },
+  }))
+
+  app.get('/readyz', { schema: { response: { 200: Readyz, 503: Readyz } } }, async (_request, reply) => {
+    if (app.lifecycle.draining) return reply.code(503).send({ status: 'draining' as const })
+    return { status: 'ready' as const }
+  })
+}

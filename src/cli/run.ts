@@ -1,0 +1,69 @@
+import { chmod, writeFile } from 'node:fs/promises'
+import type { AddressInfo } from 'node:net'
+import closeWithGrace from 'close-with-grace'
+import { buildApp, drainAndClose } from '../app.js'
+import { connectionUrl, formatBanner } from '../banner.js'
+import { helpText } from '../config/flags.js'
+import { ConfigError, loadConfig } from '../config/load.js'
+import { createLogger } from '../log/logger.js'
+import { prettyDestination } from '../log/pretty.js'
+
+export interface CliIo {
+  readonly env: Readonly<Record<string, string | undefined>>
+  readonly stdout: NodeJS.WriteStream
+  readonly stderr: NodeJS.WriteStream
+}
+
+/**
+ * `app-server [flags]`: validate the config, start the listener, print the banner, and stop
+ * gracefully on SIGINT/SIGTERM. Returns the exit code for refusals; a running server exits
+ * through close-with-grace.
+ */
+export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  if (argv.includes('-h') || argv.includes('--help')) {
+    io.stdout.write(helpText())
+    return 0
+  }
+  let config
+  try {
+    config = loadConfig(argv, { env: io.env })
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      io.stderr.write(err.message + '\n')
+      return err.exitCode
+    }
+    throw err
+  }
+
+  const logger = createLogger(config.logLevel, io.stdout.isTTY ? prettyDestination() : undefined)
+  const app = await buildApp(config, { logger, ...(io.env.TERM ? { terminal: io.env.TERM } : {}) })
+  try {
+    await app.listen({ host: config.listen.host, port: config.listen.port })
+  } catch (err) {
+    const code = (err as { code?: string }).code ?? 'error'
+    io.stderr.write(`failed to listen on ${config.listen.host}:${config.listen.port}: ${code}\n`)
+    return 1
+  }
+
+  const port = (app.server.address() as AddressInfo).port
+  const facts = {
+    host: config.listen.host,
+    port,
+    loopback: config.listen.loopback,
+    queryToken: app.wsAuth.queryToken,
+    enforced: app.wsAuth.enforced,
+  }
+  if (config.urlFile !== null) {
+    // Created 0600 and chmod-ed in case it existed with looser bits.
+    await writeFile(config.urlFile, connectionUrl(facts) + '\n', { mode: 0o600 })
+    await chmod(config.urlFile, 0o600)
+  }
+  io.stderr.write(formatBanner(facts))
+
+  closeWithGrace({ delay: 10_000, logger: { error: (m: unknown) => logger.error(m) } }, async ({ signal, err }) => {
+    if (err) logger.error({ err }, 'shutting down after an error')
+    else logger.info({ signal }, 'shutting down')
+    await drainAndClose(app)
+  })
+  return 0
+}

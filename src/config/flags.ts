@@ -1,0 +1,66 @@
+/**
+ * The command-line flags of `app-server`, each with its environment twin.
+ *
+ * This table is the single source for argument parsing, environment loading,
+ * `--help` and `.env.example` (a test keeps that file in step with it).
+ */
+
+export type FlagKind = 'string' | 'boolean' | 'list'
+
+export interface FlagSpec {
+  /** Long flag name without the leading dashes. */
+  readonly name: string
+  readonly kind: FlagKind
+  /** Default shown in `--help` and `.env.example`; `undefined` means unset. */
+  readonly defaultText?: string
+  readonly valueName?: string
+  readonly help: string
+}
+
+export const FLAGS: readonly FlagSpec[] = [
+  { name: 'listen', kind: 'string', valueName: 'ws://IP:PORT', defaultText: 'ws://127.0.0.1:4500', help: 'address to listen on (literal IP; port 0 picks a free port)' },
+  { name: 'ws-auth', kind: 'string', valueName: 'MODE', help: 'bearer auth mode: capability-token | signed-bearer-token (absent: generated query token)' },
+  { name: 'ws-token-file', kind: 'string', valueName: 'PATH', help: 'absolute path of a file holding the capability token' },
+  { name: 'ws-token-sha256', kind: 'string', valueName: 'HEX', help: 'SHA-256 (64 hex chars) of the capability token' },
+  { name: 'ws-shared-secret-file', kind: 'string', valueName: 'PATH', help: 'absolute path of the HS256 secret (at least 32 bytes)' },
+  { name: 'ws-issuer', kind: 'string', valueName: 'ISS', help: 'required JWT issuer (blank: not checked)' },
+  { name: 'ws-audience', kind: 'string', valueName: 'AUD', help: 'required JWT audience (blank: not checked)' },
+  { name: 'ws-max-clock-skew-seconds', kind: 'string', valueName: 'N', defaultText: '30', help: 'clock skew allowed on JWT exp and nbf' },
+  { name: 'no-token-check', kind: 'boolean', defaultText: 'false', help: 'accept connections without a valid query token (loopback only; degraded scopes)' },
+  { name: 'allow-origin', kind: 'list', valueName: 'ORIGIN', help: 'admit browser requests from this exact origin (repeatable; env: comma-separated)' },
+  { name: 'url-file', kind: 'string', valueName: 'PATH', help: 'also write the connection URL to PATH (mode 0600)' },
+  { name: 'log-level', kind: 'string', valueName: 'LEVEL', defaultText: 'info', help: 'fatal | error | warn | info | debug | trace | silent' },
+  { name: 'home', kind: 'string', valueName: 'DIR', defaultText: '~/.app-server', help: 'state directory' },
+  { name: 'max-payload', kind: 'string', valueName: 'BYTES', defaultText: '16777216', help: 'largest inbound WebSocket message; larger closes with 1009' },
+  { name: 'ping-interval-seconds', kind: 'string', valueName: 'N', defaultText: '0', help: 'server ping interval that closes dead peers (0: off)' },
+]
+
+/** `--ws-auth` → `APP_SERVER_WS_AUTH`. */
+export function envName(flag: string): string {
+  return 'APP_SERVER_' + flag.toUpperCase().replaceAll('-', '_')
+}
+
+/** Settings that exist only as environment variables. */
+export const ENV_ONLY: readonly { name: string; defaultText: string; help: string }[] = [
+  { name: 'CHATGPT_BASE_URL', defaultText: 'https://chatgpt.com/backend-api', help: 'ChatGPT backend base URL' },
+  { name: 'AUTH_ISSUER', defaultText: 'https://auth.openai.com', help: 'OAuth issuer for ChatGPT login' },
+]
+
+export function helpText(): string {
+  const lines = [
+    'Usage: app-server [OPTIONS]',
+    '',
+    'Serves the codex app-server JSON-RPC protocol over WebSocket.',
+    '',
+    'Options (each also read from its environment variable and from ./.env; flags win):',
+  ]
+  for (const f of FLAGS) {
+    const left = `  --${f.name}${f.valueName ? ' ' + f.valueName : ''}`
+    const dflt = f.defaultText !== undefined ? ` [default: ${f.defaultText}]` : ''
+    lines.push(left, `      ${f.help}${dflt}`, `      env: ${envName(f.name)}`)
+  }
+  lines.push('  -h, --help', '      print this help', '')
+  lines.push('Environment only:')
+  for (const e of ENV_ONLY) lines.push(`  ${e.name}  ${e.help} [default: ${e.defaultText}]`)
+  return lines.join('\n') + '\n'
+}

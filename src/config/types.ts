@@ -1,0 +1,46 @@
+/** The validated, typed configuration the whole server is built from. */
+
+export type AuthModeName = 'queryToken' | 'capabilityToken' | 'signedBearerToken'
+
+export type WsAuthConfig =
+  | {
+      readonly mode: 'queryToken'
+      /** false under `--no-token-check`: bad or missing tokens are admitted, degraded. */
+      readonly enforce: boolean
+    }
+  | {
+      readonly mode: 'capabilityToken'
+      /** SHA-256 of the capability token; the token itself is never kept. */
+      readonly tokenSha256: Buffer
+    }
+  | {
+      readonly mode: 'signedBearerToken'
+      readonly sharedSecret: Uint8Array
+      readonly issuer: string | null
+      readonly audience: string | null
+      readonly maxClockSkewSeconds: number
+    }
+
+export interface ListenAddress {
+  /** Literal IP, without brackets. */
+  readonly host: string
+  readonly port: number
+  readonly loopback: boolean
+}
+
+export interface Config {
+  readonly listen: ListenAddress
+  readonly auth: WsAuthConfig
+  /** Exact `scheme://host[:port]` origins admitted despite the browser defence. */
+  readonly allowOrigins: readonly string[]
+  readonly urlFile: string | null
+  readonly logLevel: LogLevel
+  readonly home: string
+  readonly maxPayloadBytes: number
+  readonly pingIntervalMs: number
+  readonly chatgptBaseUrl: string
+  readonly authIssuer: string
+}
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+export type LogLevel = (typeof LOG_LEVELS)[number]

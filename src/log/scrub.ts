@@ -1,0 +1,22 @@
+/**
+ * Last-line scrubbing for text that may quote a request: every query value and every bearer
+ * credential is replaced. The structured serializers already avoid secrets; this catches
+ * framework messages that embed a raw URL (e.g. "Reply was already sent ... /?token=...").
+ */
+
+const QUERY_VALUE = /([?&;][^=&#\s"'<>]*=)[^&#\s"'<>]*/g
+const BEARER = /(\bbearer\s+)[^\s"',;]+/gi
+
+export const REDACTED = '[redacted]'
+
+export function scrubText(text: string): string {
+  if (!text.includes('=') && !/bearer/i.test(text)) return text
+  return text.replace(QUERY_VALUE, `$1${REDACTED}`).replace(BEARER, `$1${REDACTED}`)
+}
+
+/** A request target with its query values removed, keys kept: `/x?token=[redacted]`. */
+export function redactUrl(url: string | undefined): string | undefined {
+  if (url === undefined) return undefined
+  const q = url.indexOf('?')
+  return q < 0 ? url : url.slice(0, q) + scrubText(url.slice(q))
+}

@@ -1,0 +1,78 @@
+import { Compile } from 'typebox/compile'
+import type { TSchema } from 'typebox'
+import type { Validator } from 'typebox/compile'
+import type { AppLogger } from '../log/logger.js'
+import { INTERNAL_ERROR, INVALID_REQUEST, RpcError } from './errors.js'
+import type { MethodDefinition } from './method.js'
+import type { Session } from './session.js'
+import type { RpcErrorBody } from './wire.js'
+
+interface CompiledMethod<Services> {
+  readonly def: MethodDefinition<Services>
+  readonly validator: Validator | null
+}
+
+export type DispatchOutcome = { readonly result: unknown } | { readonly error: RpcErrorBody }
+
+/**
+ * Routes requests to their handlers. Order of checks, as codex: the method and its params
+ * must parse (unknown method or bad params → -32600 `Invalid request: ...`), then the
+ * connection must be initialized, then it must hold the method's scope.
+ */
+export class Dispatcher<Services> {
+  private readonly methods = new Map<string, CompiledMethod<Services>>()
+  private readonly unknownVariantTail: string
+
+  constructor(
+    definitions: readonly MethodDefinition<Services, any>[],
+    private readonly services: Services,
+    private readonly log: AppLogger,
+  ) {
+    for (const def of definitions) {
+      if (this.methods.has(def.name)) throw new Error(`duplicate method ${def.name}`)
+      this.methods.set(def.name, { def, validator: def.params === null ? null : Compile(def.params as TSchema) })
+    }
+    this.unknownVariantTail = `, expected one of ${[...this.methods.keys()].map((n) => '`' + n + '`').join(', ')}`
+  }
+
+  has(method: string): boolean {
+    return this.methods.has(method)
+  }
+
+  async dispatch(session: Session, method: string, rawParams: unknown): Promise<DispatchOutcome> {
+    const entry = this.methods.get(method)
+    if (entry === undefined) return invalid(`Invalid request: unknown variant \`${method}\`${this.unknownVariantTail}`)
+    const { def, validator } = entry
+
+    let params: unknown = undefined
+    if (validator !== null) {
+      if (rawParams === undefined || rawParams === null) return invalid('Invalid request: missing field `params`')
+      if (!validator.Check(rawParams)) return invalid(`Invalid request: ${describeSchemaError(validator, rawParams)}`)
+      params = rawParams
+    }
+    if (!session.initialized && !def.beforeInitialize) return invalid('Not initialized')
+    if (!session.principal.scopes.has(def.scope)) return invalid(`method ${method} requires scope ${def.scope}`)
+
+    try {
+      const result = await def.handler(params as never, { session, services: this.services })
+      return { result: result === undefined ? {} : result }
+    } catch (err) {
+      if (err instanceof RpcError) return { error: err.toBody() }
+      // Never the error's own text: it may carry a path, a URL or a secret.
+      session.log.error({ err, method }, 'request handler failed')
+      return { error: { code: INTERNAL_ERROR, message: 'internal error' } }
+    }
+  }
+}
+
+function invalid(message: string): DispatchOutcome {
+  return { error: { code: INVALID_REQUEST, message } }
+}
+
+/** The first schema error as `at /path: message` (values the client sent are not echoed). */
+function describeSchemaError(validator: Validator, value: unknown): string {
+  const [first] = validator.Errors(value)
+  if (first === undefined) return 'invalid params'
+  const where = first.instancePath === '' ? 'params' : `params${first.instancePath}`
+  return `${where}: ${first.message}`
+}

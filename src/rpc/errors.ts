@@ -1,0 +1,32 @@
+import type { RpcErrorBody } from './wire.js'
+
+export const INVALID_REQUEST = -32600
+export const INVALID_PARAMS = -32602
+export const INTERNAL_ERROR = -32603
+export const OVERLOADED = -32001
+
+export const OVERLOADED_MESSAGE = 'Server overloaded; retry later.'
+
+/**
+ * An error a handler means to show the client. Its message must be safe to show: fixed
+ * wording plus values the client itself sent, never a secret. Any other thrown value
+ * becomes a generic -32603.
+ */
+export class RpcError extends Error {
+  override name = 'RpcError'
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly data?: unknown,
+  ) {
+    super(message)
+  }
+
+  toBody(): RpcErrorBody {
+    return this.data === undefined ? { code: this.code, message: this.message } : { code: this.code, message: this.message, data: this.data }
+  }
+
+  static invalidRequest(message: string): RpcError {
+    return new RpcError(INVALID_REQUEST, message)
+  }
+}

@@ -1,0 +1,52 @@
+import { Type } from 'typebox'
+import { RpcError } from '../errors.js'
+import { defineMethod, type MethodDefinition } from '../method.js'
+import { isValidHeaderValue, type UserAgent } from '../user-agent.js'
+
+export interface ServerInfo {
+  /** This server's home directory, reported as `codexHome`. */
+  readonly home: string
+  readonly userAgent: UserAgent
+  readonly platformFamily: string
+  readonly platformOs: string
+}
+
+/** Unknown members are accepted and ignored, as codex (serde) does. */
+export const InitializeParams = Type.Object({
+  clientInfo: Type.Object({
+    name: Type.String(),
+    title: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+    version: Type.String(),
+  }),
+  capabilities: Type.Optional(
+    Type.Union([
+      Type.Object({
+        experimentalApi: Type.Optional(Type.Boolean()),
+        optOutNotificationMethods: Type.Optional(Type.Union([Type.Array(Type.String()), Type.Null()])),
+      }),
+      Type.Null(),
+    ]),
+  ),
+})
+
+export function initializeMethods<S extends { serverInfo: ServerInfo }>(): MethodDefinition<S, any>[] {
+  return [
+    defineMethod<S, typeof InitializeParams>({
+      name: 'initialize',
+      scope: 'session',
+      params: InitializeParams,
+      beforeInitialize: true,
+      handler(params, { session, services }) {
+        if (session.initialized) throw RpcError.invalidRequest('Already initialized')
+        const { name, title, version } = params.clientInfo
+        if (!isValidHeaderValue(name)) {
+          throw RpcError.invalidRequest(`Invalid clientInfo.name: '${name}'. Must be a valid HTTP header value.`)
+        }
+        const info = services.serverInfo
+        const userAgent = info.userAgent.forClient(name, version)
+        session.markInitialized({ name, title: title ?? null, version }, params.capabilities?.optOutNotificationMethods ?? [])
+        return { userAgent, codexHome: info.home, platformFamily: info.platformFamily, platformOs: info.platformOs }
+      },
+    }),
+  ]
+}

@@ -1,0 +1,6 @@
+import type { ServerInfo } from './rpc/methods/initialize.js'
+
+/** What JSON-RPC handlers may use. Plugins build these; handlers never read files or env. */
+export interface AppServices {
+  readonly serverInfo: ServerInfo
+}
