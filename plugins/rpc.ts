@@ -19,7 +19,7 @@ export interface RpcPluginOptions {
 export default fp<RpcPluginOptions>(
   async (app, opts) => {
     const methods = [...initializeMethods<AppServices>()]
-    app.decorate('dispatcher', new Dispatcher<AppServices>(methods, opts.services, app.log))
+    app.decorate('dispatcher', new Dispatcher<AppServices>(methods, opts.services))
     app.decorate('sessions', new SessionRegistry())
   },
   { name: 'rpc', fastify: '5.x' },

@@ -1,7 +1,6 @@
 import { Compile } from 'typebox/compile'
 import type { TSchema } from 'typebox'
 import type { Validator } from 'typebox/compile'
-import type { AppLogger } from '../log/logger.js'
 import { INTERNAL_ERROR, INVALID_REQUEST, RpcError } from './errors.js'
 import type { MethodDefinition } from './method.js'
 import type { Session } from './session.js'
@@ -26,7 +25,6 @@ export class Dispatcher<Services> {
   constructor(
     definitions: readonly MethodDefinition<Services, any>[],
     private readonly services: Services,
-    private readonly log: AppLogger,
   ) {
     for (const def of definitions) {
       if (this.methods.has(def.name)) throw new Error(`duplicate method ${def.name}`)
