@@ -3,6 +3,7 @@ import type {} from '@fastify/websocket'
 import type { WebSocket, RawData } from 'ws'
 import type { Principal } from '../src/auth/principal.js'
 import { Session } from '../src/rpc/session.js'
+import { Heartbeat } from '../src/transport/heartbeat.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -19,6 +20,8 @@ let nextConnectionId = 1
  */
 export default async function websocketRoutes(app: FastifyInstance): Promise<void> {
   app.decorateRequest('wsAdmission', null)
+  const heartbeat = app.config.pingIntervalMs > 0 ? new Heartbeat(app.config.pingIntervalMs) : null
+  app.addHook('onClose', async () => heartbeat?.stop())
 
   async function admit(request: FastifyRequest, reply: import('fastify').FastifyReply) {
     if (!request.ws) return
@@ -63,6 +66,7 @@ export default async function websocketRoutes(app: FastifyInstance): Promise<voi
         log,
       )
       app.sessions.add(session)
+      heartbeat?.track(socket)
       socket.on('message', (data: RawData, isBinary: boolean) => {
         if (isBinary) session.handleBinary()
         else session.handleText(data.toString())
@@ -70,6 +74,7 @@ export default async function websocketRoutes(app: FastifyInstance): Promise<voi
       socket.on('close', (code: number) => {
         session.detach()
         app.sessions.remove(session)
+        heartbeat?.untrack(socket)
         log.debug({ code }, 'websocket connection closed')
       })
     },

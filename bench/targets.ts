@@ -1,0 +1,87 @@
+/** Starting the servers under test as subprocesses, and reading their memory. */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export interface Target {
+  readonly name: string
+  readonly command: string
+  readonly args: readonly string[]
+  readonly env?: Record<string, string>
+}
+
+export interface RunningTarget {
+  readonly name: string
+  /** URL to connect to, token included where the target has one. */
+  readonly url: string
+  readonly pid: number
+  stop(): Promise<void>
+}
+
+const here = (p: string) => fileURLToPath(new URL(p, import.meta.url))
+
+export function projectTarget(): Target {
+  return {
+    name: 'app-server',
+    command: process.execPath,
+    args: [here('../src/main.js'), '--listen', 'ws://127.0.0.1:0', '--log-level', 'warn'],
+    env: { APP_SERVER_HOME: mkdtempSync(join(tmpdir(), 'bench-home-')) },
+  }
+}
+
+export function bareTarget(): Target {
+  return { name: 'bare ws', command: process.execPath, args: [here('./bare-server.js')] }
+}
+
+/** The real codex app-server (see shared/spec/peer.md); it takes no query token on loopback. */
+export function codexTarget(bin: string, port: number): Target {
+  return { name: 'codex', command: bin, args: ['app-server', '--listen', `ws://127.0.0.1:${port}`], env: { CODEX_HOME: mkdtempSync(join(tmpdir(), 'bench-codex-')) } }
+}
+
+export function startTarget(target: Target): Promise<RunningTarget> {
+  return new Promise((resolve, reject) => {
+    const child: ChildProcess = spawn(target.command, [...target.args], {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...target.env },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    })
+    let stderr = ''
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL')
+      reject(new Error(`${target.name} did not start: ${stderr}`))
+    }, 20_000)
+    child.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString()
+      const m = /listening on: (\S+)/.exec(stderr.replace(/\x1b\[[0-9;]*m/g, ''))
+      if (m) {
+        clearTimeout(timer)
+        child.stderr!.removeAllListeners('data')
+        child.stderr!.resume()
+        resolve({
+          name: target.name,
+          url: m[1]!,
+          pid: child.pid!,
+          stop: () =>
+            new Promise<void>((res) => {
+              if (child.exitCode !== null) return res()
+              child.once('exit', () => res())
+              child.kill('SIGTERM')
+              setTimeout(() => child.kill('SIGKILL'), 5_000).unref()
+            }),
+        })
+      }
+    })
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`${target.name} exited with ${code}: ${stderr}`))
+    })
+  })
+}
+
+/** Resident set size of a process, in bytes (Linux /proc). */
+export function rssBytes(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN)
+  return kb * 1024
+}
