@@ -10,6 +10,6 @@ t.test('.env.example lists every setting with its default', async (t) => {
     t.ok(text.includes(`# ${envName(f.name)}=${f.defaultText ?? ''}\n`), `${envName(f.name)} listed`)
   }
   for (const e of ENV_ONLY) t.ok(text.includes(`# ${e.name}=${e.defaultText}\n`), `${e.name} listed`)
-  const listed = [...text.matchAll(/^# ([A-Z_]+)=/gm)].map((m) => m[1])
+  const listed = [...text.matchAll(/^# ([A-Z0-9_]+)=/gm)].map((m) => m[1])
   t.equal(listed.length, FLAGS.length + ENV_ONLY.length, 'nothing stale is listed')
 })
