@@ -17,7 +17,12 @@ export default async function healthRoutes(fastify: FastifyInstance): Promise<vo
 
   // An upgrade aimed at a probe path is refused here, before @fastify/websocket would log its URL.
   app.addHook('onRequest', async (request, reply) => {
-    if (request.ws) return reply.code(400).type('text/plain; charset=utf-8').send('websocket upgrades are served on other paths')
+    if (!request.ws) return
+    request.log.info(
+      { event: 'ws.auth', outcome: 'rejected', mode: app.wsAuth.mode, reason: 'not a websocket path', remote: request.ip },
+      'websocket upgrade rejected',
+    )
+    return reply.code(400).type('text/plain; charset=utf-8').send('websocket upgrades are served on other paths')
   })
 
   app.get('/healthz', { schema: { response: { 200: Healthz } } }, async () => ({
