@@ -1,12 +1,8 @@
 import { chmod, writeFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
-import closeWithGrace from 'close-with-grace'
-import { buildApp, drainAndClose } from '../app.js'
 import { connectionUrl, formatBanner } from '../banner.js'
 import { helpText } from '../config/flags.js'
 import { ConfigError, loadConfig } from '../config/load.js'
-import { createLogger } from '../log/logger.js'
-import { prettyDestination } from '../log/pretty.js'
 
 export interface CliIo {
   readonly env: Readonly<Record<string, string | undefined>>
@@ -35,7 +31,14 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     throw err
   }
 
-  const logger = createLogger(config.logLevel, io.stdout.isTTY ? prettyDestination() : undefined)
+  // Loaded only now, so that `--help` and refusals answer without loading the server.
+  const [{ buildApp, drainAndClose }, { createLogger }, { default: closeWithGrace }] = await Promise.all([
+    import('../app.js'),
+    import('../log/logger.js'),
+    import('close-with-grace'),
+  ])
+  const destination = io.stdout.isTTY ? (await import('../log/pretty.js')).prettyDestination() : undefined
+  const logger = createLogger(config.logLevel, destination)
   const app = await buildApp(config, { logger, ...(io.env.TERM ? { terminal: io.env.TERM } : {}) })
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port })

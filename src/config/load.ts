@@ -34,7 +34,7 @@ export function loadConfig(argv: readonly string[], options: LoadConfigOptions):
 
   const listenText = str(raw('listen')) ?? 'ws://127.0.0.1:4500'
   const listen = parseListenUrl(listenText)
-  if (!listen) throw new ConfigError(`invalid websocket --listen URL \`${listenText}\`; expected \`ws://IP:PORT\``)
+  if (!listen) throw new ConfigError(`invalid websocket --listen URL \`${shown(listenText)}\`; expected \`ws://IP:PORT\``)
 
   const auth = resolveAuth(raw, listen.loopback)
 
@@ -174,7 +174,7 @@ function resolveAuth(raw: (name: string) => RawValue, loopback: boolean): WsAuth
     const path = absolutePath('ws-shared-secret-file', secretFile)
     const secret = Buffer.from(readTrimmedSecret(path), 'utf8')
     if (secret.length < MIN_SIGNED_SECRET_BYTES) {
-      throw new ConfigError(`signed websocket bearer secret ${path} must be at least ${MIN_SIGNED_SECRET_BYTES} bytes`)
+      throw new ConfigError(`signed websocket bearer secret ${shown(path)} must be at least ${MIN_SIGNED_SECRET_BYTES} bytes`)
     }
     return {
       mode: 'signedBearerToken',
@@ -185,7 +185,16 @@ function resolveAuth(raw: (name: string) => RawValue, loopback: boolean): WsAuth
     }
   }
 
-  throw new ConfigError(`invalid value '${mode}' for '--ws-auth <MODE>': expected capability-token or signed-bearer-token`)
+  throw new ConfigError(`invalid value '${shown(mode)}' for '--ws-auth <MODE>': expected capability-token or signed-bearer-token`)
+}
+
+/**
+ * A value echoed in a refusal: control characters escaped (so the refusal stays one line and
+ * cannot forge log lines), and cut at 200 characters.
+ */
+function shown(value: string): string {
+  const escaped = value.replace(/[\x00-\x1f\x7f]/g, (c) => (c === '\n' ? '\\n' : c === '\r' ? '\\r' : c === '\t' ? '\\t' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`))
+  return escaped.length > 200 ? escaped.slice(0, 200) + '...' : escaped
 }
 
 function readTrimmedSecret(path: string): string {
@@ -193,10 +202,10 @@ function readTrimmedSecret(path: string): string {
   try {
     text = readFileSync(path, 'utf8')
   } catch (err) {
-    throw new ConfigError(`failed to read websocket auth secret ${path}: ${describeIoError(err)}`)
+    throw new ConfigError(`failed to read websocket auth secret ${shown(path)}: ${shown(describeIoError(err))}`)
   }
   const trimmed = text.trim()
-  if (trimmed.length === 0) throw new ConfigError(`websocket auth secret ${path} must not be empty`)
+  if (trimmed.length === 0) throw new ConfigError(`websocket auth secret ${shown(path)} must not be empty`)
   return trimmed
 }
 
@@ -248,7 +257,7 @@ function checkOrigin(value: string): string {
   } catch {
     origin = null
   }
-  if (origin === null) throw new ConfigError(`invalid --allow-origin \`${value}\`; expected an exact origin scheme://host[:port]`)
+  if (origin === null) throw new ConfigError(`invalid --allow-origin \`${shown(value)}\`; expected an exact origin scheme://host[:port]`)
   return origin
 }
 
