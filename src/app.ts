@@ -30,9 +30,20 @@ const PLAIN_TEXT = 'text/plain; charset=utf-8'
 export async function buildApp(config: Config, options: BuildOptions): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: options.logger,
-    // Some bad URLs make Fastify quote the URL in its error body; answer without it.
-    frameworkErrors: (_error, _request, reply) => {
-      void (reply as unknown as FastifyReply).code(400).type(PLAIN_TEXT).send('bad request')
+    // Some bad URLs make Fastify quote the URL in its error body; answer without it. No route
+    // hook runs on this path, so an upgrade attempt is logged and its socket ended here.
+    frameworkErrors: (_error, request, reply) => {
+      const r = reply as unknown as FastifyReply
+      if (request.headers.upgrade !== undefined) {
+        request.log.info(
+          { event: 'ws.auth', outcome: 'rejected', mode: config.auth.mode, reason: 'bad request url', remote: request.ip },
+          'websocket upgrade rejected',
+        )
+        r.header('connection', 'close')
+        request.raw.socket.once('finish', () => request.raw.socket.destroy())
+        r.raw.once('finish', () => request.raw.socket.destroy())
+      }
+      void r.code(400).type(PLAIN_TEXT).send('bad request')
     },
     return503OnClosing: true,
     forceCloseConnections: 'idle',

@@ -35,11 +35,23 @@ function serializeRequest(req: RequestLike): Record<string, unknown> {
   }
 }
 
+/**
+ * pino's error serializer copies every enumerable property: strings are scrubbed, and raw
+ * bytes are dropped (Node's client errors carry `rawPacket`, the request as received, token
+ * and `Authorization` header included).
+ */
 function serializeError(err: Error): Record<string, unknown> {
   const out = stdSerializers.err(err) as unknown as Record<string, unknown>
-  if (typeof out.message === 'string') out.message = scrubText(out.message)
-  if (typeof out.stack === 'string') out.stack = scrubText(out.stack)
+  for (const key of Object.keys(out)) {
+    const value = out[key]
+    if (typeof value === 'string') out[key] = scrubText(value)
+    else if (value instanceof Uint8Array || isSerializedBuffer(value)) delete out[key]
+  }
   return out
+}
+
+function isSerializedBuffer(value: unknown): boolean {
+  return typeof value === 'object' && value !== null && (value as { type?: unknown }).type === 'Buffer' && Array.isArray((value as { data?: unknown }).data)
 }
 
 export function createLogger(level: LogLevel, destination?: DestinationStream): Logger {
@@ -54,6 +66,13 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
       },
       hooks: {
         logMethod(args, method) {
+          // `log.error(err)` would copy the unscrubbed `err.message` into `msg`: pass it as
+          // `{ err }` (through the serializer) with a scrubbed message instead.
+          const first = args[0] as unknown
+          if (first instanceof Error) {
+            ;(args as unknown[])[0] = { err: first }
+            if (typeof args[1] !== 'string') (args as unknown[]).splice(1, 0, first.message)
+          }
           for (let i = 0; i < args.length; i++) {
             const a = args[i]
             if (typeof a === 'string') args[i] = scrubText(a)

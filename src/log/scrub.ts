@@ -4,7 +4,9 @@
  * framework messages that embed a raw URL (e.g. "Reply was already sent ... /?token=...").
  */
 
-const QUERY_VALUE = /([?&;][^=&#\s"'<>]*=)[^&#\s"'<>]*/g
+// A value runs to the next `&`, `#` or whitespace: quotes and angle brackets are legal in a
+// request target, so they must not end the redaction early.
+const QUERY_VALUE = /([?&;][^=&#\s"'<>]*=)[^&#\s]*/g
 const BEARER = /(\bbearer\s+)[^\s"',;]+/gi
 
 export const REDACTED = '[redacted]'
