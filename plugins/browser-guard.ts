@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import type {} from '@fastify/websocket'
 import { checkBrowserRequest } from '../src/auth/browser-guard.js'
+import { logUpgradeRejected } from '../src/auth/audit.js'
 
 /**
  * Shuts browsers and DNS rebinding out of every path, health routes included: a request with
@@ -13,10 +14,7 @@ export default fp(
       const verdict = checkBrowserRequest(request.headers, rules)
       if (verdict.ok) return
       if (request.ws) {
-        request.log.info(
-          { event: 'ws.auth', outcome: 'rejected', mode: app.wsAuth.mode, reason: verdict.reason, remote: request.ip },
-          'websocket upgrade rejected',
-        )
+        logUpgradeRejected(request.log, app.wsAuth.mode, verdict.reason, request.ip)
       } else {
         request.log.debug({ reason: verdict.reason }, 'browser request refused')
       }

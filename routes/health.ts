@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
+import { logUpgradeRejected } from '../src/auth/audit.js'
 
 const Healthz = Type.Object({
   status: Type.Literal('ok'),
@@ -18,10 +19,7 @@ export default async function healthRoutes(fastify: FastifyInstance): Promise<vo
   // An upgrade aimed at a probe path is refused here, before @fastify/websocket would log its URL.
   app.addHook('onRequest', async (request, reply) => {
     if (!request.ws) return
-    request.log.info(
-      { event: 'ws.auth', outcome: 'rejected', mode: app.wsAuth.mode, reason: 'not a websocket path', remote: request.ip },
-      'websocket upgrade rejected',
-    )
+    logUpgradeRejected(request.log, app.wsAuth.mode, 'not a websocket path', request.ip)
     return reply.code(400).type('text/plain; charset=utf-8').send('websocket upgrades are served on other paths')
   })
 

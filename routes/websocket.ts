@@ -4,6 +4,7 @@ import type { WebSocket, RawData } from 'ws'
 import type { Principal } from '../src/auth/principal.js'
 import { Session } from '../src/rpc/session.js'
 import { Heartbeat } from '../src/transport/heartbeat.js'
+import { logUpgradeAdmitted, logUpgradeRejected } from '../src/auth/audit.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -28,23 +29,17 @@ export default async function websocketRoutes(app: FastifyInstance): Promise<voi
     const mode = app.wsAuth.mode
     const remote = request.ip
     if (app.lifecycle.draining) {
-      request.log.info({ event: 'ws.auth', outcome: 'rejected', mode, reason: 'server draining', remote }, 'websocket upgrade rejected')
+      logUpgradeRejected(request.log, mode, 'server draining', remote)
       return reply.code(503).type('text/plain; charset=utf-8').send('server shutting down')
     }
     const decision = await app.wsAuth.authorize({ url: request.url, headers: request.headers })
     if (!decision.ok) {
-      request.log.info({ event: 'ws.auth', outcome: 'rejected', mode, reason: decision.reason, remote }, 'websocket upgrade rejected')
+      logUpgradeRejected(request.log, mode, decision.reason, remote)
       return reply.code(401).type('text/plain; charset=utf-8').send(decision.reason)
     }
     const connectionId = `c${nextConnectionId++}`
-    const { principal } = decision
-    const line = { event: 'ws.auth', mode, connectionId, remote, principal: principal.kind, scopes: [...principal.scopes] }
-    if (decision.degradedReason !== null) {
-      request.log.warn({ ...line, outcome: 'degraded', reason: decision.degradedReason }, 'websocket connection admitted without a valid token')
-    } else {
-      request.log.info({ ...line, outcome: 'accepted' }, 'websocket connection accepted')
-    }
-    request.wsAdmission = { principal, connectionId }
+    logUpgradeAdmitted(request.log, mode, remote, connectionId, decision.principal, decision.degradedReason)
+    request.wsAdmission = { principal: decision.principal, connectionId }
   }
 
   app.route({

@@ -13,6 +13,7 @@ import type { Config } from './config/types.js'
 import { UserAgent } from './rpc/user-agent.js'
 import type { AppServices } from './services.js'
 import { VERSION } from './version.js'
+import { logUpgradeRejected } from './auth/audit.js'
 
 export interface BuildOptions {
   readonly logger: Logger
@@ -35,10 +36,7 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
     frameworkErrors: (_error, request, reply) => {
       const r = reply as unknown as FastifyReply
       if (request.headers.upgrade !== undefined) {
-        request.log.info(
-          { event: 'ws.auth', outcome: 'rejected', mode: config.auth.mode, reason: 'bad request url', remote: request.ip },
-          'websocket upgrade rejected',
-        )
+        logUpgradeRejected(request.log, config.auth.mode, 'bad request url', request.ip)
         r.header('connection', 'close')
         request.raw.socket.once('finish', () => request.raw.socket.destroy())
         r.raw.once('finish', () => request.raw.socket.destroy())
