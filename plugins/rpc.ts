@@ -1,26 +1,50 @@
 import fp from 'fastify-plugin'
 import { Dispatcher } from '../src/rpc/dispatcher.js'
+import { InFlightLimit } from '../src/rpc/in-flight.js'
+import type { MethodDefinition } from '../src/rpc/method.js'
 import { initializeMethods } from '../src/rpc/methods/initialize.js'
 import { SessionRegistry } from '../src/rpc/registry.js'
+import { RequestIdAllocator } from '../src/rpc/server-requests.js'
+import type { SessionDeps } from '../src/rpc/session.js'
+import { realTimers, type Timers } from '../src/rpc/timers.js'
 import type { AppServices } from '../src/services.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     dispatcher: Dispatcher<AppServices>
     sessions: SessionRegistry
+    /** The process-wide bound on requests in flight (also read by `/readyz`). */
+    inFlight: InFlightLimit
+    /** What every session shares: dispatcher, limits, server-request ids, timers. */
+    sessionDeps: SessionDeps
   }
 }
 
 export interface RpcPluginOptions {
   readonly services: AppServices
+  /** Methods beyond the product's own (tests register probes here). */
+  readonly extraMethods?: readonly MethodDefinition<AppServices, any>[]
+  readonly timers?: Timers
 }
 
-/** Decorates the app with the JSON-RPC dispatcher (every method, compiled once) and the session registry. */
+/** Decorates the app with the JSON-RPC dispatcher (every method, compiled once), the session registry and the limits. */
 export default fp<RpcPluginOptions>(
   async (app, opts) => {
-    const methods = [...initializeMethods<AppServices>()]
-    app.decorate('dispatcher', new Dispatcher<AppServices>(methods, opts.services))
+    const methods = [...initializeMethods<AppServices>(), ...(opts.extraMethods ?? [])]
+    const dispatcher = new Dispatcher<AppServices>(methods, opts.services)
+    const limits = app.config.limits
+    const inFlight = new InFlightLimit(limits.maxInFlight)
+    app.decorate('dispatcher', dispatcher)
     app.decorate('sessions', new SessionRegistry())
+    app.decorate('inFlight', inFlight)
+    app.decorate('sessionDeps', {
+      dispatcher,
+      inFlight,
+      serverRequestIds: new RequestIdAllocator(),
+      timers: opts.timers ?? realTimers,
+      ratePerSecond: limits.rpcRatePerSecond,
+      burst: limits.rpcBurst,
+    })
   },
-  { name: 'rpc', fastify: '5.x' },
+  { name: 'rpc', fastify: '5.x', decorators: { fastify: ['config'] } },
 )

@@ -23,13 +23,15 @@ export default async function healthRoutes(fastify: FastifyInstance): Promise<vo
     return reply.code(400).type('text/plain; charset=utf-8').send('websocket upgrades are served on other paths')
   })
 
-  app.get('/healthz', { schema: { response: { 200: Healthz } } }, async () => ({
+  const limit = fastify.httpRateLimit ? { onRequest: fastify.httpRateLimit } : {}
+
+  app.get('/healthz', { ...limit, schema: { response: { 200: Healthz } } }, async () => ({
     status: 'ok' as const,
     auth: { mode: app.wsAuth.mode, enforced: app.wsAuth.enforced },
   }))
 
-  app.get('/readyz', { schema: { response: { 200: Readyz, 503: Readyz } } }, async (_request, reply) => {
-    if (app.lifecycle.draining) return reply.code(503).send({ status: 'draining' as const })
+  app.get('/readyz', { ...limit, schema: { response: { 200: Readyz, 503: Readyz } } }, async (_request, reply) => {
+    if (app.lifecycle.draining || app.inFlight.saturated) return reply.code(503).send({ status: 'draining' as const })
     return { status: 'ready' as const }
   })
 }

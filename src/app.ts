@@ -1,3 +1,4 @@
+import { STATUS_CODES } from 'node:http'
 import { arch, release, type as osType } from 'node:os'
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
 import websocket from '@fastify/websocket'
@@ -5,7 +6,9 @@ import type { Logger } from 'pino'
 import browserGuard from '../plugins/browser-guard.js'
 import configPlugin from '../plugins/config.js'
 import lifecycle from '../plugins/lifecycle.js'
-import rpc from '../plugins/rpc.js'
+import rpc, { type RpcPluginOptions } from '../plugins/rpc.js'
+import rateLimits from '../plugins/rate-limit.js'
+import type { Timers } from './rpc/timers.js'
 import wsAuth from '../plugins/ws-auth.js'
 import healthRoutes from '../routes/health.js'
 import websocketRoutes from '../routes/websocket.js'
@@ -23,6 +26,10 @@ export interface BuildOptions {
   readonly now?: () => number
   /** `$TERM` of the process, for the user agent. */
   readonly terminal?: string
+  /** Extra JSON-RPC methods (tests register probes). */
+  readonly extraMethods?: RpcPluginOptions['extraMethods']
+  /** Timers for server requests and rate limits (tests drive time). */
+  readonly timers?: Timers
 }
 
 const PLAIN_TEXT = 'text/plain; charset=utf-8'
@@ -73,14 +80,15 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
     },
   })
   await app.register(browserGuard)
-  await app.register(rpc, { services })
+  await app.register(rpc, { services, ...(options.extraMethods ? { extraMethods: options.extraMethods } : {}), ...(options.timers ? { timers: options.timers } : {}) })
+  await app.register(rateLimits, options.now ? { now: options.now } : {})
 
   // Neither handler quotes the request: its URL may carry the connection token.
   app.setNotFoundHandler((_request, reply) => reply.code(404).type(PLAIN_TEXT).send('not found'))
   app.setErrorHandler((error: { statusCode?: number }, request, reply) => {
     const status = typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500
     if (status === 500) request.log.error({ err: error }, 'request failed')
-    return reply.code(status).type(PLAIN_TEXT).send(status === 500 ? 'internal error' : 'bad request')
+    return reply.code(status).type(PLAIN_TEXT).send((STATUS_CODES[status] ?? 'error').toLowerCase())
   })
 
   await app.register(healthRoutes)

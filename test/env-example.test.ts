@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import t from 'tap'
+import { renderEnvExample } from '../src/config/env-example.js'
 import { ENV_ONLY, envName, FLAGS } from '../src/config/flags.js'
 
 // dist/test/… → the project root's .env.example
@@ -12,4 +13,5 @@ t.test('.env.example lists every setting with its default', async (t) => {
   for (const e of ENV_ONLY) t.ok(text.includes(`# ${e.name}=${e.defaultText}\n`), `${e.name} listed`)
   const listed = [...text.matchAll(/^# ([A-Z0-9_]+)=/gm)].map((m) => m[1])
   t.equal(listed.length, FLAGS.length + ENV_ONLY.length, 'nothing stale is listed')
+  t.equal(text, renderEnvExample(), 'the file is what `npm run env-example` writes')
 })

@@ -33,6 +33,12 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'home', kind: 'string', valueName: 'DIR', defaultText: '~/.app-server', help: 'state directory' },
   { name: 'max-payload', kind: 'string', valueName: 'BYTES', defaultText: '16777216', help: 'largest inbound WebSocket message; larger closes with 1009' },
   { name: 'ping-interval-seconds', kind: 'string', valueName: 'N', defaultText: '0', help: 'server ping interval that closes dead peers (0: off)' },
+  { name: 'max-outbound-buffer', kind: 'string', valueName: 'BYTES', defaultText: '16777216', help: 'bytes queued to a client that does not read before it is closed (1008 slow consumer)' },
+  { name: 'http-rate-limit', kind: 'string', valueName: 'N', defaultText: '600', help: 'health requests and upgrade attempts per minute per remote address (0: off)' },
+  { name: 'failed-upgrade-limit', kind: 'string', valueName: 'N', defaultText: '30', help: 'failed upgrades per minute per remote address before all its upgrades get 429 (0: off)' },
+  { name: 'rpc-rate', kind: 'string', valueName: 'N', defaultText: '1000', help: 'JSON-RPC messages per second per connection (0: off)' },
+  { name: 'rpc-burst', kind: 'string', valueName: 'N', defaultText: '2000', help: 'JSON-RPC messages a connection may send at once above its rate' },
+  { name: 'max-in-flight', kind: 'string', valueName: 'N', defaultText: '4096', help: 'JSON-RPC requests handled at once by the whole process' },
 ]
 
 /** `--ws-auth` → `APP_SERVER_WS_AUTH`. */

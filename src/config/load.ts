@@ -47,6 +47,14 @@ export function loadConfig(argv: readonly string[], options: LoadConfigOptions):
     home: resolveHome(str(raw('home'))),
     maxPayloadBytes: integerFlag('max-payload', str(raw('max-payload')), 16 * 1024 * 1024, 1, MAX_PAYLOAD_CEILING),
     pingIntervalMs: 1000 * integerFlag('ping-interval-seconds', str(raw('ping-interval-seconds')), 0, 0, 86_400),
+    limits: {
+      httpPerMinute: integerFlag('http-rate-limit', str(raw('http-rate-limit')), 600, 0, 10_000_000),
+      failedUpgradesPerMinute: integerFlag('failed-upgrade-limit', str(raw('failed-upgrade-limit')), 30, 0, 10_000_000),
+      rpcRatePerSecond: integerFlag('rpc-rate', str(raw('rpc-rate')), 1000, 0, 100_000_000),
+      rpcBurst: integerFlag('rpc-burst', str(raw('rpc-burst')), 2000, 1, 100_000_000),
+      maxInFlight: integerFlag('max-in-flight', str(raw('max-in-flight')), 4096, 1, 10_000_000),
+      maxOutboundBufferBytes: integerFlag('max-outbound-buffer', str(raw('max-outbound-buffer')), 16 * 1024 * 1024, 1024, MAX_PAYLOAD_CEILING),
+    },
     chatgptBaseUrl: env.CHATGPT_BASE_URL ?? defaultOf('CHATGPT_BASE_URL'),
     authIssuer: env.AUTH_ISSUER ?? defaultOf('AUTH_ISSUER'),
   }

@@ -38,9 +38,20 @@ export interface Config {
   readonly home: string
   readonly maxPayloadBytes: number
   readonly pingIntervalMs: number
+  readonly limits: Limits
   readonly chatgptBaseUrl: string
   readonly authIssuer: string
 }
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 export type LogLevel = (typeof LOG_LEVELS)[number]
+
+/** Rate limits and load bounds; 0 turns a per-minute or per-second limit off. */
+export interface Limits {
+  readonly httpPerMinute: number
+  readonly failedUpgradesPerMinute: number
+  readonly rpcRatePerSecond: number
+  readonly rpcBurst: number
+  readonly maxInFlight: number
+  readonly maxOutboundBufferBytes: number
+}

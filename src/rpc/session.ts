@@ -1,7 +1,12 @@
 import type { Principal } from '../auth/principal.js'
 import type { AppLogger } from '../log/logger.js'
 import type { Dispatcher } from './dispatcher.js'
-import { encodeError, encodeNotification, encodeResult, parseIncoming, type RequestId } from './wire.js'
+import { OVERLOADED, OVERLOADED_MESSAGE } from './errors.js'
+import type { InFlightLimit } from './in-flight.js'
+import { ServerRequestAborted, ServerRequests, type RequestIdAllocator } from './server-requests.js'
+import type { Timers } from './timers.js'
+import { TokenBucket } from './token-bucket.js'
+import { encodeError, encodeNotification, encodeRequest, encodeResult, parseIncoming, type RequestId } from './wire.js'
 
 /** The socket side of a session: a local WebSocket, or a remote-control virtual connection. */
 export interface SessionTransport {
@@ -15,23 +20,44 @@ export interface ClientInfo {
   readonly version: string
 }
 
+/** What every session of the process shares; built once by the rpc plugin. */
+export interface SessionDeps {
+  readonly dispatcher: Dispatcher<any>
+  readonly inFlight: InFlightLimit
+  readonly serverRequestIds: RequestIdAllocator
+  readonly timers: Timers
+  /** Messages per second per connection (0: unlimited) and the burst above it. */
+  readonly ratePerSecond: number
+  readonly burst: number
+}
+
+const OVERLOADED_BODY = { code: OVERLOADED, message: OVERLOADED_MESSAGE }
+const DROP_WARN_INTERVAL_MS = 1_000
+
 /**
- * One JSON-RPC connection: its principal, its handshake state, and the requests it has in
- * flight. It knows nothing of sockets beyond `SessionTransport`.
+ * One JSON-RPC connection: its principal, its handshake state, its rate limit, the requests
+ * it has in flight and the server requests it has not answered. It knows nothing of sockets
+ * beyond `SessionTransport`.
  */
 export class Session {
   private initializedState: { clientInfo: ClientInfo; optOut: ReadonlySet<string> } | null = null
   private inFlight = 0
   private idleWaiters: (() => void)[] = []
   private closed = false
+  private readonly bucket: TokenBucket | null
+  private readonly serverRequests: ServerRequests
+  private lastDropWarning = -Infinity
 
   constructor(
     readonly id: string,
     readonly principal: Principal,
     private readonly transport: SessionTransport,
-    private readonly dispatcher: Dispatcher<any>,
     readonly log: AppLogger,
-  ) {}
+    private readonly deps: SessionDeps,
+  ) {
+    this.bucket = deps.ratePerSecond > 0 ? new TokenBucket(deps.ratePerSecond, deps.burst, deps.timers.now) : null
+    this.serverRequests = new ServerRequests(deps.serverRequestIds, deps.timers, log)
+  }
 
   get initialized(): boolean {
     return this.initializedState !== null
@@ -43,6 +69,10 @@ export class Session {
 
   get requestsInFlight(): number {
     return this.inFlight
+  }
+
+  get isClosed(): boolean {
+    return this.closed
   }
 
   /** Called by the `initialize` handler once the handshake succeeded. */
@@ -64,15 +94,32 @@ export class Session {
     }
     switch (msg.kind) {
       case 'request':
+        if (this.bucket !== null && !this.bucket.take()) {
+          this.send(encodeError(msg.id, OVERLOADED_BODY))
+          this.warnDropped('request over the connection rate limit answered with -32001')
+          return
+        }
+        if (!this.deps.inFlight.tryAcquire()) {
+          this.send(encodeError(msg.id, OVERLOADED_BODY))
+          this.warnDropped('request over the process in-flight bound answered with -32001')
+          return
+        }
         void this.runRequest(msg.id, msg.method, msg.params)
         return
       case 'notification':
+        if (this.bucket !== null && !this.bucket.take()) {
+          this.warnDropped('notification over the connection rate limit dropped')
+          return
+        }
         // `initialized` needs no reply; codex drops other client notifications silently.
         this.log.debug({ method: msg.method }, 'client notification')
         return
+      // Replies to server requests are not rate limited: they answer what we asked.
       case 'response':
+        this.serverRequests.resolve(msg.id, msg.result)
+        return
       case 'error':
-        this.log.debug({ id: msg.id }, 'dropped reply to no pending server request')
+        this.serverRequests.reject(msg.id, msg.error)
         return
     }
   }
@@ -85,6 +132,15 @@ export class Session {
     this.send(encodeNotification(method, params))
   }
 
+  /**
+   * Sends a server→client request and resolves with the client's `result`. Rejects with
+   * `ServerRequestError` (client error reply), `ServerRequestTimeout` or `ServerRequestAborted`.
+   */
+  request(method: string, params: unknown, timeoutMs: number): Promise<unknown> {
+    if (this.closed) return Promise.reject(new ServerRequestAborted(method))
+    return this.serverRequests.request(method, timeoutMs, (id) => this.send(encodeRequest(id, method, params)))
+  }
+
   /** Resolves once no request of this session is being handled. */
   whenIdle(): Promise<void> {
     if (this.inFlight === 0) return Promise.resolve()
@@ -94,24 +150,34 @@ export class Session {
   close(code: number, reason: string): void {
     if (this.closed) return
     this.closed = true
+    this.serverRequests.abortAll()
     this.transport.close(code, reason)
   }
 
-  /** The transport went away: nothing more is sent. */
+  /** The transport went away: nothing more is sent, and pending server requests fail. */
   detach(): void {
     this.closed = true
+    this.serverRequests.abortAll()
   }
 
   private send(text: string): void {
     if (!this.closed) this.transport.send(text)
   }
 
+  private warnDropped(what: string): void {
+    const now = this.deps.timers.now()
+    if (now - this.lastDropWarning < DROP_WARN_INTERVAL_MS) return
+    this.lastDropWarning = now
+    this.log.warn(what)
+  }
+
   private async runRequest(id: RequestId, method: string, params: unknown): Promise<void> {
     this.inFlight++
     try {
-      const outcome = await this.dispatcher.dispatch(this, method, params)
+      const outcome = await this.deps.dispatcher.dispatch(this, method, params)
       this.send('result' in outcome ? encodeResult(id, outcome.result) : encodeError(id, outcome.error))
     } finally {
+      this.deps.inFlight.release()
       this.inFlight--
       if (this.inFlight === 0 && this.idleWaiters.length > 0) {
         const waiters = this.idleWaiters

@@ -5,7 +5,7 @@
 import { Writable } from 'node:stream'
 import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
-import { buildApp, drainAndClose } from '../../src/app.js'
+import { buildApp, drainAndClose, type BuildOptions } from '../../src/app.js'
 import { loadConfig } from '../../src/config/load.js'
 import type { Config } from '../../src/config/types.js'
 import { createLogger } from '../../src/log/logger.js'
@@ -69,15 +69,24 @@ export interface StartOptions {
   readonly argv?: readonly string[]
   readonly env?: Record<string, string>
   readonly now?: () => number
+  readonly extraMethods?: BuildOptions['extraMethods']
+  readonly timers?: BuildOptions['timers']
 }
 
 export async function startServer(options: StartOptions = {}): Promise<TestServer> {
   const argv = [...(options.argv ?? [])]
   if (!argv.some((a) => a === '--listen' || a.startsWith('--listen='))) argv.push('--listen', 'ws://127.0.0.1:0')
+  // Many tests make dozens of failed upgrades on purpose; the throttle has its own tests.
+  if (!argv.some((a) => a.startsWith('--failed-upgrade-limit'))) argv.push('--failed-upgrade-limit', '0')
   const config = loadConfig(argv, { env: options.env ?? {}, dotenvPath: null })
   const logs = new LogCapture()
   const logger = createLogger('debug', logs)
-  const app = await buildApp(config, { logger, ...(options.now ? { now: options.now } : {}) })
+  const app = await buildApp(config, {
+    logger,
+    ...(options.now ? { now: options.now } : {}),
+    ...(options.extraMethods ? { extraMethods: options.extraMethods } : {}),
+    ...(options.timers ? { timers: options.timers } : {}),
+  })
   await app.listen({ host: config.listen.host, port: config.listen.port })
   const port = (app.server.address() as AddressInfo).port
   const token = app.wsAuth.queryToken

@@ -1,0 +1,30 @@
+import fp from 'fastify-plugin'
+import rateLimit from '@fastify/rate-limit'
+import type { onRequestHookHandler } from 'fastify'
+import { FailedUpgradeThrottle } from '../src/auth/upgrade-throttle.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Per-address limit for health routes and upgrade attempts (an onRequest hook), or null when off. */
+    httpRateLimit: onRequestHookHandler | null
+    /** Per-address budget of failed upgrades. */
+    upgradeThrottle: FailedUpgradeThrottle
+  }
+}
+
+/**
+ * Wires the HTTP limits: @fastify/rate-limit keyed by remote address for health routes and
+ * upgrade attempts, and the tighter budget for failed upgrades.
+ */
+export default fp<{ now?: () => number }>(
+  async (app, opts) => {
+    const { httpPerMinute, failedUpgradesPerMinute } = app.config.limits
+    await app.register(rateLimit, { global: false })
+    app.decorate(
+      'httpRateLimit',
+      httpPerMinute > 0 ? (app.rateLimit({ max: httpPerMinute, timeWindow: 60_000 }) as onRequestHookHandler) : null,
+    )
+    app.decorate('upgradeThrottle', new FailedUpgradeThrottle(failedUpgradesPerMinute, opts.now ?? Date.now))
+  },
+  { name: 'rate-limit', fastify: '5.x', decorators: { fastify: ['config'] } },
+)
