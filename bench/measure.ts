@@ -78,3 +78,52 @@ export async function idleMemory(url: string, pid: number, n: number): Promise<M
 function settle(): Promise<void> {
   return new Promise((r) => setTimeout(r, 1_000))
 }
+
+export interface RoundTripResult {
+  readonly perSecond: number
+  readonly p50Ms: number
+  readonly p99Ms: number
+  readonly count: number
+}
+
+/**
+ * Request/response throughput and latency: `connections` sockets, each initialized once, each
+ * keeping `inFlight` copies of `frame` outstanding for `durationMs`.
+ */
+export async function roundTrips(url: string, connections: number, inFlight: number, durationMs: number, frame: string): Promise<RoundTripResult> {
+  const sockets = await Promise.all(Array.from({ length: connections }, () => open(url)))
+  await Promise.all(sockets.map((ws) => oneReply(ws, INIT)))
+  const latencies: number[] = []
+  let count = 0
+  const start = performance.now()
+  const deadline = start + durationMs
+  await Promise.all(
+    sockets.map(
+      (ws) =>
+        new Promise<void>((resolve) => {
+          const sentAt: number[] = []
+          let outstanding = 0
+          const sendOne = () => {
+            sentAt.push(performance.now())
+            outstanding++
+            ws.send(frame)
+          }
+          ws.on('message', () => {
+            const t0 = sentAt.shift()!
+            const now = performance.now()
+            latencies.push(now - t0)
+            count++
+            outstanding--
+            if (now < deadline) sendOne()
+            else if (outstanding === 0) resolve()
+          })
+          for (let i = 0; i < inFlight; i++) sendOne()
+        }),
+    ),
+  )
+  const seconds = (performance.now() - start) / 1000
+  await Promise.all(sockets.map(closed))
+  latencies.sort((a, b) => a - b)
+  const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? 0
+  return { perSecond: count / seconds, p50Ms: pct(50), p99Ms: pct(99), count }
+}

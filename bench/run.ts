@@ -6,7 +6,7 @@
  *   npm run bench -- [--duration 5] [--concurrency 16] [--connections 1000] [--peer /path/to/codex]
  */
 import { parseArgs } from 'node:util'
-import { handshakes, idleMemory } from './measure.js'
+import { handshakes, idleMemory, roundTrips, type RoundTripResult } from './measure.js'
 import { bareTarget, codexTarget, projectTarget, startTarget, type Target } from './targets.js'
 
 const { values } = parseArgs({
@@ -25,15 +25,24 @@ interface Row {
   name: string
   handshakesPerSecond: number
   bytesPerConnection: number
+  one: RoundTripResult
+  many: RoundTripResult
 }
+
+// Until account/read exists, the round trip is a repeated `initialize`: parsed, validated
+// against its schema, dispatched and answered (`Already initialized`) like any request.
+const REQUEST = JSON.stringify({ id: 1, method: 'initialize', params: { clientInfo: { name: 'bench', title: null, version: '1.0.0' } } })
 
 async function measure(target: Target): Promise<Row> {
   const t = await startTarget(target)
   try {
     await handshakes(t.url, 500, concurrency) // warm-up
+    await roundTrips(t.url, 4, 8, 500, REQUEST) // warm-up
+    const one = await roundTrips(t.url, 1, 8, durationMs, REQUEST)
+    const many = await roundTrips(t.url, 32, 8, durationMs, REQUEST)
     const hs = await handshakes(t.url, durationMs, concurrency)
     const mem = await idleMemory(t.url, t.pid, connections)
-    return { name: t.name, handshakesPerSecond: hs.perSecond, bytesPerConnection: mem.bytesPerConnection }
+    return { name: t.name, handshakesPerSecond: hs.perSecond, bytesPerConnection: mem.bytesPerConnection, one, many }
   } finally {
     await t.stop()
   }
@@ -47,12 +56,26 @@ for (const target of targets) rows.push(await measure(target))
 const [project, bare] = rows as [Row, Row, ...Row[]]
 
 const kib = (b: number) => (b / 1024).toFixed(1)
-console.log(`\nhandshakes: ${concurrency} concurrent for ${durationMs / 1000}s; idle memory: ${connections} connections, each after one initialize\n`)
-console.log('target        handshakes/s   KiB/idle conn')
-for (const r of rows) console.log(`${r.name.padEnd(13)} ${r.handshakesPerSecond.toFixed(0).padStart(12)}   ${kib(r.bytesPerConnection).padStart(13)}`)
-console.log('')
-console.log(`ratio app-server / bare ws: handshakes ${(project.handshakesPerSecond / bare.handshakesPerSecond).toFixed(2)}x, memory/conn ${(project.bytesPerConnection / bare.bytesPerConnection).toFixed(2)}x`)
-const codex = rows[2]
-if (codex) {
-  console.log(`ratio app-server / codex:   handshakes ${(project.handshakesPerSecond / codex.handshakesPerSecond).toFixed(2)}x, memory/conn ${(project.bytesPerConnection / codex.bytesPerConnection).toFixed(2)}x`)
+const f0 = (n: number) => n.toFixed(0)
+const f1 = (n: number) => n.toFixed(1)
+const ratio = (a: number, b: number) => (a / b).toFixed(2) + 'x'
+console.log('\napp-server runs with --http-rate-limit 0 --rpc-rate 0 (one client address, thousands of requests).')
+console.log(`round trips: 1 and 32 connections x 8 in flight for ${durationMs / 1000}s each (request: repeated initialize)`)
+console.log(`handshakes: ${concurrency} concurrent for ${durationMs / 1000}s; idle memory: ${connections} connections, each after one initialize\n`)
+console.log('target        1conn req/s  p50ms  p99ms   32conn req/s  p50ms  p99ms   handshakes/s  KiB/idle conn')
+for (const r of rows) {
+  console.log(
+    `${r.name.padEnd(13)} ${f0(r.one.perSecond).padStart(11)} ${f1(r.one.p50Ms).padStart(6)} ${f1(r.one.p99Ms).padStart(6)}   ${f0(r.many.perSecond).padStart(12)} ${f1(r.many.p50Ms).padStart(6)} ${f1(r.many.p99Ms).padStart(6)}   ${f0(r.handshakesPerSecond).padStart(12)}  ${kib(r.bytesPerConnection).padStart(13)}`,
+  )
 }
+function ratios(label: string, a: Row, b: Row): void {
+  console.log(
+    `${label}: throughput 1conn ${ratio(a.one.perSecond, b.one.perSecond)}, 32conn ${ratio(a.many.perSecond, b.many.perSecond)}; ` +
+      `p99 1conn ${ratio(a.one.p99Ms, b.one.p99Ms)}, 32conn ${ratio(a.many.p99Ms, b.many.p99Ms)}; ` +
+      `handshakes ${ratio(a.handshakesPerSecond, b.handshakesPerSecond)}; memory/conn ${ratio(a.bytesPerConnection, b.bytesPerConnection)}`,
+  )
+}
+console.log('')
+ratios('app-server / bare ws', project, bare)
+const codex = rows[2]
+if (codex) ratios('app-server / codex  ', project, codex)

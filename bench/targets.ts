@@ -26,7 +26,9 @@ export function projectTarget(): Target {
   return {
     name: 'app-server',
     command: process.execPath,
-    args: [here('../src/main.js'), '--listen', 'ws://127.0.0.1:0', '--log-level', 'warn'],
+    // One client address opening thousands of sockets would be throttled by design: the
+    // per-address and per-connection limits are off for the measurement.
+    args: [here('../src/main.js'), '--listen', 'ws://127.0.0.1:0', '--log-level', 'warn', '--http-rate-limit', '0', '--rpc-rate', '0'],
     env: { APP_SERVER_HOME: mkdtempSync(join(tmpdir(), 'bench-home-')) },
   }
 }

@@ -25,13 +25,15 @@ export interface RpcPluginOptions {
   /** Methods beyond the product's own (tests register probes here). */
   readonly extraMethods?: readonly MethodDefinition<AppServices, any>[]
   readonly timers?: Timers
+  /** Check every result against its schema (tests). */
+  readonly validateResults?: boolean
 }
 
 /** Decorates the app with the JSON-RPC dispatcher (every method, compiled once), the session registry and the limits. */
 export default fp<RpcPluginOptions>(
   async (app, opts) => {
     const methods = [...initializeMethods<AppServices>(), ...(opts.extraMethods ?? [])]
-    const dispatcher = new Dispatcher<AppServices>(methods, opts.services)
+    const dispatcher = new Dispatcher<AppServices>(methods, opts.services, { validateResults: opts.validateResults ?? false })
     const limits = app.config.limits
     const inFlight = new InFlightLimit(limits.maxInFlight)
     app.decorate('dispatcher', dispatcher)

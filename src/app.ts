@@ -30,6 +30,8 @@ export interface BuildOptions {
   readonly extraMethods?: RpcPluginOptions['extraMethods']
   /** Timers for server requests and rate limits (tests drive time). */
   readonly timers?: Timers
+  /** Check every JSON-RPC result against its method's schema (tests). */
+  readonly validateResults?: boolean
 }
 
 const PLAIN_TEXT = 'text/plain; charset=utf-8'
@@ -80,7 +82,12 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
     },
   })
   await app.register(browserGuard)
-  await app.register(rpc, { services, ...(options.extraMethods ? { extraMethods: options.extraMethods } : {}), ...(options.timers ? { timers: options.timers } : {}) })
+  await app.register(rpc, {
+    services,
+    validateResults: options.validateResults ?? false,
+    ...(options.extraMethods ? { extraMethods: options.extraMethods } : {}),
+    ...(options.timers ? { timers: options.timers } : {}),
+  })
   await app.register(rateLimits, options.now ? { now: options.now } : {})
 
   // Neither handler quotes the request: its URL may carry the connection token.

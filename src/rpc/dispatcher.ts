@@ -9,6 +9,12 @@ import type { RpcErrorBody } from './wire.js'
 interface CompiledMethod<Services> {
   readonly def: MethodDefinition<Services>
   readonly validator: Validator | null
+  readonly resultValidator: Validator | null
+}
+
+export interface DispatcherOptions {
+  /** Check every result against its method's result schema (tests; costs time per reply). */
+  readonly validateResults?: boolean
 }
 
 export type DispatchOutcome = { readonly result: unknown } | { readonly error: RpcErrorBody }
@@ -25,10 +31,15 @@ export class Dispatcher<Services> {
   constructor(
     definitions: readonly MethodDefinition<Services, any>[],
     private readonly services: Services,
+    options: DispatcherOptions = {},
   ) {
     for (const def of definitions) {
       if (this.methods.has(def.name)) throw new Error(`duplicate method ${def.name}`)
-      this.methods.set(def.name, { def, validator: def.params === null ? null : Compile(def.params as TSchema) })
+      this.methods.set(def.name, {
+        def,
+        validator: def.params === null ? null : Compile(def.params as TSchema),
+        resultValidator: options.validateResults && def.result ? Compile(def.result) : null,
+      })
     }
     this.unknownVariantTail = `, expected one of ${[...this.methods.keys()].map((n) => '`' + n + '`').join(', ')}`
   }
@@ -40,7 +51,7 @@ export class Dispatcher<Services> {
   async dispatch(session: Session, method: string, rawParams: unknown): Promise<DispatchOutcome> {
     const entry = this.methods.get(method)
     if (entry === undefined) return invalid(`Invalid request: unknown variant \`${method}\`${this.unknownVariantTail}`)
-    const { def, validator } = entry
+    const { def, validator, resultValidator } = entry
 
     let params: unknown = undefined
     if (validator !== null) {
@@ -52,8 +63,13 @@ export class Dispatcher<Services> {
     if (!session.principal.scopes.has(def.scope)) return invalid(`method ${method} requires scope ${def.scope}`)
 
     try {
-      const result = await def.handler(params as never, { session, services: this.services })
-      return { result: result === undefined ? {} : result }
+      const value = await def.handler(params as never, { session, services: this.services })
+      const result = value === undefined ? {} : value
+      if (resultValidator !== null && !resultValidator.Check(result)) {
+        session.log.error({ method, problem: describeSchemaError(resultValidator, result, 'result') }, 'result does not match its schema')
+        return { error: { code: INTERNAL_ERROR, message: 'internal error' } }
+      }
+      return { result }
     } catch (err) {
       if (err instanceof RpcError) return { error: err.toBody() }
       // Never the error's own text: it may carry a path, a URL or a secret.
@@ -68,9 +84,9 @@ function invalid(message: string): DispatchOutcome {
 }
 
 /** The first schema error as `at /path: message` (values the client sent are not echoed). */
-function describeSchemaError(validator: Validator, value: unknown): string {
+function describeSchemaError(validator: Validator, value: unknown, root = 'params'): string {
   const [first] = validator.Errors(value)
   if (first === undefined) return 'invalid params'
-  const where = first.instancePath === '' ? 'params' : `params${first.instancePath}`
+  const where = first.instancePath === '' ? root : `${root}${first.instancePath}`
   return `${where}: ${first.message}`
 }

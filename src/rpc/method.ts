@@ -16,6 +16,8 @@ export interface MethodDefinition<Services, P extends TSchema | null = TSchema |
   readonly name: string
   readonly scope: Scope
   readonly params: P
+  /** Schema of the result; tests check every result the server sends against it. */
+  readonly result?: TSchema
   /** Allowed before `initialize` (only `initialize` itself). */
   readonly beforeInitialize?: boolean
   readonly handler: (params: P extends TSchema ? Static<P> : undefined, ctx: HandlerContext<Services>) => unknown

@@ -83,6 +83,8 @@ export async function startServer(options: StartOptions = {}): Promise<TestServe
   const logger = createLogger('debug', logs)
   const app = await buildApp(config, {
     logger,
+    // Every result the suite sees is checked against its method's schema.
+    validateResults: true,
     ...(options.now ? { now: options.now } : {}),
     ...(options.extraMethods ? { extraMethods: options.extraMethods } : {}),
     ...(options.timers ? { timers: options.timers } : {}),

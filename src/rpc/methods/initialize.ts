@@ -29,12 +29,20 @@ export const InitializeParams = Type.Object({
   ),
 })
 
+export const InitializeResult = Type.Object({
+  userAgent: Type.String(),
+  codexHome: Type.String(),
+  platformFamily: Type.String(),
+  platformOs: Type.String(),
+})
+
 export function initializeMethods<S extends { serverInfo: ServerInfo }>(): MethodDefinition<S, any>[] {
   return [
     defineMethod<S, typeof InitializeParams>({
       name: 'initialize',
       scope: 'session',
       params: InitializeParams,
+      result: InitializeResult,
       beforeInitialize: true,
       handler(params, { session, services }) {
         if (session.initialized) throw RpcError.invalidRequest('Already initialized')
