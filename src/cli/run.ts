@@ -32,7 +32,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   }
 
   // Loaded only now, so that `--help` and refusals answer without loading the server.
-  const [{ buildApp, drainAndClose }, { createLogger }, { default: closeWithGrace }] = await Promise.all([
+  const [{ buildApp, drainAndClose }, { createLogger, withheldError }, { default: closeWithGrace }] = await Promise.all([
     import('../app.js'),
     import('../log/logger.js'),
     import('close-with-grace'),
@@ -64,7 +64,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   io.stderr.write(formatBanner(facts))
 
   closeWithGrace({ delay: 10_000, logger: { error: (m: unknown) => logger.error(m) } }, async ({ signal, err }) => {
-    if (err) logger.error({ err }, 'shutting down after an error')
+    if (err) logger.error({ error: withheldError(err) }, 'shutting down after an error')
     else logger.info({ signal }, 'shutting down')
     await drainAndClose(app)
   })

@@ -41,6 +41,8 @@ function serializeRequest(req: RequestLike): Record<string, unknown> {
  * and `Authorization` header included).
  */
 function serializeError(err: Error): Record<string, unknown> {
+  // Anything thrown can reach here; a thrown string or number may itself be a secret.
+  if (err === null || typeof err !== 'object') return { type: typeof err }
   const out = stdSerializers.err(err) as unknown as Record<string, unknown>
   for (const key of Object.keys(out)) {
     const value = out[key]
@@ -83,4 +85,18 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
     },
     destination ?? pino.destination({ fd: 1, sync: false }),
   )
+}
+
+/**
+ * For failures whose message may carry data we must not write (a handler's error can quote a
+ * token, a path, a response body): the error's type and its stack frames, without the message.
+ */
+export function withheldError(err: unknown): { type: string; frames?: string } {
+  if (!(err instanceof Error)) return { type: typeof err }
+  const frames = (err.stack ?? '')
+    .split('\n')
+    .filter((line) => /^\s+at /.test(line))
+    .map((line) => scrubText(line.trim()))
+    .join('\n')
+  return { type: err.name, frames }
 }

@@ -1,6 +1,7 @@
 import { Compile } from 'typebox/compile'
 import type { TSchema } from 'typebox'
 import type { Validator } from 'typebox/compile'
+import { withheldError } from '../log/logger.js'
 import { INTERNAL_ERROR, INVALID_REQUEST, RpcError } from './errors.js'
 import type { MethodDefinition } from './method.js'
 import type { Session } from './session.js'
@@ -72,8 +73,8 @@ export class Dispatcher<Services> {
       return { result }
     } catch (err) {
       if (err instanceof RpcError) return { error: err.toBody() }
-      // Never the error's own text: it may carry a path, a URL or a secret.
-      session.log.error({ err, method }, 'request handler failed')
+      // Never the error's own text, in the reply or the log: it may carry a path, a URL or a secret.
+      session.log.error({ method, error: withheldError(err) }, 'request handler failed')
       return { error: { code: INTERNAL_ERROR, message: 'internal error' } }
     }
   }

@@ -1,7 +1,7 @@
 import type { Principal } from '../auth/principal.js'
-import type { AppLogger } from '../log/logger.js'
+import { withheldError, type AppLogger } from '../log/logger.js'
 import type { Dispatcher } from './dispatcher.js'
-import { OVERLOADED, OVERLOADED_MESSAGE } from './errors.js'
+import { INTERNAL_ERROR, OVERLOADED, OVERLOADED_MESSAGE } from './errors.js'
 import type { InFlightLimit } from './in-flight.js'
 import { ServerRequestAborted, ServerRequests, type RequestIdAllocator } from './server-requests.js'
 import type { Timers } from './timers.js'
@@ -176,6 +176,11 @@ export class Session {
     try {
       const outcome = await this.deps.dispatcher.dispatch(this, method, params)
       this.send('result' in outcome ? encodeResult(id, outcome.result) : encodeError(id, outcome.error))
+    } catch (err) {
+      // The dispatcher answers handler failures itself; this is the last guard (e.g. a result
+      // that cannot be encoded), so a request is always answered and never crashes the process.
+      this.log.error({ method, error: withheldError(err) }, 'request failed outside its handler')
+      this.send(encodeError(id, { code: INTERNAL_ERROR, message: 'internal error' }))
     } finally {
       this.deps.inFlight.release()
       this.inFlight--
