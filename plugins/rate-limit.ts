@@ -1,6 +1,8 @@
 import fp from 'fastify-plugin'
 import rateLimit from '@fastify/rate-limit'
 import type { onRequestHookHandler } from 'fastify'
+import type {} from '@fastify/websocket'
+import { logUpgradeRejected } from '../src/auth/audit.js'
 import { FailedUpgradeThrottle } from '../src/auth/upgrade-throttle.js'
 
 declare module 'fastify' {
@@ -22,7 +24,16 @@ export default fp<{ now?: () => number }>(
     await app.register(rateLimit, { global: false })
     app.decorate(
       'httpRateLimit',
-      httpPerMinute > 0 ? (app.rateLimit({ max: httpPerMinute, timeWindow: 60_000 }) as onRequestHookHandler) : null,
+      httpPerMinute > 0
+        ? (app.rateLimit({
+            max: httpPerMinute,
+            timeWindow: 60_000,
+            // A refused upgrade is an upgrade decision: it gets its ws.auth line like any other.
+            onExceeded: (request) => {
+              if (request.ws) logUpgradeRejected(request.log, app.config.auth.mode, 'rate limited', request.ip)
+            },
+          }) as onRequestHookHandler)
+        : null,
     )
     app.decorate('upgradeThrottle', new FailedUpgradeThrottle(failedUpgradesPerMinute, opts.now ?? Date.now))
   },

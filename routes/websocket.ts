@@ -28,13 +28,16 @@ function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLogger): 
   return {
     send(text) {
       if (closing || socket.readyState !== socket.OPEN) return
-      socket.send(text)
+      // Judged on what is still queued from earlier sends: one large reply to a client that
+      // reads is fine; a client that let `maxBytes` pile up is not.
       if (socket.bufferedAmount > maxBytes) {
         closing = true
         log.warn({ bufferedBytes: socket.bufferedAmount }, 'closing slow consumer')
         socket.close(1008, 'slow consumer')
         setTimeout(() => socket.terminate(), SLOW_CONSUMER_GRACE_MS).unref()
+        return
       }
+      socket.send(text)
     },
     close(code, reason) {
       closing = true

@@ -55,7 +55,7 @@ export class Session {
     readonly log: AppLogger,
     private readonly deps: SessionDeps,
   ) {
-    this.bucket = deps.ratePerSecond > 0 ? new TokenBucket(deps.ratePerSecond, deps.burst, deps.timers.now) : null
+    this.bucket = deps.ratePerSecond > 0 ? new TokenBucket(deps.ratePerSecond, deps.burst, () => deps.timers.now()) : null
     this.serverRequests = new ServerRequests(deps.serverRequestIds, deps.timers, log)
   }
 

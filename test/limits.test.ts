@@ -1,0 +1,468 @@
+/**
+ * Rate limits and load shedding (protocol.md "Rate limits and load shedding"): the limiter
+ * units with fake clocks, then over real sockets the failed-upgrade throttle, the per-address
+ * HTTP limit, the per-connection token bucket and the process-wide in-flight bound.
+ */
+import t from 'tap'
+import { FailedUpgradeThrottle } from '../src/auth/upgrade-throttle.js'
+import { InFlightLimit } from '../src/rpc/in-flight.js'
+import { defineMethod, type MethodDefinition } from '../src/rpc/method.js'
+import type { Timers } from '../src/rpc/timers.js'
+import { TokenBucket } from '../src/rpc/token-bucket.js'
+import type { AppServices } from '../src/services.js'
+import { canary } from './helpers/canary.js'
+import { connect, httpGet, refuse, tryUpgrade, type RpcClient } from './helpers/client.js'
+import { startServer, type LogLine, type StartOptions, type TestServer } from './helpers/server.js'
+
+type Test = import('tap').Test
+type Json = Record<string, unknown>
+
+const OVERLOADED = { code: -32001, message: 'Server overloaded; retry later.' }
+/** The exact frame codex sends for an overloaded request (`error` first, no `jsonrpc`). */
+const overloadedFrame = (id: number | string): string => JSON.stringify({ error: OVERLOADED, id })
+
+const WARN = 40
+
+/** A controllable clock in ms. */
+function fakeClock(start = 1_000_000): { now: () => number; advance: (ms: number) => void } {
+  let t = start
+  return { now: () => t, advance: (ms) => void (t += ms) }
+}
+
+/**
+ * `Timers` driven by the test: `now()` moves only when told, timeouts fire only when the clock
+ * passes them. Every member is a closure (callers may pass `now` around unbound).
+ */
+function fakeTimers(start = 5_000_000): Timers & { advance(ms: number): void } {
+  let clock = start
+  let nextHandle = 1
+  const pending = new Map<number, { at: number; fn: () => void }>()
+  return {
+    now: () => clock,
+    setTimeout: (fn: () => void, ms: number): unknown => {
+      const h = nextHandle++
+      pending.set(h, { at: clock + ms, fn })
+      return h
+    },
+    clearTimeout: (handle: unknown): void => {
+      pending.delete(handle as number)
+    },
+    advance: (ms: number): void => {
+      clock += ms
+      for (const [h, p] of [...pending].sort((a, b) => a[1].at - b[1].at)) {
+        if (p.at <= clock) {
+          pending.delete(h)
+          p.fn()
+        }
+      }
+    },
+  }
+}
+
+/** A method that answers at once; does not touch the handshake. */
+const echo: MethodDefinition<AppServices, null> = defineMethod<AppServices, null>({
+  name: 'test/echo',
+  scope: 'session',
+  params: null,
+  handler: () => ({ ok: true }),
+})
+
+async function start(t: Test, options: StartOptions): Promise<TestServer> {
+  const server = await startServer(options)
+  t.teardown(() => server.close())
+  return server
+}
+
+async function open(t: Test, server: TestServer, url = server.wsUrl): Promise<RpcClient> {
+  const client = await connect(url)
+  t.teardown(() => client.ws.terminate())
+  return client
+}
+
+function errorOf(reply: Json): { code: number; message: string } | undefined {
+  return reply.error as { code: number; message: string } | undefined
+}
+
+function warns(server: TestServer, from: number, msg: string): LogLine[] {
+  return server.logs.lines.slice(from).filter((l) => l.level === WARN && l.msg === msg)
+}
+
+/** Polls a condition (bounded); for state that settles on the server a few ticks later. */
+async function until(pred: () => boolean, what: string, ms = 3000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 5))
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (a) units
+// ---------------------------------------------------------------------------------------------
+
+t.test('TokenBucket: burst, refill rate, never above burst', async (t) => {
+  const clock = fakeClock()
+  const bucket = new TokenBucket(10, 5, clock.now)
+  const takes = (n: number): boolean[] => Array.from({ length: n }, () => bucket.take())
+
+  t.same(takes(6), [true, true, true, true, true, false], 'a full bucket allows `burst` at once, then refuses')
+  t.notOk(bucket.take(), 'still empty without time passing')
+
+  clock.advance(50)
+  t.notOk(bucket.take(), 'half a token (50 ms at 10/s) is not enough')
+  clock.advance(50)
+  t.ok(bucket.take(), '100 ms at 10/s refills one token')
+  t.notOk(bucket.take(), 'and only one')
+
+  clock.advance(300)
+  t.same(takes(4), [true, true, true, false], '300 ms refill three')
+
+  clock.advance(60_000)
+  t.same(takes(6), [true, true, true, true, true, false], 'a long idle refills to burst, never above it')
+
+  clock.advance(1000)
+  t.same(takes(6), [true, true, true, true, true, false], 'one second at 10/s is capped at burst 5')
+
+  const backwards = fakeClock(10_000)
+  const b2 = new TokenBucket(1, 1, backwards.now)
+  t.ok(b2.take())
+  backwards.advance(-5000)
+  t.notOk(b2.take(), 'a clock going backwards grants nothing')
+})
+
+t.test('FailedUpgradeThrottle: budget per window', async (t) => {
+  const clock = fakeClock()
+  const throttle = new FailedUpgradeThrottle(3, clock.now)
+  t.ok(throttle.enabled)
+  t.notOk(throttle.blocked('10.0.0.1'), 'an unknown address is not blocked')
+  throttle.recordFailure('10.0.0.1')
+  throttle.recordFailure('10.0.0.1')
+  t.notOk(throttle.blocked('10.0.0.1'), 'under budget')
+  throttle.recordFailure('10.0.0.1')
+  t.ok(throttle.blocked('10.0.0.1'), 'budget spent: blocked')
+  t.notOk(throttle.blocked('10.0.0.2'), 'other addresses are not affected')
+
+  clock.advance(59_999)
+  t.ok(throttle.blocked('10.0.0.1'), 'still blocked until the window ends')
+  clock.advance(1)
+  t.notOk(throttle.blocked('10.0.0.1'), 'a new window resets the budget')
+  throttle.recordFailure('10.0.0.1')
+  t.notOk(throttle.blocked('10.0.0.1'), 'one failure in the new window is under budget')
+})
+
+t.test('FailedUpgradeThrottle: window is fixed from the first failure', async (t) => {
+  const clock = fakeClock()
+  const throttle = new FailedUpgradeThrottle(2, clock.now, 1000)
+  throttle.recordFailure('a')
+  clock.advance(999)
+  throttle.recordFailure('a')
+  t.ok(throttle.blocked('a'), 'two failures within the window')
+  clock.advance(1)
+  t.notOk(throttle.blocked('a'), 'the window started at the first failure')
+})
+
+t.test('FailedUpgradeThrottle: 0 disables it', async (t) => {
+  const clock = fakeClock()
+  const throttle = new FailedUpgradeThrottle(0, clock.now)
+  t.notOk(throttle.enabled)
+  for (let i = 0; i < 1000; i++) throttle.recordFailure('10.0.0.1')
+  t.notOk(throttle.blocked('10.0.0.1'), 'never blocks')
+})
+
+t.test('FailedUpgradeThrottle: the table is bounded and evicts the oldest address', async (t) => {
+  const clock = fakeClock()
+  const throttle = new FailedUpgradeThrottle(1, clock.now, 60_000, 3)
+  throttle.recordFailure('a')
+  clock.advance(1)
+  throttle.recordFailure('b')
+  clock.advance(1)
+  throttle.recordFailure('c')
+  t.ok(['a', 'b', 'c'].every((r) => throttle.blocked(r)), 'three addresses fit')
+  throttle.recordFailure('d')
+  t.notOk(throttle.blocked('a'), 'the oldest entry was dropped past maxAddresses')
+  t.ok(['b', 'c', 'd'].every((r) => throttle.blocked(r)), 'the newer ones are kept')
+  throttle.recordFailure('e')
+  t.notOk(throttle.blocked('b'), 'then the next oldest')
+  t.ok(['c', 'd', 'e'].every((r) => throttle.blocked(r)))
+
+  // A flood of addresses never grows the table past its bound.
+  const big = new FailedUpgradeThrottle(1, clock.now, 60_000, 100)
+  for (let i = 0; i < 10_000; i++) big.recordFailure(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`)
+  const size = (big as unknown as { windows: Map<string, unknown> }).windows.size
+  t.ok(size <= 100, `table holds ${size} entries (bound 100)`)
+  t.ok(big.blocked('10.0.39.15'), 'the most recent address is still tracked')
+  t.notOk(big.blocked('10.0.0.0'), 'the first address was evicted')
+})
+
+t.test('InFlightLimit', async (t) => {
+  const limit = new InFlightLimit(2)
+  t.equal(limit.current, 0)
+  t.notOk(limit.saturated)
+  t.ok(limit.tryAcquire())
+  t.notOk(limit.saturated)
+  t.ok(limit.tryAcquire())
+  t.ok(limit.saturated, 'saturated at the bound')
+  t.equal(limit.current, 2)
+  t.notOk(limit.tryAcquire(), 'past the bound: refused')
+  t.equal(limit.current, 2, 'a refused acquire does not count')
+  limit.release()
+  t.notOk(limit.saturated)
+  t.ok(limit.tryAcquire(), 'a released slot can be taken again')
+  limit.release()
+  limit.release()
+  limit.release()
+  t.equal(limit.current, 0, 'never below zero')
+  t.ok(limit.tryAcquire() && limit.tryAcquire() && !limit.tryAcquire(), 'extra releases do not raise the bound')
+})
+
+// ---------------------------------------------------------------------------------------------
+// (b) HTTP limits over real sockets
+// ---------------------------------------------------------------------------------------------
+
+t.test('a token-guessing loop is throttled: 401 x5, then 429 even for the right token', async (t) => {
+  const clock = fakeClock(Date.now())
+  const server = await start(t, { argv: ['--failed-upgrade-limit', '5'], now: clock.now })
+  t.equal(server.config.limits.failedUpgradesPerMinute, 5)
+
+  for (let i = 0; i < 5; i++) {
+    const r = await refuse(`${server.wsBase}?token=${canary('guess')}`)
+    t.same(r, { status: 401, body: 'invalid generated websocket query token' }, `wrong token #${i + 1}: 401`)
+  }
+  for (let i = 0; i < 3; i++) {
+    const r = await refuse(`${server.wsBase}?token=${canary('guess')}`)
+    t.equal(r.status, 429, `wrong token #${6 + i}: 429`)
+  }
+  const right = await tryUpgrade(server.wsUrl)
+  if ('ws' in right) right.ws.terminate()
+  t.ok('refused' in right, 'the right token gets no socket while the address is blocked')
+  if ('refused' in right) {
+    t.equal(right.refused.status, 429, 'the right token gets 429 too: a blocked address learns nothing')
+    t.not(right.refused.body, 'invalid generated websocket query token', 'the body says nothing about the token')
+  }
+  const missing = await refuse(server.wsBase)
+  t.equal(missing.status, 429, 'no token at all: 429 as well')
+
+  const rejected = server.logs.authEvents().filter((l) => l.outcome === 'rejected')
+  const throttled = rejected.filter((l) => l.reason === 'too many failed upgrades')
+  t.equal(throttled.length, 5, 'each throttled attempt writes one ws.auth rejected line')
+  t.equal(rejected.length - throttled.length, 5, 'the five guesses were logged with their own reason')
+  t.ok(throttled.every((l) => l.mode === 'queryToken' && typeof l.remote === 'string'), 'with mode and remote')
+  t.equal(server.logs.authEvents().filter((l) => l.outcome === 'accepted').length, 0, 'nothing accepted')
+
+  const health = await httpGet(`${server.httpBase}/healthz`)
+  t.equal(health.status, 200, 'health probes are not blocked by the upgrade throttle')
+
+  clock.advance(61_000)
+  const client = await open(t, server)
+  const init = await client.initialize('after-window', '1.0.0')
+  t.type(init.userAgent, 'string', 'after the window the right token works again')
+  const again = await refuse(`${server.wsBase}?token=${canary('guess')}`)
+  t.equal(again.status, 401, 'and a wrong token is counted afresh (401)')
+})
+
+t.test('--http-rate-limit 3: the 4th health probe in a minute gets 429; upgrades count too', async (t) => {
+  const server = await start(t, { argv: ['--http-rate-limit', '3'] })
+  t.equal(server.config.limits.httpPerMinute, 3)
+  for (let i = 0; i < 3; i++) {
+    const r = await httpGet(`${server.httpBase}/healthz`)
+    t.equal(r.status, 200, `probe #${i + 1}: 200`)
+  }
+  const fourth = await httpGet(`${server.httpBase}/healthz`)
+  t.equal(fourth.status, 429, 'probe #4: 429')
+  const ready = await httpGet(`${server.httpBase}/readyz`)
+  t.equal(ready.status, 429, '/readyz shares the budget of the address')
+  const up = await tryUpgrade(server.wsUrl)
+  if ('ws' in up) up.ws.terminate()
+  t.ok('refused' in up && up.refused.status === 429, 'an upgrade with the right token: 429 instead of 101')
+  // transport.md: every upgrade decision logs one ws.auth line, this refusal included.
+  const decisions = server.logs.authEvents()
+  t.equal(decisions.length, 1, 'the rate-limited upgrade wrote one ws.auth line')
+  t.match(decisions[0] ?? {}, { event: 'ws.auth', outcome: 'rejected', mode: 'queryToken', reason: String, remote: String }, 'rejected, with mode, reason and remote')
+})
+
+t.test('--http-rate-limit 3: upgrade attempts are counted by themselves', async (t) => {
+  const server = await start(t, { argv: ['--http-rate-limit', '3'] })
+  const first = await open(t, server)
+  t.type((await first.initialize()).userAgent, 'string', 'upgrade #1 accepted')
+  const wrong = await refuse(`${server.wsBase}?token=${canary('guess')}`)
+  t.equal(wrong.status, 401, 'upgrade #2 (wrong token) is counted and answered 401')
+  const third = await open(t, server)
+  t.type((await third.initialize()).userAgent, 'string', 'upgrade #3 accepted')
+  const fourth = await tryUpgrade(server.wsUrl)
+  if ('ws' in fourth) fourth.ws.terminate()
+  t.ok('refused' in fourth && fourth.refused.status === 429, 'upgrade #4: 429 instead of 101')
+  const health = await httpGet(`${server.httpBase}/healthz`)
+  t.equal(health.status, 429, 'and health probes share the spent budget')
+  t.same(
+    server.logs.authEvents().map((l) => l.outcome),
+    ['accepted', 'rejected', 'accepted', 'rejected'],
+    'one ws.auth line per upgrade decision, the rate-limited one included',
+  )
+  // Open sockets are not affected by the HTTP limit.
+  const echoBack = await first.request('initialize', { clientInfo: { name: 'x', title: null, version: '1' } })
+  t.same(echoBack.error, { code: -32600, message: 'Already initialized' }, 'established connections keep working')
+})
+
+t.test('default limits never throttle a normal IDE', async (t) => {
+  // Passing the product default explicitly (the helper turns the throttle off otherwise).
+  const server = await start(t, { argv: ['--failed-upgrade-limit', '30'], extraMethods: [echo] })
+  t.same(
+    server.config.limits,
+    {
+      httpPerMinute: 600,
+      failedUpgradesPerMinute: 30,
+      rpcRatePerSecond: 1000,
+      rpcBurst: 2000,
+      maxInFlight: 4096,
+      maxOutboundBufferBytes: 16 * 1024 * 1024,
+    },
+    'product defaults',
+  )
+
+  const probes = await Promise.all(
+    Array.from({ length: 50 }, (_, i) => httpGet(`${server.httpBase}/${i % 2 === 0 ? 'healthz' : 'readyz'}`)),
+  )
+  t.same(
+    probes.map((p) => p.status),
+    Array.from({ length: 50 }, () => 200),
+    '50 health probes: all 200',
+  )
+
+  // An IDE retrying with a stale token a few times is not locked out.
+  for (let i = 0; i < 3; i++) t.equal((await refuse(`${server.wsBase}?token=${canary('stale')}`)).status, 401)
+
+  const clients = await Promise.all(Array.from({ length: 20 }, () => open(t, server)))
+  await Promise.all(clients.map((c, i) => c.initialize(`ide-${i}`, '1.0.0')))
+  const replies = await Promise.all(
+    clients.map((c) => Promise.all(Array.from({ length: 100 }, () => c.request('test/echo')))),
+  )
+  const all = replies.flat()
+  t.equal(all.length, 2000)
+  const failed = all.filter((r) => !('result' in r))
+  t.same(failed.slice(0, 3), [], '20 connections x 100 requests: every one answered with a result')
+  t.equal(server.logs.lines.filter((l) => l.level === WARN && /over the/.test(String(l.msg))).length, 0, 'no shedding WARN')
+})
+
+// ---------------------------------------------------------------------------------------------
+// (c) per-connection token bucket
+// ---------------------------------------------------------------------------------------------
+
+t.test('--rpc-rate 10 --rpc-burst 5: requests over the bucket get -32001, notifications are dropped', async (t) => {
+  const timers = fakeTimers()
+  const server = await start(t, { argv: ['--rpc-rate', '10', '--rpc-burst', '5'], timers, extraMethods: [echo] })
+  t.equal(server.config.limits.rpcRatePerSecond, 10)
+  t.equal(server.config.limits.rpcBurst, 5)
+  const client = await open(t, server)
+  await client.initialize('bucket', '1.0.0') // takes one of the five tokens
+
+  // 8 at once: 4 tokens left.
+  const mark = server.logs.lines.length
+  const burst = await Promise.all(Array.from({ length: 8 }, (_, i) => client.request('test/echo', undefined, 100 + i)))
+  t.same(
+    burst.slice(0, 4).map((r) => r.result),
+    [{ ok: true }, { ok: true }, { ok: true }, { ok: true }],
+    'burst minus the initialize: 4 answered normally',
+  )
+  for (let i = 4; i < 8; i++) {
+    t.same(burst[i], { error: OVERLOADED, id: 100 + i }, `request ${100 + i}: -32001`)
+    t.ok(client.frames.includes(overloadedFrame(100 + i)), `request ${100 + i}: exact codex frame`)
+  }
+  t.ok(warns(server, mark, 'request over the connection rate limit answered with -32001').length >= 1, 'shedding logged at WARN')
+
+  // Without time passing the bucket stays empty.
+  const still = await client.request('test/echo', undefined, 'still-empty')
+  t.same(still, { error: OVERLOADED, id: 'still-empty' }, 'no refill without time')
+
+  // One second at 10/s refills, capped at the burst of 5.
+  timers.advance(1000)
+  const refill = await Promise.all(Array.from({ length: 6 }, (_, i) => client.request('test/echo', undefined, 200 + i)))
+  t.same(
+    refill.slice(0, 5).map((r) => r.result),
+    Array.from({ length: 5 }, () => ({ ok: true })),
+    'after 1 s requests succeed again (5 = burst)',
+  )
+  t.same(refill[5], { error: OVERLOADED, id: 205 }, 'the sixth is over the burst')
+
+  // Notifications: the bucket is full again after another second; 8 notifications use 5
+  // tokens, the other 3 are dropped without a reply and with a WARN.
+  timers.advance(1000)
+  const nmark = server.logs.lines.length
+  const framesBefore = client.frames.length
+  for (let i = 0; i < 8; i++) client.notify('initialized')
+  // Frames are handled in order: this reply proves all eight were handled (and the bucket is empty).
+  const sync = await client.request('test/echo', undefined, 'sync')
+  t.same(sync, { error: OVERLOADED, id: 'sync' }, 'the notifications used up the bucket')
+  timers.advance(1000)
+  const marker = await client.request('test/echo', undefined, 'marker')
+  t.same(marker, { id: 'marker', result: { ok: true } }, 'the connection is still served')
+  t.equal(client.frames.length, framesBefore + 2, 'no reply to any notification, dropped or not')
+  const handled = server.logs.lines.slice(nmark).filter((l) => l.msg === 'client notification')
+  t.equal(handled.length, 5, 'five notifications were within the bucket')
+  t.ok(warns(server, nmark, 'notification over the connection rate limit dropped').length >= 1, 'the dropped ones: WARN')
+
+  // The limit is per connection: another client has its own full bucket.
+  const other = await open(t, server)
+  await other.initialize('bucket-2', '1.0.0')
+  const otherReplies = await Promise.all(Array.from({ length: 4 }, () => other.request('test/echo')))
+  t.ok(otherReplies.every((r) => 'result' in r), 'a second connection is not affected')
+  t.equal(client.ws.readyState, client.ws.OPEN, 'overload never closes the connection')
+})
+
+// ---------------------------------------------------------------------------------------------
+// (d) process-wide in-flight bound
+// ---------------------------------------------------------------------------------------------
+
+t.test('--max-in-flight 2: a third request from another connection gets -32001; /readyz 503 while saturated', async (t) => {
+  let release!: () => void
+  const gate = new Promise<void>((resolve) => (release = resolve))
+  let entered = 0
+  const slow = defineMethod<AppServices, null>({
+    name: 'test/slow',
+    scope: 'session',
+    params: null,
+    handler: async () => {
+      entered++
+      await gate
+      return { done: true }
+    },
+  })
+  const server = await start(t, { argv: ['--max-in-flight', '2'], extraMethods: [slow, echo] })
+  t.teardown(() => release())
+  t.equal(server.config.limits.maxInFlight, 2)
+
+  const a = await open(t, server)
+  const b = await open(t, server)
+  await a.initialize('holder', '1.0.0')
+  await b.initialize('bystander', '1.0.0')
+  const ready = await httpGet(`${server.httpBase}/readyz`)
+  t.same([ready.status, JSON.parse(ready.body)], [200, { status: 'ready' }], 'ready before load')
+
+  const s1 = a.request('test/slow', undefined, 's1')
+  const s2 = a.request('test/slow', undefined, 's2')
+  await until(() => entered === 2, 'both slow calls to enter their handler')
+  t.equal(server.app.inFlight.current, 2, 'two requests in flight')
+  t.ok(server.app.inFlight.saturated)
+
+  const mark = server.logs.lines.length
+  const shed = await b.request('test/echo', undefined, 'shed')
+  t.same(shed, { error: OVERLOADED, id: 'shed' }, 'a request from another connection: -32001')
+  t.ok(b.frames.includes(overloadedFrame('shed')), 'exact codex frame')
+  t.ok(warns(server, mark, 'request over the process in-flight bound answered with -32001').length >= 1, 'logged at WARN')
+  const third = await a.request('test/echo', undefined, 'own')
+  t.same(third, { error: OVERLOADED, id: 'own' }, 'and from the same connection')
+
+  const draining = await httpGet(`${server.httpBase}/readyz`)
+  t.equal(draining.status, 503, '/readyz: 503 while saturated')
+  t.same(JSON.parse(draining.body), { status: 'draining' })
+  const health = await httpGet(`${server.httpBase}/healthz`)
+  t.equal(health.status, 200, '/healthz stays 200 (the process is alive)')
+
+  release()
+  t.same(await s1, { id: 's1', result: { done: true } }, 'slow call 1 completes normally')
+  t.same(await s2, { id: 's2', result: { done: true } }, 'slow call 2 completes normally')
+  t.equal(server.app.inFlight.current, 0, 'bound released')
+  const readyAgain = await httpGet(`${server.httpBase}/readyz`)
+  t.same([readyAgain.status, JSON.parse(readyAgain.body)], [200, { status: 'ready' }], '/readyz: 200 once released')
+  const after = await b.request('test/echo', undefined, 'after')
+  t.same(after, { id: 'after', result: { ok: true } }, 'requests are served again')
+})
