@@ -34,6 +34,15 @@ interface Row {
 const REQUEST = JSON.stringify({ id: 1, method: 'initialize', params: { clientInfo: { name: 'bench', title: null, version: '1.0.0' } } })
 
 async function measure(target: Target): Promise<Row> {
+  // Memory first, on a fresh process: load tests grow the heap, and idle connections would
+  // then fit into memory that is already committed, hiding their cost.
+  const fresh = await startTarget(target)
+  let mem
+  try {
+    mem = await idleMemory(fresh.url, fresh.pid, connections)
+  } finally {
+    await fresh.stop()
+  }
   const t = await startTarget(target)
   try {
     await handshakes(t.url, 500, concurrency) // warm-up
@@ -41,7 +50,6 @@ async function measure(target: Target): Promise<Row> {
     const one = await roundTrips(t.url, 1, 8, durationMs, REQUEST)
     const many = await roundTrips(t.url, 32, 8, durationMs, REQUEST)
     const hs = await handshakes(t.url, durationMs, concurrency)
-    const mem = await idleMemory(t.url, t.pid, connections)
     return { name: t.name, handshakesPerSecond: hs.perSecond, bytesPerConnection: mem.bytesPerConnection, one, many }
   } finally {
     await t.stop()

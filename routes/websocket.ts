@@ -3,7 +3,7 @@ import type {} from '@fastify/websocket'
 import type { WebSocket, RawData } from 'ws'
 import type { Principal } from '../src/auth/principal.js'
 import { Session, type SessionTransport } from '../src/rpc/session.js'
-import type { AppLogger } from '../src/log/logger.js'
+import { lazyChild, withheldError, type AppLogger } from '../src/log/logger.js'
 import { Heartbeat } from '../src/transport/heartbeat.js'
 import { logUpgradeAdmitted, logUpgradeRejected } from '../src/auth/audit.js'
 
@@ -90,10 +90,17 @@ export default async function websocketRoutes(app: FastifyInstance): Promise<voi
     wsHandler: (socket: WebSocket, request: FastifyRequest) => {
       const admission = request.wsAdmission
       if (admission === null) return socket.close(1011, 'not admitted')
-      const log = app.log.child({ connectionId: admission.connectionId })
+      const log = lazyChild(app.log, { connectionId: admission.connectionId })
       const session = new Session(admission.connectionId, admission.principal, boundedTransport(socket, maxOutbound, log), log, app.sessionDeps)
       app.sessions.add(session)
       heartbeat?.track(socket)
+      // @fastify/websocket's own error listener holds the Fastify request and reply for the
+      // socket's whole life; this one holds neither (same handling: log, then terminate).
+      socket.removeAllListeners('error')
+      socket.on('error', (err: Error) => {
+        log.debug({ error: withheldError(err) }, 'websocket error')
+        socket.terminate()
+      })
       socket.on('message', (data: RawData, isBinary: boolean) => {
         if (isBinary) session.handleBinary()
         else session.handleText(data.toString())

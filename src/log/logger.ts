@@ -100,3 +100,47 @@ export function withheldError(err: unknown): { type: string; frames?: string } {
     .join('\n')
   return { type: err.name, frames }
 }
+
+/**
+ * A child logger made only when first used. Most connections never log after their upgrade
+ * line, and a pino child per idle connection costs more memory than the rest of its session.
+ * Prototype methods only, so an instance is three fields.
+ */
+export class LazyChildLogger {
+  private made: AppLogger | null = null
+
+  constructor(
+    private readonly parent: AppLogger,
+    private readonly bindings: Record<string, unknown>,
+  ) {}
+
+  private real(): AppLogger {
+    return (this.made ??= this.parent.child(this.bindings))
+  }
+
+  trace(...args: unknown[]): void {
+    ;(this.real().trace as (...a: unknown[]) => void)(...args)
+  }
+  debug(...args: unknown[]): void {
+    ;(this.real().debug as (...a: unknown[]) => void)(...args)
+  }
+  info(...args: unknown[]): void {
+    ;(this.real().info as (...a: unknown[]) => void)(...args)
+  }
+  warn(...args: unknown[]): void {
+    ;(this.real().warn as (...a: unknown[]) => void)(...args)
+  }
+  error(...args: unknown[]): void {
+    ;(this.real().error as (...a: unknown[]) => void)(...args)
+  }
+  fatal(...args: unknown[]): void {
+    ;(this.real().fatal as (...a: unknown[]) => void)(...args)
+  }
+  child(bindings: Record<string, unknown>): AppLogger {
+    return this.real().child(bindings)
+  }
+}
+
+export function lazyChild(parent: AppLogger, bindings: Record<string, unknown>): AppLogger {
+  return new LazyChildLogger(parent, bindings) as unknown as AppLogger
+}

@@ -13,13 +13,19 @@ export const OVERLOADED_MESSAGE = 'Server overloaded; retry later.'
  * becomes a generic -32603.
  */
 export class RpcError extends Error {
-  override name = 'RpcError'
-  constructor(
-    readonly code: number,
-    message: string,
-    readonly data?: unknown,
-  ) {
+  readonly code: number
+  readonly data: unknown
+
+  constructor(code: number, message: string, data?: unknown) {
+    // An RpcError is an answer, not a bug: no stack is captured (capturing one cost more than
+    // the rest of a request on the hot path).
+    const limit = Error.stackTraceLimit
+    Error.stackTraceLimit = 0
     super(message)
+    Error.stackTraceLimit = limit
+    this.name = 'RpcError'
+    this.code = code
+    this.data = data
   }
 
   toBody(): RpcErrorBody {

@@ -33,6 +33,7 @@ export interface SessionDeps {
 
 const OVERLOADED_BODY = { code: OVERLOADED, message: OVERLOADED_MESSAGE }
 const DROP_WARN_INTERVAL_MS = 1_000
+const NO_OPT_OUT: ReadonlySet<string> = new Set()
 
 /**
  * One JSON-RPC connection: its principal, its handshake state, its rate limit, the requests
@@ -77,7 +78,8 @@ export class Session {
 
   /** Called by the `initialize` handler once the handshake succeeded. */
   markInitialized(clientInfo: ClientInfo, optOutNotificationMethods: readonly string[]): void {
-    this.initializedState = { clientInfo, optOut: new Set(optOutNotificationMethods) }
+    const optOut = optOutNotificationMethods.length === 0 ? NO_OPT_OUT : new Set(optOutNotificationMethods)
+    this.initializedState = { clientInfo, optOut }
   }
 
   /** Whether a broadcast notification should reach this connection. */
