@@ -1,0 +1,82 @@
+/**
+ * Account types shared by the account service, its stores, the login flows and the backend
+ * clients. Wire names are camelCase; file and backend payloads are snake_case.
+ */
+
+export const PLAN_TYPES = [
+  'free',
+  'go',
+  'plus',
+  'pro',
+  'prolite',
+  'team',
+  'self_serve_business_usage_based',
+  'business',
+  'enterprise_cbp_usage_based',
+  'enterprise',
+  'edu',
+  'unknown',
+] as const
+export type PlanType = (typeof PLAN_TYPES)[number]
+
+/** Any other plan name the backend or a token claims maps to `unknown`. */
+export function toPlanType(value: unknown): PlanType {
+  return typeof value === 'string' && (PLAN_TYPES as readonly string[]).includes(value) ? (value as PlanType) : 'unknown'
+}
+
+/** Tokens of a ChatGPT login this server manages (holds the refresh token, refreshes it). */
+export interface ManagedTokens {
+  readonly idToken: string
+  readonly accessToken: string
+  readonly refreshToken: string
+  readonly accountId: string | null
+}
+
+/**
+ * The current credential, a disjoint union: each variant holds only what makes sense for it.
+ * `chatgptExternal` tokens belong to a parent application: memory only, refreshed by asking
+ * the client (`account/chatgptAuthTokens/refresh`).
+ */
+export type Credential =
+  | { readonly kind: 'apiKey'; readonly apiKey: string }
+  | { readonly kind: 'chatgptManaged'; readonly tokens: ManagedTokens; readonly lastRefresh: Date | null }
+  | {
+      readonly kind: 'chatgptExternal'
+      readonly accessToken: string
+      readonly accountId: string
+      readonly planType: PlanType | null
+    }
+
+/**
+ * What a store holds: exactly the `auth.json` document (snake_case), so the file, keyring and
+ * ephemeral stores all persist the same thing. External tokens are never stored.
+ */
+export interface AuthDotJson {
+  auth_mode?: 'apikey' | 'chatgpt'
+  OPENAI_API_KEY: string | null
+  tokens?: {
+    id_token: string
+    access_token: string
+    refresh_token: string
+    account_id: string | null
+  }
+  /** RFC 3339. */
+  last_refresh?: string
+}
+
+export type CredentialsStoreMode = 'file' | 'keyring' | 'auto' | 'ephemeral'
+
+/** Where `auth.json` lives. Implementations: file, keyring, auto (keyring → file), ephemeral. */
+export interface CredentialStore {
+  readonly mode: CredentialsStoreMode
+  /** The stored document, or null when nothing is stored. Throws `StoreError` when unreadable. */
+  load(): Promise<AuthDotJson | null>
+  save(auth: AuthDotJson): Promise<void>
+  /** Removes whatever is stored; succeeds when nothing was. */
+  clear(): Promise<void>
+}
+
+/** A store failed: the message says what failed, never with the stored secrets. */
+export class StoreError extends Error {
+  override name = 'StoreError'
+}
