@@ -57,7 +57,7 @@ async function measure(target: Target): Promise<Row> {
 }
 
 const targets: Target[] = [projectTarget(), bareTarget()]
-if (values.peer) targets.push(codexTarget(values.peer, 45_000 + Math.floor(Math.random() * 1000)))
+if (values.peer) targets.push(codexTarget(values.peer))
 
 const rows: Row[] = []
 for (const target of targets) rows.push(await measure(target))

@@ -8,7 +8,8 @@ import { fileURLToPath } from 'node:url'
 export interface Target {
   readonly name: string
   readonly command: string
-  readonly args: readonly string[]
+  /** Called at each start (the codex peer needs a fresh port each time). */
+  readonly args: () => readonly string[]
   readonly env?: Record<string, string>
 }
 
@@ -28,23 +29,28 @@ export function projectTarget(): Target {
     command: process.execPath,
     // One client address opening thousands of sockets would be throttled by design: the
     // per-address and per-connection limits are off for the measurement.
-    args: [here('../src/main.js'), '--listen', 'ws://127.0.0.1:0', '--log-level', 'warn', '--http-rate-limit', '0', '--rpc-rate', '0'],
+    args: () => [here('../src/main.js'), '--listen', 'ws://127.0.0.1:0', '--log-level', 'warn', '--http-rate-limit', '0', '--rpc-rate', '0'],
     env: { APP_SERVER_HOME: mkdtempSync(join(tmpdir(), 'bench-home-')) },
   }
 }
 
 export function bareTarget(): Target {
-  return { name: 'bare ws', command: process.execPath, args: [here('./bare-server.js')] }
+  return { name: 'bare ws', command: process.execPath, args: () => [here('./bare-server.js')] }
 }
 
 /** The real codex app-server (see shared/spec/peer.md); it takes no query token on loopback. */
-export function codexTarget(bin: string, port: number): Target {
-  return { name: 'codex', command: bin, args: ['app-server', '--listen', `ws://127.0.0.1:${port}`], env: { CODEX_HOME: mkdtempSync(join(tmpdir(), 'bench-codex-')) } }
+export function codexTarget(bin: string): Target {
+  return {
+    name: 'codex',
+    command: bin,
+    args: () => ['app-server', '--listen', `ws://127.0.0.1:${40_000 + Math.floor(Math.random() * 20_000)}`],
+    env: { CODEX_HOME: mkdtempSync(join(tmpdir(), 'bench-codex-')) },
+  }
 }
 
 export function startTarget(target: Target): Promise<RunningTarget> {
   return new Promise((resolve, reject) => {
-    const child: ChildProcess = spawn(target.command, [...target.args], {
+    const child: ChildProcess = spawn(target.command, [...target.args()], {
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...target.env },
       stdio: ['ignore', 'ignore', 'pipe'],
     })
