@@ -39,6 +39,11 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'rpc-rate', kind: 'string', valueName: 'N', defaultText: '1000', help: 'JSON-RPC messages per second per connection (0: off)' },
   { name: 'rpc-burst', kind: 'string', valueName: 'N', defaultText: '2000', help: 'JSON-RPC messages a connection may send at once above its rate' },
   { name: 'max-in-flight', kind: 'string', valueName: 'N', defaultText: '4096', help: 'JSON-RPC requests handled at once by the whole process' },
+  { name: 'credentials-store', kind: 'string', valueName: 'MODE', defaultText: 'file', help: 'where credentials live: file | keyring | auto | ephemeral' },
+  { name: 'forced-login-method', kind: 'string', valueName: 'METHOD', help: 'allow only this login method: chatgpt | api' },
+  { name: 'forced-chatgpt-workspace-id', kind: 'list', valueName: 'ID', help: 'allow only these ChatGPT workspaces (repeatable; env: comma-separated)' },
+  { name: 'login-callback-port', kind: 'string', valueName: 'PORT', defaultText: '1455', help: 'local port of the browser login callback (1457 when busy; 0: any)' },
+  { name: 'login-client-id', kind: 'string', valueName: 'ID', defaultText: 'app_EMoamEEZ73f0CkXaXp7hrann', help: 'public OAuth client id for ChatGPT login' },
 ]
 
 /** `--ws-auth` → `APP_SERVER_WS_AUTH`. */

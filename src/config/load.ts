@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util'
 import envSchema from 'env-schema'
 import { ENV_ONLY, envName, FLAGS } from './flags.js'
 import { parseListenUrl } from './listen.js'
-import { LOG_LEVELS, type Config, type LogLevel, type WsAuthConfig } from './types.js'
+import { LOG_LEVELS, type AccountSettings, type Config, type LogLevel, type WsAuthConfig } from './types.js'
 
 /** A refusal to start: one line for stderr, exit code 2 (as clap does in codex). */
 export class ConfigError extends Error {
@@ -55,6 +55,7 @@ export function loadConfig(argv: readonly string[], options: LoadConfigOptions):
       maxInFlight: integerFlag('max-in-flight', str(raw('max-in-flight')), 4096, 1, 10_000_000),
       maxOutboundBufferBytes: integerFlag('max-outbound-buffer', str(raw('max-outbound-buffer')), 16 * 1024 * 1024, 1024, MAX_PAYLOAD_CEILING),
     },
+    accounts: resolveAccounts(raw),
     chatgptBaseUrl: env.CHATGPT_BASE_URL ?? defaultOf('CHATGPT_BASE_URL'),
     authIssuer: env.AUTH_ISSUER ?? defaultOf('AUTH_ISSUER'),
   }
@@ -203,6 +204,27 @@ function resolveAuth(raw: (name: string) => RawValue, loopback: boolean): WsAuth
 function shown(value: string): string {
   const escaped = value.replace(/[\x00-\x1f\x7f]/g, (c) => (c === '\n' ? '\\n' : c === '\r' ? '\\r' : c === '\t' ? '\\t' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`))
   return escaped.length > 200 ? escaped.slice(0, 200) + '...' : escaped
+}
+
+function resolveAccounts(raw: (name: string) => RawValue): AccountSettings {
+  const store = (str(raw('credentials-store')) ?? 'file').trim()
+  if (store !== 'file' && store !== 'keyring' && store !== 'auto' && store !== 'ephemeral') {
+    throw new ConfigError(`invalid value '${shown(store)}' for '--credentials-store <MODE>': expected file, keyring, auto or ephemeral`)
+  }
+  const forced = str(raw('forced-login-method'))?.trim()
+  if (forced !== undefined && forced !== 'chatgpt' && forced !== 'api') {
+    throw new ConfigError(`invalid value '${shown(forced)}' for '--forced-login-method <METHOD>': expected chatgpt or api`)
+  }
+  const workspaces = (raw('forced-chatgpt-workspace-id') as string[] | undefined)?.map((w) => w.trim()).filter((w) => w.length > 0)
+  const clientId = (str(raw('login-client-id')) ?? 'app_EMoamEEZ73f0CkXaXp7hrann').trim()
+  if (!/^[\x21-\x7e]{1,200}$/.test(clientId)) throw new ConfigError('--login-client-id must be 1 to 200 visible ASCII characters')
+  return {
+    credentialsStore: store,
+    forcedLoginMethod: forced ?? null,
+    forcedWorkspaceIds: workspaces && workspaces.length > 0 ? workspaces : null,
+    loginCallbackPort: integerFlag('login-callback-port', str(raw('login-callback-port')), 1455, 0, 65535),
+    loginClientId: clientId,
+  }
 }
 
 function readTrimmedSecret(path: string): string {

@@ -39,6 +39,7 @@ export interface Config {
   readonly maxPayloadBytes: number
   readonly pingIntervalMs: number
   readonly limits: Limits
+  readonly accounts: AccountSettings
   readonly chatgptBaseUrl: string
   readonly authIssuer: string
 }
@@ -54,4 +55,12 @@ export interface Limits {
   readonly rpcBurst: number
   readonly maxInFlight: number
   readonly maxOutboundBufferBytes: number
+}
+
+export interface AccountSettings {
+  readonly credentialsStore: 'file' | 'keyring' | 'auto' | 'ephemeral'
+  readonly forcedLoginMethod: 'chatgpt' | 'api' | null
+  readonly forcedWorkspaceIds: readonly string[] | null
+  readonly loginCallbackPort: number
+  readonly loginClientId: string
 }
