@@ -8,6 +8,7 @@ import configPlugin from '../plugins/config.js'
 import lifecycle from '../plugins/lifecycle.js'
 import rpc, { type RpcPluginOptions } from '../plugins/rpc.js'
 import rateLimits from '../plugins/rate-limit.js'
+import account, { type AccountPluginOptions } from '../plugins/account.js'
 import type { Timers } from './rpc/timers.js'
 import wsAuth from '../plugins/ws-auth.js'
 import healthRoutes from '../routes/health.js'
@@ -32,6 +33,8 @@ export interface BuildOptions {
   readonly timers?: Timers
   /** Check every JSON-RPC result against its method's schema (tests). */
   readonly validateResults?: boolean
+  /** Test stand-ins for the OS keyring and outbound HTTP. */
+  readonly account?: AccountPluginOptions
 }
 
 const PLAIN_TEXT = 'text/plain; charset=utf-8'
@@ -69,6 +72,13 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
       platformFamily: process.platform === 'win32' ? 'windows' : 'unix',
       platformOs: process.platform === 'darwin' ? 'macos' : process.platform === 'win32' ? 'windows' : process.platform,
     },
+    // Read at call time: the account plugin is registered after the dispatcher it serves.
+    get accounts() {
+      return app.accounts
+    },
+    get rateLimits() {
+      return app.rateLimitsReader
+    },
   }
 
   await app.register(configPlugin, { config })
@@ -89,6 +99,7 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
     ...(options.timers ? { timers: options.timers } : {}),
   })
   await app.register(rateLimits, options.now ? { now: options.now } : {})
+  await app.register(account, options.account ?? {})
 
   // Neither handler quotes the request: its URL may carry the connection token.
   app.setNotFoundHandler((_request, reply) => reply.code(404).type(PLAIN_TEXT).send('not found'))

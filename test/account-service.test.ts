@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import { Writable } from 'node:stream'
 import { createLogger } from '../src/log/logger.js'
@@ -93,7 +94,8 @@ function setup(options: { rules?: { forcedLoginMethod?: 'chatgpt' | 'api' | null
     rules: { forcedLoginMethod: options.rules?.forcedLoginMethod ?? null, forcedWorkspaceIds: options.rules?.forcedWorkspaceIds ?? null },
     onEvent: (e) => events.push(e),
     browserLogin: {
-      async start({ loginId }) {
+      async start() {
+        const loginId = randomUUID()
         let resolve!: (t: ManagedTokens) => void
         let reject!: (e: Error) => void
         const result = new Promise<ManagedTokens>((res, rej) => ((resolve = res), (reject = rej)))

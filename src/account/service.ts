@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto'
 import type { AppLogger } from '../log/logger.js'
 import { withheldError } from '../log/logger.js'
 import { INTERNAL_ERROR, RpcError } from '../rpc/errors.js'
@@ -30,7 +29,7 @@ export interface BrowserLoginHandle {
 }
 
 export interface BrowserLoginStarter {
-  start(options: { loginId: string; allowedWorkspaceIds: readonly string[] | null }): Promise<BrowserLoginHandle>
+  start(options: { allowedWorkspaceIds: readonly string[] | null }): Promise<BrowserLoginHandle>
 }
 
 /** Reads claims from a JWT without verifying it (the backend's token, not ours). */
@@ -144,7 +143,7 @@ export class AccountService {
       if (this.credential?.kind === 'chatgptExternal') throw RpcError.invalidRequest(EXTERNAL_AUTH_ACTIVE)
       checkChatgptLoginAllowed(this.deps.rules)
       this.cancelLoginInProgress()
-      const handle = await this.deps.browserLogin.start({ loginId: randomUUID(), allowedWorkspaceIds: this.deps.rules.forcedWorkspaceIds })
+      const handle = await this.deps.browserLogin.start({ allowedWorkspaceIds: this.deps.rules.forcedWorkspaceIds })
       this.login = handle
       void this.finishBrowserLogin(handle)
       return { loginId: handle.loginId, authUrl: handle.authUrl }

@@ -1,5 +1,8 @@
 /** Runs the built CLI (`dist/src/main.js`) as a real subprocess. */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { record } from './canary.js'
 
@@ -14,7 +17,8 @@ export interface RunResult {
 
 function baseEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   // A clean environment: no APP_SERVER_* leaking in from the developer's shell.
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp' }
+  // A throwaway home, so no test reads or writes the developer's credentials.
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', APP_SERVER_HOME: mkdtempSync(join(tmpdir(), 'app-server-cli-')) }
   return { ...env, ...extra }
 }
 

@@ -2,6 +2,9 @@
  * Starts the real app on 127.0.0.1:0 with all logs captured at debug level, and gives tests
  * the URLs to talk to it over real sockets.
  */
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
@@ -71,11 +74,15 @@ export interface StartOptions {
   readonly now?: () => number
   readonly extraMethods?: BuildOptions['extraMethods']
   readonly timers?: BuildOptions['timers']
+  readonly account?: BuildOptions['account']
 }
 
 export async function startServer(options: StartOptions = {}): Promise<TestServer> {
   const argv = [...(options.argv ?? [])]
   if (!argv.some((a) => a === '--listen' || a.startsWith('--listen='))) argv.push('--listen', 'ws://127.0.0.1:0')
+  // Never the developer's real home, nor the real login callback port.
+  if (!argv.some((a) => a.startsWith('--home'))) argv.push('--home', mkdtempSync(join(tmpdir(), 'app-server-home-')))
+  if (!argv.some((a) => a.startsWith('--login-callback-port'))) argv.push('--login-callback-port', '0')
   // Many tests make dozens of failed upgrades on purpose; the throttle has its own tests.
   if (!argv.some((a) => a.startsWith('--failed-upgrade-limit'))) argv.push('--failed-upgrade-limit', '0')
   const config = loadConfig(argv, { env: options.env ?? {}, dotenvPath: null })
@@ -88,6 +95,7 @@ export async function startServer(options: StartOptions = {}): Promise<TestServe
     ...(options.now ? { now: options.now } : {}),
     ...(options.extraMethods ? { extraMethods: options.extraMethods } : {}),
     ...(options.timers ? { timers: options.timers } : {}),
+    ...(options.account ? { account: options.account } : {}),
   })
   await app.listen({ host: config.listen.host, port: config.listen.port })
   const port = (app.server.address() as AddressInfo).port

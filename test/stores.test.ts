@@ -1,0 +1,731 @@
+/**
+ * Credential stores over real things: real files and modes, two real processes writing the
+ * same auth.json, real lock files, the real `@napi-rs/keyring` binding against a Secret
+ * Service this test starts itself (dbus-daemon + gnome-keyring-daemon), and against a D-Bus
+ * address where nothing listens. Every secret is a canary; every error text seen is recorded.
+ */
+import t from 'tap'
+import { execFile, spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { delimiter, join, resolve } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import { isDeepStrictEqual } from 'node:util'
+import { Writable } from 'node:stream'
+import {
+  AutoStore,
+  createStore,
+  EphemeralStore,
+  FileStore,
+  KEYRING_SERVICE,
+  keyringAccount,
+  KeyringStore,
+  withFileLock,
+  type KeyringBackend,
+} from '../src/account/stores/index.js'
+import { StoreError, type AuthDotJson } from '../src/account/types.js'
+import { createLogger } from '../src/log/logger.js'
+import { canary, leakedCanaries, record } from './helpers/canary.js'
+
+type Test = import('tap').Test
+
+const STORES_DIR = fileURLToPath(new URL('../src/account/stores/', import.meta.url))
+const FILE_STORE_URL = pathToFileURL(join(STORES_DIR, 'file-store.js')).href
+const STORES_INDEX_URL = pathToFileURL(join(STORES_DIR, 'index.js')).href
+const KEYRING_STORE_PATH = join(STORES_DIR, 'keyring-store.js')
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+async function tempDir(t: Test, label: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), `stores-${label}-`))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  return dir
+}
+
+function chatgptDoc(): AuthDotJson {
+  return {
+    auth_mode: 'chatgpt',
+    OPENAI_API_KEY: null,
+    tokens: { id_token: canary('id'), access_token: canary('access'), refresh_token: canary('refresh'), account_id: 'acct-123' },
+    last_refresh: new Date().toISOString(),
+  }
+}
+
+function apiKeyDoc(): AuthDotJson {
+  return { auth_mode: 'apikey', OPENAI_API_KEY: canary('sk') }
+}
+
+/** The StoreError `p` rejects with (recorded for the leak check); fails the test otherwise. */
+async function storeError(t: Test, p: Promise<unknown>, what: string): Promise<StoreError> {
+  try {
+    await p
+  } catch (err) {
+    t.type(err, StoreError, `${what}: rejects with a StoreError`)
+    const message = err instanceof Error ? err.message : String(err)
+    record(message)
+    t.same(leakedCanaries(message), [], `${what}: no secret in the message`)
+    return err as StoreError
+  }
+  t.fail(`${what}: expected a StoreError`)
+  return new StoreError('did not throw')
+}
+
+const modeOf = async (path: string): Promise<number> => (await stat(path)).mode & 0o777
+
+/** A keyring in memory: what an OS keyring would hold, visible to the test. */
+class MemoryKeyring implements KeyringBackend {
+  readonly entries = new Map<string, string>()
+  async get(service: string, account: string): Promise<string | null> {
+    return this.entries.get(`${service}\n${account}`) ?? null
+  }
+  async set(service: string, account: string, password: string): Promise<void> {
+    this.entries.set(`${service}\n${account}`, password)
+  }
+  async delete(service: string, account: string): Promise<void> {
+    this.entries.delete(`${service}\n${account}`)
+  }
+}
+
+/** A keyring that cannot be reached, failing the way the native binding does. */
+class FailingKeyring implements KeyringBackend {
+  calls = 0
+  constructor(private readonly message = 'Platform failure: DBus error: Failed to connect to socket /run/user/0/bus: No such file or directory') {}
+  async get(): Promise<string | null> {
+    this.calls++
+    throw new Error(this.message)
+  }
+  async set(): Promise<void> {
+    this.calls++
+    throw new Error(this.message)
+  }
+  async delete(): Promise<void> {
+    this.calls++
+    throw new Error(this.message)
+  }
+}
+
+/** A pino logger whose every line is kept (and recorded for the leak check). */
+function capturingLogger(): { log: ReturnType<typeof createLogger>; lines: () => string } {
+  let out = ''
+  const dest = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      out += chunk.toString()
+      record(chunk.toString())
+      cb()
+    },
+  })
+  return { log: createLogger('debug', dest), lines: () => out }
+}
+
+interface ChildResult {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+/** Runs `node script args…` to completion; stderr is recorded for the leak check. */
+function runNode(script: string, args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs = 30_000): Promise<ChildResult> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [script, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    child.on('error', reject)
+    child.on('close', (code) => {
+      clearTimeout(timer)
+      record(stderr)
+      resolvePromise({ code, stdout, stderr })
+    })
+  })
+}
+
+// ---------------------------------------------------------------------------------------------
+// File store
+
+t.test('file store: round trip, 0600 file in a 0700 directory', async (t) => {
+  const home = join(await tempDir(t, 'file'), 'nested', 'home')
+  const store = new FileStore(home)
+  t.equal(store.mode, 'file')
+  t.equal(await store.load(), null, 'absent file loads as null')
+  t.notOk(existsSync(home), 'loading creates nothing')
+
+  const doc = chatgptDoc()
+  await store.save(doc)
+  t.same(await store.load(), doc, 'a ChatGPT document round-trips')
+  t.equal(await modeOf(home), 0o700, 'home created 0700')
+  t.equal(await modeOf(join(home, 'auth.json')), 0o600, 'auth.json is 0600')
+  t.same(JSON.parse(await readFile(join(home, 'auth.json'), 'utf8')), doc, 'the file is the document, snake_case')
+
+  // A file left readable by someone else is replaced by a 0600 one.
+  await chmod(join(home, 'auth.json'), 0o644)
+  const key = apiKeyDoc()
+  await new FileStore(home).save(key)
+  t.same(await store.load(), key, 'an API-key document replaces it')
+  t.equal(await modeOf(join(home, 'auth.json')), 0o600, 'still 0600 after replacing a 0644 file')
+})
+
+t.test('file store: atomic writes leave no temp or lock files', async (t) => {
+  const home = await tempDir(t, 'atomic')
+  const store = new FileStore(home)
+  for (let i = 0; i < 20; i++) await store.save(i % 2 ? apiKeyDoc() : chatgptDoc())
+  await Promise.all([store.save(apiKeyDoc()), store.save(chatgptDoc()), store.save(apiKeyDoc())])
+  t.same(await readdir(home), ['auth.json'], 'only auth.json remains')
+})
+
+t.test('file store: codex-style nulls load as absent fields', async (t) => {
+  const home = await tempDir(t, 'nulls')
+  const key = canary('sk')
+  await writeFile(join(home, 'auth.json'), JSON.stringify({ OPENAI_API_KEY: key, tokens: null, last_refresh: null, auth_mode: null, extra: 1 }))
+  t.same(await new FileStore(home).load(), { OPENAI_API_KEY: key }, 'nulls and unknown fields dropped')
+})
+
+t.test('file store: unreadable or malformed auth.json is a StoreError without the content', async (t) => {
+  const home = await tempDir(t, 'bad')
+  const store = new FileStore(home)
+  const file = join(home, 'auth.json')
+  const cases: Array<[string, (secret: string) => string]> = [
+    ['truncated JSON', (s) => `{"OPENAI_API_KEY": "${s}", "tokens": {"id_token": "${s}`],
+    ['not JSON at all', (s) => s],
+    ['JSON with a trailing comma', (s) => `{"OPENAI_API_KEY": "${s}",}`],
+    ['an array', (s) => JSON.stringify([s])],
+    ['a JSON string', (s) => JSON.stringify(s)],
+    ['OPENAI_API_KEY a number', (s) => JSON.stringify({ OPENAI_API_KEY: 42, tokens: { id_token: s, access_token: s, refresh_token: s, account_id: null } })],
+    ['tokens missing refresh_token', (s) => JSON.stringify({ OPENAI_API_KEY: null, tokens: { id_token: s, access_token: s, account_id: null } })],
+    ['tokens a string', (s) => JSON.stringify({ OPENAI_API_KEY: null, tokens: s })],
+    ['account_id a number', (s) => JSON.stringify({ OPENAI_API_KEY: null, tokens: { id_token: s, access_token: s, refresh_token: s, account_id: 7 } })],
+    ['unknown auth_mode', (s) => JSON.stringify({ OPENAI_API_KEY: null, auth_mode: s })],
+    ['last_refresh a number', (s) => JSON.stringify({ OPENAI_API_KEY: s, last_refresh: 1 })],
+  ]
+  for (const [what, content] of cases) {
+    const secret = canary('bad-file')
+    await writeFile(file, content(secret), { mode: 0o600 })
+    const err = await storeError(t, store.load(), what)
+    t.notMatch(err.message, secret, `${what}: content not in the message`)
+  }
+
+  await rm(file)
+  await mkdir(file)
+  const err = await storeError(t, store.load(), 'auth.json is a directory')
+  t.match(err.message, /EISDIR/, 'says why it could not be read')
+})
+
+t.test('file store: clear is idempotent', async (t) => {
+  const home = await tempDir(t, 'clear')
+  const store = new FileStore(home)
+  await store.clear()
+  await store.save(chatgptDoc())
+  await store.clear()
+  t.equal(await store.load(), null, 'nothing after clear')
+  await store.clear()
+  t.same(await readdir(home), [], 'no file, no lock left behind')
+})
+
+t.test('file store: two processes saving at once never corrupt auth.json', async (t) => {
+  const dir = await tempDir(t, 'race')
+  const home = join(dir, 'home')
+  const PER_PROCESS = 200
+  const docs = Array.from({ length: 2 * PER_PROCESS }, (_, i) => (i % 3 === 0 ? apiKeyDoc() : chatgptDoc()))
+  const docsPath = join(dir, 'docs.json')
+  await writeFile(docsPath, JSON.stringify(docs), { mode: 0o600 })
+
+  // Each writer saves its own 200 documents and, after each save, reads the file back: every
+  // read must be one whole document some writer saved (never a half-written one).
+  const script = join(dir, 'writer.mjs')
+  await writeFile(
+    script,
+    `import { readFileSync } from 'node:fs'
+import { isDeepStrictEqual } from 'node:util'
+import { FileStore } from ${JSON.stringify(FILE_STORE_URL)}
+const [home, docsPath, from, to] = process.argv.slice(2)
+const docs = JSON.parse(readFileSync(docsPath, 'utf8'))
+const store = new FileStore(home)
+process.stdout.write('ready\\n')
+await new Promise((r) => process.stdin.once('data', r))
+let badReads = 0
+for (let i = Number(from); i < Number(to); i++) {
+  await store.save(docs[i])
+  const seen = await store.load()
+  if (!docs.some((d) => isDeepStrictEqual(d, seen))) badReads++
+}
+process.stdout.write(JSON.stringify({ badReads }) + '\\n')
+process.exit(0)
+`,
+  )
+
+  const start = (from: number) => {
+    const child = spawn(process.execPath, [script, home, docsPath, String(from), String(from + PER_PROCESS)], { stdio: ['pipe', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+    const ready = new Promise<void>((res) => child.stdout.on('data', (d: Buffer) => ((stdout += d.toString()), stdout.includes('ready\n') && res())))
+    const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((res) => child.on('close', (code) => (record(stderr), res({ code, stdout, stderr }))))
+    return { child, ready, done }
+  }
+  const a = start(0)
+  const b = start(PER_PROCESS)
+  await Promise.all([a.ready, b.ready])
+  // Released together, so their writes interleave.
+  a.child.stdin.end('go\n')
+  b.child.stdin.end('go\n')
+  const [ra, rb] = await Promise.all([a.done, b.done])
+  for (const [name, r] of [['writer A', ra], ['writer B', rb]] as const) {
+    t.equal(r.code, 0, `${name} exited 0`)
+    t.equal(r.stderr, '', `${name} printed no error`)
+    t.match(r.stdout, /"badReads":0/, `${name} never read a partial document`)
+  }
+
+  const final = await new FileStore(home).load()
+  t.ok(
+    docs.some((d) => isDeepStrictEqual(d, final)),
+    'auth.json parses and is one of the written documents',
+  )
+  t.same(
+    (await readdir(home)).filter((f) => f !== 'auth.json'),
+    [],
+    'no .tmp or lock files remain',
+  )
+  t.equal(await modeOf(join(home, 'auth.json')), 0o600, 'still 0600')
+})
+
+t.test('file lock: read-modify-write from two processes loses no update', async (t) => {
+  const dir = await tempDir(t, 'rmw')
+  const home = join(dir, 'home')
+  const script = join(dir, 'counter.mjs')
+  // The counter lives in last_refresh (milliseconds since the epoch): no secret needed.
+  await writeFile(
+    script,
+    `import { FileStore, withFileLock } from ${JSON.stringify(FILE_STORE_URL)}
+const [home, n] = process.argv.slice(2)
+const store = new FileStore(home)
+for (let i = 0; i < Number(n); i++) {
+  await withFileLock(home, async () => {
+    const cur = await store.load()
+    const count = cur?.last_refresh ? Date.parse(cur.last_refresh) : 0
+    await store.save({ OPENAI_API_KEY: null, last_refresh: new Date(count + 1).toISOString() })
+  })
+}
+`,
+  )
+  const env = { PATH: process.env.PATH ?? '' }
+  const [ra, rb] = await Promise.all([runNode(script, [home, '50'], env), runNode(script, [home, '50'], env)])
+  t.equal(ra.code, 0, `first process exited 0 ${ra.stderr}`)
+  t.equal(rb.code, 0, `second process exited 0 ${rb.stderr}`)
+  const final = await new FileStore(home).load()
+  t.equal(final?.last_refresh ? Date.parse(final.last_refresh) : -1, 100, 'all 100 increments counted')
+  t.same(await readdir(home), ['auth.json'], 'lock released')
+})
+
+t.test('file lock: a stale lock (older than 30 s) is broken', async (t) => {
+  const home = await tempDir(t, 'stale')
+  const lock = join(home, 'auth.json.lock')
+  await writeFile(lock, JSON.stringify({ pid: 999_999, createdAt: Date.now() - 60_000, token: 'dead' }))
+  const old = new Date(Date.now() - 31_000)
+  await utimes(lock, old, old)
+
+  const started = Date.now()
+  const doc = apiKeyDoc()
+  await new FileStore(home).save(doc)
+  t.ok(Date.now() - started < 2_000, 'saved without waiting for the timeout')
+  t.same(await new FileStore(home).load(), doc, 'saved')
+  t.same(await readdir(home), ['auth.json'], 'the stale lock is gone')
+})
+
+t.test('file lock: a live lock makes the second caller wait', async (t) => {
+  const home = await tempDir(t, 'live')
+  const lock = join(home, 'auth.json.lock')
+  // Another process's lock, just taken.
+  await writeFile(lock, JSON.stringify({ pid: 999_999, createdAt: Date.now(), token: 'other' }))
+  const doc = chatgptDoc()
+  let settled = false
+  const saving = new FileStore(home).save(doc).finally(() => (settled = true))
+  await sleep(400)
+  t.notOk(settled, 'save is still waiting')
+  t.notOk(existsSync(join(home, 'auth.json')), 'nothing written while the lock is held')
+  await unlink(lock)
+  await saving
+  t.same(await new FileStore(home).load(), doc, 'written once the lock was released')
+
+  // Within one process too: B's save waits for A's critical section to end.
+  const events: string[] = []
+  const a = withFileLock(home, async () => {
+    events.push('A in')
+    await sleep(300)
+    events.push('A out')
+  })
+  await sleep(50)
+  const b = new FileStore(home).save(apiKeyDoc()).then(() => events.push('B saved'))
+  await Promise.all([a, b])
+  t.same(events, ['A in', 'A out', 'B saved'], 'second caller ran after the first released')
+})
+
+t.test('file lock: bounded wait, re-entrant, kept fresh while held', async (t) => {
+  const home = await tempDir(t, 'bounded')
+  const lock = join(home, 'auth.json.lock')
+  await writeFile(lock, JSON.stringify({ pid: 999_999, createdAt: Date.now(), token: 'other' }))
+  let ran = false
+  const started = Date.now()
+  const err = await storeError(
+    t,
+    withFileLock(home, async () => void (ran = true), { timeoutMs: 300 }),
+    'held lock',
+  )
+  t.match(err.message, /timed out/, 'says it timed out')
+  t.ok(Date.now() - started < 3_000, 'gave up after the bounded wait')
+  t.notOk(ran, 'fn did not run')
+  t.ok(existsSync(lock), "someone else's lock is left alone")
+  await unlink(lock)
+
+  // Nested: save inside withFileLock does not wait for itself.
+  const doc = apiKeyDoc()
+  await withFileLock(home, async () => {
+    const store = new FileStore(home)
+    t.equal(await store.load(), null)
+    await store.save(doc)
+    t.ok(existsSync(lock), 'lock held during the critical section')
+  }, { timeoutMs: 1_000 })
+  t.same(await new FileStore(home).load(), doc, 're-entrant save went through')
+
+  // A holder slower than staleMs refreshes its lock, so it is not broken under it.
+  const events: string[] = []
+  const slow = withFileLock(home, async () => {
+    events.push('slow in')
+    await sleep(900)
+    events.push('slow out')
+  }, { staleMs: 300 })
+  await sleep(50)
+  const other = withFileLock(home, async () => void events.push('other'), { staleMs: 300 })
+  await Promise.all([slow, other])
+  t.same(events, ['slow in', 'slow out', 'other'], 'a live holder is not taken for stale')
+})
+
+// ---------------------------------------------------------------------------------------------
+// Ephemeral store
+
+t.test('ephemeral store: round trip and isolation', async (t) => {
+  const store = createStore('ephemeral', '/nonexistent/home')
+  t.type(store, EphemeralStore)
+  t.equal(await store.load(), null)
+  const doc = chatgptDoc()
+  const original = structuredClone(doc)
+  await store.save(doc)
+  doc.tokens!.access_token = 'changed-after-save'
+  t.same(await store.load(), original, 'mutating the saved object does not change the store')
+  const loaded = await store.load()
+  loaded!.tokens!.refresh_token = 'changed-after-load'
+  loaded!.OPENAI_API_KEY = 'changed'
+  t.same(await store.load(), original, 'mutating a loaded object does not change the store')
+  await store.clear()
+  t.equal(await store.load(), null)
+  await store.clear()
+  t.notOk(existsSync('/nonexistent/home'), 'nothing touched the disk')
+})
+
+// ---------------------------------------------------------------------------------------------
+// Keyring store over an injected backend
+
+t.test('keyring store: one entry per home, under the app-server service', async (t) => {
+  const dir = await tempDir(t, 'kr')
+  const backend = new MemoryKeyring()
+  const home = join(dir, 'home')
+  const store = createStore('keyring', home, { keyring: backend })
+  t.type(store, KeyringStore)
+  t.equal(store.mode, 'keyring')
+
+  const expectedAccount = 'home-' + createHash('sha256').update(resolve(home)).digest('hex').slice(0, 16)
+  t.equal(keyringAccount(home), expectedAccount)
+  t.equal(keyringAccount(join(dir, '.', 'home')), expectedAccount, 'the account is of the absolute, normalised path')
+
+  t.equal(await store.load(), null)
+  const doc = chatgptDoc()
+  await store.save(doc)
+  t.same([...backend.entries.keys()], [`${KEYRING_SERVICE}\n${expectedAccount}`], 'service `app-server auth`, account home-<16 hex>')
+  t.same(JSON.parse(backend.entries.get(`${KEYRING_SERVICE}\n${expectedAccount}`)!), doc, 'the password is the auth.json document')
+  t.same(await store.load(), doc)
+  t.notOk(existsSync(home), 'no file written')
+
+  const other = createStore('keyring', join(dir, 'other'), { keyring: backend })
+  t.equal(await other.load(), null, 'another home has its own entry')
+
+  await store.clear()
+  t.equal(await store.load(), null)
+  await store.clear()
+
+  const secret = canary('kr-bad')
+  backend.entries.set(`${KEYRING_SERVICE}\n${expectedAccount}`, `{"OPENAI_API_KEY":"${secret}"`)
+  const err = await storeError(t, store.load(), 'malformed keyring entry')
+  t.notMatch(err.message, secret)
+})
+
+t.test('keyring store: an unreachable keyring fails every operation clearly', async (t) => {
+  const backend = new FailingKeyring()
+  const store = createStore('keyring', '/tmp/unused-home', { keyring: backend })
+  for (const [what, op] of [
+    ['load', () => store.load()],
+    ['save', () => store.save(chatgptDoc())],
+    ['clear', () => store.clear()],
+  ] as const) {
+    const err = await storeError(t, op(), what)
+    t.match(err.message, /^keyring unavailable: Platform failure: DBus error/, `${what}: keyring unavailable: <reason>`)
+  }
+  t.equal(backend.calls, 3)
+
+  // A backend whose message quotes the password being stored: the reason is withheld.
+  const doc = apiKeyDoc()
+  const leaky = createStore('keyring', '/tmp/unused-home', { keyring: new FailingKeyring(`cannot store ${doc.OPENAI_API_KEY}`) })
+  const err = await storeError(t, leaky.save(doc), 'leaky backend')
+  t.equal(err.message, 'keyring unavailable: keyring error (details withheld)')
+})
+
+// ---------------------------------------------------------------------------------------------
+// Auto store
+
+t.test('auto store: falls back to auth.json when the keyring fails', async (t) => {
+  const home = join(await tempDir(t, 'auto-fail'), 'home')
+  const { log, lines } = capturingLogger()
+  const store = createStore('auto', home, { keyring: new FailingKeyring(), log })
+  t.type(store, AutoStore)
+  t.equal(await store.load(), null, 'nothing anywhere')
+
+  const doc = chatgptDoc()
+  await store.save(doc)
+  t.ok(existsSync(join(home, 'auth.json')), 'saved to the file')
+  t.equal(await modeOf(join(home, 'auth.json')), 0o600, 'file is 0600')
+  t.same(await store.load(), doc, 'loaded from the file')
+  t.same(await new FileStore(home).load(), doc, 'it is a plain file-store document')
+
+  await store.clear()
+  t.notOk(existsSync(join(home, 'auth.json')), 'clear removed the file despite the keyring')
+  t.equal(await store.load(), null)
+
+  t.match(lines(), /keyring unavailable/, 'the fallback was logged')
+  t.same(leakedCanaries(lines()), [], 'the log holds no secret')
+})
+
+t.test('auto store: a working keyring keeps secrets off the disk', async (t) => {
+  const home = join(await tempDir(t, 'auto-ok'), 'home')
+  const backend = new MemoryKeyring()
+  const { log, lines } = capturingLogger()
+  const store = createStore('auto', home, { keyring: backend, log })
+
+  const doc = apiKeyDoc()
+  await store.save(doc)
+  t.notOk(existsSync(join(home, 'auth.json')), 'no auth.json written')
+  t.equal(backend.entries.size, 1, 'stored in the keyring')
+  t.same(await store.load(), doc)
+
+  // A file saved earlier (while the keyring was down) is read when the keyring is empty…
+  await store.clear()
+  const older = chatgptDoc()
+  await new FileStore(home).save(older)
+  t.same(await store.load(), older, 'empty keyring: the file is used')
+  // …and removed once the keyring holds the credential.
+  const newer = chatgptDoc()
+  await store.save(newer)
+  t.notOk(existsSync(join(home, 'auth.json')), 'the older plaintext copy is gone')
+  t.same(await store.load(), newer)
+
+  await new FileStore(home).save(older)
+  await store.clear()
+  t.equal(backend.entries.size, 0, 'keyring cleared')
+  t.notOk(existsSync(join(home, 'auth.json')), 'file cleared')
+  t.equal(lines(), '', 'nothing logged')
+})
+
+// ---------------------------------------------------------------------------------------------
+// The real @napi-rs/keyring binding, in subprocesses: libdbus reads the session bus address
+// once per process, so each D-Bus environment gets a process of its own.
+
+interface Step {
+  op: 'save' | 'load' | 'clear' | 'raw'
+  mode?: 'keyring' | 'auto' | 'file'
+  home: string
+  /** save: index of the document; load/raw: index expected, or null. */
+  doc?: number | null
+}
+interface StepResult {
+  ok: boolean
+  error?: { name: string; message: string }
+}
+
+/** Runs store operations in a fresh node process; it prints only booleans and error texts. */
+async function runSteps(t: Test, dir: string, env: NodeJS.ProcessEnv, docs: AuthDotJson[], steps: Step[]): Promise<StepResult[]> {
+  const script = join(dir, 'steps.mjs')
+  if (!existsSync(script)) {
+    await writeFile(
+      script,
+      `import { readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { isDeepStrictEqual } from 'node:util'
+import { createStore, keyringAccount, KEYRING_SERVICE } from ${JSON.stringify(STORES_INDEX_URL)}
+const require = createRequire(${JSON.stringify(KEYRING_STORE_PATH)})
+const { docs, steps } = JSON.parse(readFileSync(process.argv[2], 'utf8'))
+const same = (got, index) => (index === null ? got === null : isDeepStrictEqual(got, docs[index]))
+const results = []
+for (const s of steps) {
+  try {
+    if (s.op === 'raw') {
+      // Straight from the OS keyring, past the store: is the entry really there?
+      const { Entry } = require('@napi-rs/keyring')
+      const text = new Entry(KEYRING_SERVICE, keyringAccount(s.home), { linux: { store: 'secret-service' } }).getPassword()
+      results.push({ ok: same(text === null ? null : JSON.parse(text), s.doc) })
+      continue
+    }
+    const store = createStore(s.mode, s.home)
+    if (s.op === 'save') await store.save(docs[s.doc])
+    if (s.op === 'clear') await store.clear()
+    results.push({ ok: s.op === 'load' ? same(await store.load(), s.doc) : true })
+  } catch (err) {
+    results.push({ ok: false, error: { name: String(err?.name), message: String(err?.message) } })
+  }
+}
+process.stdout.write(JSON.stringify(results))
+`,
+    )
+  }
+  const input = join(dir, `steps-${Math.random().toString(36).slice(2)}.json`)
+  await writeFile(input, JSON.stringify({ docs, steps }), { mode: 0o600 })
+  const r = await runNode(script, [input], env)
+  t.equal(r.code, 0, `step runner exited 0 ${r.stderr}`)
+  record(r.stdout)
+  const results = JSON.parse(r.stdout || '[]') as StepResult[]
+  t.equal(results.length, steps.length, 'every step reported')
+  return results
+}
+
+function onPath(bin: string): boolean {
+  return (process.env.PATH ?? '').split(delimiter).some((d) => d !== '' && existsSync(join(d, bin)))
+}
+
+t.test('real keyring, no D-Bus listening: keyring unavailable, auto uses the file', { skip: process.platform !== 'linux' && 'Secret Service checks are Linux-only' }, async (t) => {
+  const dir = await tempDir(t, 'nobus')
+  const env = {
+    PATH: process.env.PATH ?? '',
+    HOME: dir,
+    XDG_RUNTIME_DIR: dir,
+    DBUS_SESSION_BUS_ADDRESS: `unix:path=${join(dir, 'no-such-bus-socket')}`,
+  }
+  const docs = [chatgptDoc()]
+  const kHome = join(dir, 'k')
+  const aHome = join(dir, 'a')
+  const results = await runSteps(t, dir, env, docs, [
+    { op: 'load', mode: 'keyring', home: kHome, doc: null },
+    { op: 'save', mode: 'keyring', home: kHome, doc: 0 },
+    { op: 'clear', mode: 'keyring', home: kHome },
+    { op: 'save', mode: 'auto', home: aHome, doc: 0 },
+    { op: 'load', mode: 'auto', home: aHome, doc: 0 },
+  ])
+  for (const [i, what] of ['load', 'save', 'clear'].entries()) {
+    const r = results[i]
+    t.equal(r?.ok, false, `keyring ${what} fails`)
+    t.equal(r?.error?.name, 'StoreError', `keyring ${what}: StoreError`)
+    t.match(r?.error?.message ?? '', /^keyring unavailable: \S/, `keyring ${what}: "${r?.error?.message}"`)
+  }
+  t.notOk(existsSync(join(kHome, 'auth.json')), 'keyring mode never writes the file')
+  t.same(results.slice(3), [{ ok: true }, { ok: true }], 'auto: saved and loaded back')
+  t.equal(await modeOf(join(aHome, 'auth.json')), 0o600, 'auto fell back to a 0600 auth.json')
+})
+
+const KEYRING_BINS = ['dbus-daemon', 'dbus-send', 'gnome-keyring-daemon']
+const missingBins = KEYRING_BINS.filter((b) => !onPath(b))
+const keyringSkip =
+  process.platform !== 'linux'
+    ? 'Secret Service checks are Linux-only'
+    : missingBins.length > 0
+      ? `real Secret Service not tested: ${missingBins.join(', ')} not installed (Debian: apt-get install gnome-keyring dbus; see .ci/keyring-deps.sh)`
+      : false
+
+function execText(cmd: string, args: readonly string[], env: NodeJS.ProcessEnv): Promise<string> {
+  return new Promise((res, rej) => execFile(cmd, args, { env, timeout: 10_000 }, (err, stdout) => (err ? rej(err) : res(stdout))))
+}
+
+/** A private session bus with an unlocked gnome-keyring on it, torn down with the test. */
+async function startSecretService(t: Test, dir: string): Promise<NodeJS.ProcessEnv> {
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH ?? '',
+    HOME: dir,
+    XDG_RUNTIME_DIR: join(dir, 'run'),
+    XDG_DATA_HOME: join(dir, 'data'),
+    XDG_CONFIG_HOME: join(dir, 'config'),
+    XDG_CACHE_HOME: join(dir, 'cache'),
+  }
+  await mkdir(join(dir, 'run'), { mode: 0o700 })
+
+  const [address, pid] = (await execText('dbus-daemon', ['--session', '--fork', '--print-address=1', '--print-pid=1'], env)).trim().split('\n')
+  t.ok(address && pid, 'dbus-daemon printed its address and pid')
+  t.teardown(() => {
+    try {
+      process.kill(Number(pid), 'SIGTERM')
+    } catch {
+      // already gone
+    }
+  })
+  env.DBUS_SESSION_BUS_ADDRESS = address
+
+  // --foreground keeps it our child (killed by handle); --unlock reads the password on stdin.
+  const daemon = spawn('gnome-keyring-daemon', ['--foreground', '--unlock', '--components=secrets'], { env, stdio: ['pipe', 'ignore', 'pipe'] })
+  let daemonErr = ''
+  daemon.stderr.on('data', (d: Buffer) => (daemonErr += d.toString()))
+  daemon.stdin.end(canary('keyring-password'))
+  t.teardown(() => void daemon.kill('SIGTERM'))
+
+  // Ready once it owns org.freedesktop.secrets. Asking before that would make the bus
+  // activate a second, locked daemon of its own.
+  const deadline = Date.now() + 10_000
+  for (;;) {
+    const reply = await execText(
+      'dbus-send',
+      ['--session', '--dest=org.freedesktop.DBus', '--print-reply', '/org/freedesktop/DBus', 'org.freedesktop.DBus.NameHasOwner', 'string:org.freedesktop.secrets'],
+      env,
+    ).catch(() => '')
+    if (/boolean true/.test(reply)) break
+    if (daemon.exitCode !== null || Date.now() > deadline) {
+      record(daemonErr)
+      throw new Error(`gnome-keyring-daemon did not come up (exit ${daemon.exitCode}): ${daemonErr.slice(0, 500)}`)
+    }
+    await sleep(50)
+  }
+  return env
+}
+
+t.test('real keyring: a Secret Service started by this test (dbus-daemon + gnome-keyring)', { skip: keyringSkip }, async (t) => {
+  const dir = await tempDir(t, 'secret-service')
+  const env = await startSecretService(t, dir)
+  const docs = [chatgptDoc(), apiKeyDoc()]
+  const homeA = join(dir, 'homeA')
+  const homeB = join(dir, 'homeB')
+  const homeC = join(dir, 'homeC')
+
+  // Saved by one process, read by another: the secret really is in the keyring daemon.
+  t.same(await runSteps(t, dir, env, docs, [{ op: 'save', mode: 'keyring', home: homeA, doc: 0 }]), [{ ok: true }], 'keyring save')
+  t.same(
+    await runSteps(t, dir, env, docs, [
+      { op: 'load', mode: 'keyring', home: homeA, doc: 0 },
+      { op: 'raw', home: homeA, doc: 0 },
+      { op: 'load', mode: 'keyring', home: homeB, doc: null },
+      { op: 'save', mode: 'auto', home: homeC, doc: 1 },
+      { op: 'load', mode: 'auto', home: homeC, doc: 1 },
+    ]),
+    Array(5).fill({ ok: true }),
+    'loaded in a new process; entry under app-server auth/home-<hash>; other home empty; auto uses the keyring',
+  )
+  for (const home of [homeA, homeB, homeC]) t.notOk(existsSync(join(home, 'auth.json')), `no auth.json in ${home}`)
+
+  t.same(
+    await runSteps(t, dir, env, docs, [
+      { op: 'clear', mode: 'keyring', home: homeA },
+      { op: 'load', mode: 'keyring', home: homeA, doc: null },
+      { op: 'raw', home: homeA, doc: null },
+      { op: 'clear', mode: 'keyring', home: homeA },
+      { op: 'clear', mode: 'auto', home: homeC },
+      { op: 'load', mode: 'auto', home: homeC, doc: null },
+    ]),
+    Array(6).fill({ ok: true }),
+    'cleared (twice without error), in both modes',
+  )
+})
