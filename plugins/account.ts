@@ -1,13 +1,8 @@
 import fp from 'fastify-plugin'
-import { BackendClient } from '../src/account/backend-client.js'
-import { BrowserLogin } from '../src/account/browser-login.js'
-import { readAccessTokenClaims } from '../src/account/jwt-claims.js'
+import { createAccountService } from '../src/account/create.js'
 import type { RateLimitsReader } from '../src/account/methods.js'
-import { OAuthClient } from '../src/account/oauth-client.js'
-import { AccountService } from '../src/account/service.js'
-import { createStore, withFileLock, type KeyringBackend } from '../src/account/stores/index.js'
-import { mapUsage } from '../src/account/usage.js'
-import { VERSION } from '../src/version.js'
+import type { AccountService } from '../src/account/service.js'
+import type { KeyringBackend } from '../src/account/stores/index.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -22,51 +17,13 @@ export interface AccountPluginOptions {
   readonly fetch?: typeof fetch
 }
 
-/**
- * Builds the account service from the config (store, OAuth issuer, usage backend, login
- * rules) and turns its events into `account/login/completed` and `account/updated`
- * broadcasts.
- */
+/** Decorates the app with the account service; its events become JSON-RPC broadcasts. */
 export default fp<AccountPluginOptions>(
   async (app, opts) => {
-    const { config } = app
-    const settings = config.accounts
-    const store = createStore(settings.credentialsStore, config.home, {
+    const { accounts, rateLimits } = await createAccountService(app.config, {
+      log: app.log,
       ...(opts.keyring ? { keyring: opts.keyring } : {}),
-      log: app.log,
-    })
-    const oauth = new OAuthClient({ issuer: config.authIssuer, clientId: settings.loginClientId, ...(opts.fetch ? { fetch: opts.fetch } : {}) })
-    const backend = new BackendClient({ baseUrl: config.chatgptBaseUrl, userAgent: `app-server/${VERSION}`, ...(opts.fetch ? { fetch: opts.fetch } : {}) })
-    const usesFile = settings.credentialsStore === 'file' || settings.credentialsStore === 'auto'
-
-    const accounts = new AccountService({
-      store,
-      rules: { forcedLoginMethod: settings.forcedLoginMethod, forcedWorkspaceIds: settings.forcedWorkspaceIds },
-      readClaims: readAccessTokenClaims,
-      log: app.log,
-      authority: {
-        refresh: (refreshToken) => oauth.refresh(refreshToken),
-        revoke: async (token) => {
-          await oauth.revoke(token)
-        },
-      },
-      browserLogin: {
-        async start({ allowedWorkspaceIds }) {
-          const port = settings.loginCallbackPort
-          const login = await BrowserLogin.start({
-            oauth,
-            port,
-            fallbackPort: port === 1455 ? 1457 : null,
-            allowedWorkspaceIds,
-          })
-          return {
-            loginId: login.loginId,
-            authUrl: login.authUrl,
-            result: login.done.then((o) => (o.ok ? o.tokens : Promise.reject(o.error))),
-            cancel: () => login.cancel(),
-          }
-        },
-      },
+      ...(opts.fetch ? { fetch: opts.fetch } : {}),
       onEvent(event) {
         if (event.type === 'loginCompleted') {
           app.sessions.broadcast('account/login/completed', { loginId: event.loginId, success: event.success, error: event.error })
@@ -74,11 +31,9 @@ export default fp<AccountPluginOptions>(
           app.sessions.broadcast('account/updated', { authMode: event.authMode, planType: event.planType })
         }
       },
-      ...(usesFile ? { withStoreLock: <T>(fn: () => Promise<T>) => withFileLock(config.home, fn) } : {}),
     })
-    await accounts.init()
     app.decorate('accounts', accounts)
-    app.decorate('rateLimitsReader', { read: async (auth) => mapUsage(await backend.fetchUsage(auth)) })
+    app.decorate('rateLimitsReader', rateLimits)
   },
   { name: 'account', fastify: '5.x', decorators: { fastify: ['config', 'sessions'] } },
 )

@@ -8,7 +8,10 @@ export interface CliIo {
   readonly env: Readonly<Record<string, string | undefined>>
   readonly stdout: NodeJS.WriteStream
   readonly stderr: NodeJS.WriteStream
+  readonly stdin?: NodeJS.ReadableStream
 }
+
+const ACCOUNT_COMMANDS = ['login', 'logout', 'status'] as const
 
 /**
  * `app-server [flags]`: validate the config, start the listener, print the banner, and stop
@@ -20,15 +23,27 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     io.stdout.write(helpText())
     return 0
   }
+  const command = (ACCOUNT_COMMANDS as readonly string[]).includes(argv[0] ?? '') ? (argv[0] as (typeof ACCOUNT_COMMANDS)[number]) : null
+  let rest = command === null ? argv : argv.slice(1)
+  const withApiKey = command === 'login' && rest.includes('--with-api-key')
+  if (withApiKey) rest = rest.filter((a) => a !== '--with-api-key')
   let config
   try {
-    config = loadConfig(argv, { env: io.env })
+    config = loadConfig(rest, { env: io.env })
   } catch (err) {
     if (err instanceof ConfigError) {
       io.stderr.write(err.message + '\n')
       return err.exitCode
     }
     throw err
+  }
+
+  if (command !== null) {
+    const [{ runAccountCommand }, { createLogger }, { pino }] = await Promise.all([import('./account-commands.js'), import('../log/logger.js'), import('pino')])
+    // Commands print for a person; their logs go to stderr at warn unless asked otherwise.
+    const level = rest.some((a) => a.startsWith('--log-level')) || io.env.APP_SERVER_LOG_LEVEL ? config.logLevel : 'warn'
+    const logger = createLogger(level, pino.destination({ fd: 2, sync: true }))
+    return runAccountCommand(command, { withApiKey }, config, logger, { ...io, stdin: io.stdin ?? process.stdin })
   }
 
   // Loaded only now, so that `--help` and refusals answer without loading the server.

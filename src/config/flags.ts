@@ -59,7 +59,10 @@ export const ENV_ONLY: readonly { name: string; defaultText: string; help: strin
 
 export function helpText(): string {
   const lines = [
-    'Usage: app-server [OPTIONS]',
+    'Usage: app-server [OPTIONS]                  serve JSON-RPC over WebSocket',
+    '       app-server login [--with-api-key]     sign in (browser flow, or an API key read from stdin)',
+    '       app-server logout                     sign out and clear stored credentials',
+    '       app-server status                     show the account and its rate limits',
     '',
     'Serves the codex app-server JSON-RPC protocol over WebSocket.',
     '',

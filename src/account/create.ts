@@ -1,0 +1,65 @@
+import type { Config } from '../config/types.js'
+import type { AppLogger } from '../log/logger.js'
+import { VERSION } from '../version.js'
+import { BackendClient } from './backend-client.js'
+import { BrowserLogin } from './browser-login.js'
+import { readAccessTokenClaims } from './jwt-claims.js'
+import type { RateLimitsReader } from './methods.js'
+import { OAuthClient } from './oauth-client.js'
+import { AccountService, type AccountEvent } from './service.js'
+import { createStore, withFileLock, type KeyringBackend } from './stores/index.js'
+import { mapUsage } from './usage.js'
+
+export interface AccountWiring {
+  readonly log: AppLogger
+  readonly onEvent: (event: AccountEvent) => void
+  /** Tests inject an OS keyring stand-in and outbound HTTP. */
+  readonly keyring?: KeyringBackend
+  readonly fetch?: typeof fetch
+}
+
+/**
+ * Builds the account service and the rate-limits reader from the config: store, OAuth
+ * issuer, usage backend, login rules. The server's plugin and the CLI commands both call
+ * this, so both go through the same service.
+ */
+export async function createAccountService(config: Config, wiring: AccountWiring): Promise<{ accounts: AccountService; rateLimits: RateLimitsReader }> {
+  const settings = config.accounts
+  const store = createStore(settings.credentialsStore, config.home, {
+    ...(wiring.keyring ? { keyring: wiring.keyring } : {}),
+    log: wiring.log,
+  })
+  const http = wiring.fetch ? { fetch: wiring.fetch } : {}
+  const oauth = new OAuthClient({ issuer: config.authIssuer, clientId: settings.loginClientId, ...http })
+  const backend = new BackendClient({ baseUrl: config.chatgptBaseUrl, userAgent: `app-server/${VERSION}`, ...http })
+  const usesFile = settings.credentialsStore === 'file' || settings.credentialsStore === 'auto'
+
+  const accounts = new AccountService({
+    store,
+    rules: { forcedLoginMethod: settings.forcedLoginMethod, forcedWorkspaceIds: settings.forcedWorkspaceIds },
+    readClaims: readAccessTokenClaims,
+    log: wiring.log,
+    authority: {
+      refresh: (refreshToken) => oauth.refresh(refreshToken),
+      revoke: async (token) => {
+        await oauth.revoke(token)
+      },
+    },
+    browserLogin: {
+      async start({ allowedWorkspaceIds }) {
+        const port = settings.loginCallbackPort
+        const login = await BrowserLogin.start({ oauth, port, fallbackPort: port === 1455 ? 1457 : null, allowedWorkspaceIds })
+        return {
+          loginId: login.loginId,
+          authUrl: login.authUrl,
+          result: login.done.then((o) => (o.ok ? o.tokens : Promise.reject(o.error))),
+          cancel: () => login.cancel(),
+        }
+      },
+    },
+    onEvent: wiring.onEvent,
+    ...(usesFile ? { withStoreLock: <T>(fn: () => Promise<T>) => withFileLock(config.home, fn) } : {}),
+  })
+  await accounts.init()
+  return { accounts, rateLimits: { read: async (auth) => mapUsage(await backend.fetchUsage(auth)) } }
+}
