@@ -1,0 +1,170 @@
+/**
+ * One ChatGPT browser login (accounts.md, "ChatGPT browser login (PKCE)"): PKCE and state, the
+ * local callback server, the code exchange, the forced-workspace rule and the 10-minute limit.
+ *
+ * It only produces tokens. Saving them, notifying clients (`account/login/completed`) and
+ * opening a browser are the account service's and the client's jobs, so a login that is
+ * cancelled or superseded leaves nothing behind.
+ */
+import { randomUUID } from 'node:crypto'
+import { readIdTokenClaims, type TokenClaims } from './jwt-claims.js'
+import { startLoginServer, type BindRetry, type CallbackFailureReason, type CodeResult, type LoginServer } from './login-server.js'
+import { TokenExchangeError, type OAuthClient } from './oauth-client.js'
+import { createPkce, createState } from './pkce.js'
+import type { ManagedTokens } from './types.js'
+
+export const LOGIN_TIMEOUT_MS = 10 * 60 * 1000
+
+/** Just what the login schedules with, so tests can drive the clock. */
+export interface LoginTimers {
+  setTimeout(fn: () => void, ms: number): unknown
+  clearTimeout(handle: unknown): void
+}
+
+const realTimers: LoginTimers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+}
+
+export type LoginErrorReason = CallbackFailureReason | 'timeout' | 'workspace' | 'exchange_failed'
+
+/** Why a login ended without tokens; the message is for the user and holds no secret. */
+export class LoginError extends Error {
+  override name = 'LoginError'
+  constructor(
+    readonly reason: LoginErrorReason,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+export type BrowserLoginOutcome =
+  | { readonly ok: true; readonly tokens: ManagedTokens; readonly claims: TokenClaims }
+  | { readonly ok: false; readonly error: LoginError }
+
+export interface BrowserLoginOptions {
+  readonly oauth: OAuthClient
+  /** Callback server port (default 1455, 0 in tests), fallback and bind address. */
+  readonly port?: number
+  readonly fallbackPort?: number | null
+  readonly host?: string
+  readonly bindRetry?: BindRetry
+  /** `forcedChatgptWorkspaceId`: the id token's `chatgpt_account_id` must be one of these. */
+  readonly allowedWorkspaceIds?: readonly string[] | null
+  readonly timeoutMs?: number
+  readonly timers?: LoginTimers
+  readonly originator?: string
+}
+
+export class BrowserLogin {
+  readonly loginId = randomUUID()
+  /** For the client to open; it carries the PKCE challenge and the state, not the verifier. */
+  readonly authUrl: string
+  readonly port: number
+  readonly redirectUri: string
+  /** Settles once, never rejects; the callback server is closed by then. */
+  readonly done: Promise<BrowserLoginOutcome>
+
+  private settled = false
+  private resolveDone!: (outcome: BrowserLoginOutcome) => void
+  private timer: unknown = null
+
+  /** Binds the callback server (it may cancel an earlier login holding the port) and starts the clock. */
+  static async start(options: BrowserLoginOptions): Promise<BrowserLogin> {
+    const pkce = createPkce()
+    const state = createState()
+    // The server's callbacks need the login; the login needs the server: join them late.
+    let login: BrowserLogin | null = null
+    const server = await startLoginServer({
+      port: options.port,
+      fallbackPort: options.fallbackPort,
+      host: options.host,
+      bindRetry: options.bindRetry,
+      state,
+      onCode: (code) => (login === null ? Promise.resolve({ ok: false, message: 'Login is not ready' }) : login.exchange(code, pkce.codeVerifier)),
+      onFailure: (failure) => login?.finish({ ok: false, error: new LoginError(failure.reason, failure.message) }, false),
+    })
+    const authUrl = options.oauth.authorizeUrl({
+      redirectUri: server.redirectUri,
+      codeChallenge: pkce.codeChallenge,
+      state,
+      allowedWorkspaceIds: options.allowedWorkspaceIds,
+      originator: options.originator,
+    })
+    login = new BrowserLogin(options, server, authUrl)
+    return login
+  }
+
+  private constructor(
+    private readonly options: BrowserLoginOptions,
+    private readonly server: LoginServer,
+    authUrl: string,
+  ) {
+    this.authUrl = authUrl
+    this.port = server.port
+    this.redirectUri = server.redirectUri
+    this.done = new Promise((resolve) => (this.resolveDone = resolve))
+    const timers = options.timers ?? realTimers
+    this.timer = timers.setTimeout(
+      () => this.finish({ ok: false, error: new LoginError('timeout', 'Login timed out') }, true),
+      options.timeoutMs ?? LOGIN_TIMEOUT_MS,
+    )
+  }
+
+  /** Ends the login now (a newer login, `account/login/cancel`, logout). */
+  cancel(): void {
+    this.finish({ ok: false, error: new LoginError('cancelled', 'Login cancelled') }, true)
+  }
+
+  get isSettled(): boolean {
+    return this.settled
+  }
+
+  private async exchange(code: string, codeVerifier: string): Promise<CodeResult> {
+    const { oauth } = this.options
+    let tokens
+    try {
+      tokens = await oauth.exchangeCode({ code, redirectUri: this.redirectUri, codeVerifier })
+    } catch (err) {
+      const message = err instanceof TokenExchangeError ? err.message : 'Token exchange failed'
+      this.finish({ ok: false, error: new LoginError('exchange_failed', message) }, false)
+      return { ok: false, message }
+    }
+    if (this.settled) {
+      // Cancelled or timed out while the exchange ran: nobody will keep these tokens.
+      await oauth.revoke(tokens.refreshToken)
+      return { ok: false, message: 'Login cancelled' }
+    }
+    const claims = readIdTokenClaims(tokens.idToken)
+    const violation = workspaceViolation(this.options.allowedWorkspaceIds, claims.chatgptAccountId)
+    if (violation !== null) {
+      await oauth.revoke(tokens.refreshToken)
+      this.finish({ ok: false, error: new LoginError('workspace', violation) }, false)
+      return { ok: false, message: violation }
+    }
+    this.finish({ ok: true, tokens: { ...tokens, accountId: claims.chatgptAccountId }, claims }, false)
+    return { ok: true }
+  }
+
+  /**
+   * Settles once. `force` cuts the callback server now (timeout, cancel); otherwise it is
+   * closing itself after answering the browser, and the outcome waits for that.
+   */
+  private finish(outcome: BrowserLoginOutcome, force: boolean): void {
+    if (this.settled) return
+    this.settled = true
+    ;(this.options.timers ?? realTimers).clearTimeout(this.timer)
+    const closing = force ? this.server.close() : this.server.closed
+    void closing.then(() => this.resolveDone(outcome))
+  }
+}
+
+/** Codex's rule and wording (`ensure_workspace_allowed`); null when the login may proceed. */
+export function workspaceViolation(allowed: readonly string[] | null | undefined, accountId: string | null): string | null {
+  if (!allowed || allowed.length === 0) return null
+  if (accountId === null) {
+    return 'Login is restricted to a specific workspace, but the token did not include an chatgpt_account_id claim.'
+  }
+  return allowed.includes(accountId) ? null : `Login is restricted to workspace id(s) ${allowed.join(', ')}.`
+}
