@@ -25,11 +25,16 @@ export default fp<AccountPluginOptions>(
       ...(opts.keyring ? { keyring: opts.keyring } : {}),
       ...(opts.fetch ? { fetch: opts.fetch } : {}),
       onEvent(event) {
-        if (event.type === 'loginCompleted') {
-          app.sessions.broadcast('account/login/completed', { loginId: event.loginId, success: event.success, error: event.error })
-        } else {
-          app.sessions.broadcast('account/updated', { authMode: event.authMode, planType: event.planType })
-        }
+        // As codex: the requesting client gets its result first, then the notifications. The
+        // result is sent in the microtasks that follow the service call; setImmediate runs after
+        // them, and keeps the events in order.
+        setImmediate(() => {
+          if (event.type === 'loginCompleted') {
+            app.sessions.broadcast('account/login/completed', { loginId: event.loginId, success: event.success, error: event.error })
+          } else {
+            app.sessions.broadcast('account/updated', { authMode: event.authMode, planType: event.planType })
+          }
+        })
       },
     })
     app.decorate('accounts', accounts)
