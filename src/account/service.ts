@@ -81,6 +81,7 @@ export class AccountService {
   private queue: Promise<unknown> = Promise.resolve()
   private refreshing: Promise<void> | null = null
   private readonly now: () => number
+  private readonly listeners = new Set<() => void>()
 
   constructor(private readonly deps: AccountServiceDeps) {
     this.now = deps.now ?? Date.now
@@ -97,6 +98,20 @@ export class AccountService {
 
   get current(): Credential | null {
     return this.credential
+  }
+
+  /** Calls `listener` whenever the credential changes (login, logout, refresh, reload). Returns an unsubscribe. */
+  onCredentialChange(listener: () => void): () => void {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  /** The ChatGPT account id of the current credential, if any. */
+  get chatgptAccountId(): string | null {
+    const c = this.credential
+    if (c?.kind === 'chatgptExternal') return c.accountId
+    if (c?.kind === 'chatgptManaged') return c.tokens.accountId ?? this.deps.readClaims(c.tokens.idToken).chatgptAccountId
+    return null
   }
 
   // ---- account/read -------------------------------------------------------------------
@@ -284,6 +299,7 @@ export class AccountService {
       const next: Credential = { kind: 'chatgptManaged', tokens, lastRefresh: new Date(this.now()) }
       await this.deps.store.save(toStored(next))
       this.credential = next
+      this.notifyChange()
     })
   }
 
@@ -359,6 +375,17 @@ export class AccountService {
   private setCredential(c: Credential | null): void {
     this.credential = c
     this.permanentFailure = null
+    this.notifyChange()
+  }
+
+  private notifyChange(): void {
+    for (const l of this.listeners) {
+      try {
+        l()
+      } catch (err) {
+        this.deps.log.error({ error: withheldError(err) }, 'credential listener failed')
+      }
+    }
   }
 
   private emitUpdated(): void {

@@ -1,0 +1,364 @@
+import type { AppLogger } from '../log/logger.js'
+import { withheldError } from '../log/logger.js'
+import { reconnectDelayMs } from './backoff.js'
+import { RemoteControlHttpError, type ChatgptAuth, type Clock, type Enrollment, type RemoteControlStatus, type RemoteControlStatusView, type ServerTokenGrant } from './types.js'
+
+/** The ChatGPT side the controller needs from the account service. */
+export interface AccountAccess {
+  /** 'none' | 'apiKey' | 'chatgpt' and the ChatGPT account id when known. */
+  kind(): 'none' | 'apiKey' | 'chatgpt'
+  accountId(): string | null
+  /** Runs a call with the ChatGPT credential and the service's 401 recovery. */
+  withChatgptAuth<T>(fn: (auth: ChatgptAuth) => Promise<T>): Promise<T>
+  onChange(listener: () => void): () => void
+}
+
+export interface EnrollmentApi {
+  enroll(auth: ChatgptAuth, body: { name: string; os: string; arch: string; appServerVersion: string; installationId: string }): Promise<ServerTokenGrant>
+  refresh(auth: ChatgptAuth, body: { serverId: string; installationId: string }): Promise<ServerTokenGrant>
+}
+
+export interface EnrollmentPersistence {
+  get(key: EnrollmentKey): Enrollment | null
+  upsert(e: Enrollment): void
+  delete(key: EnrollmentKey): void
+}
+
+export interface EnrollmentKey {
+  readonly websocketUrl: string
+  readonly accountId: string
+  readonly appServerClientName: string
+}
+
+/** The server token: memory only. `get` refreshes when required or due; see token-cache.ts. */
+export interface ServerTokens {
+  get(refresh: () => Promise<ServerTokenGrant>): Promise<string>
+  clear(): void
+  clearIfSame(token: string): void
+}
+
+/** A handshake refusal from the backend's WebSocket endpoint. */
+export interface HandshakeFailure {
+  readonly status: number
+  readonly body: unknown
+}
+
+/** One open backend socket, as the controller sees it. */
+export interface BackendSocket {
+  send(text: string): void
+  ping(): void
+  close(): void
+  onMessage(fn: (text: string) => void): void
+  onPong(fn: () => void): void
+  onClose(fn: () => void): void
+}
+
+export interface SocketOpener {
+  /** Resolves with an open socket, or rejects with a `HandshakeFailure`-shaped error (status set) or a network error. */
+  open(url: string, headers: Record<string, string>): Promise<BackendSocket>
+}
+
+/** The relay of virtual connections (relay.ts), seen through what the controller drives. */
+export interface RelayPort {
+  handleEnvelope(text: string): void
+  /** A socket opened: replay unacked envelopes through the new `send`. */
+  connected(send: (text: string) => void): void
+  disconnected(): void
+  readonly cursor: string | null
+  closeAll(): void
+}
+
+export interface ControllerOptions {
+  readonly log: AppLogger
+  readonly clock: Clock
+  readonly random?: () => number
+  readonly websocketUrl: string
+  readonly serverName: string
+  readonly installationId: string
+  readonly clientName: string
+  readonly version: string
+  readonly os: string
+  readonly arch: string
+  readonly accounts: AccountAccess
+  readonly api: EnrollmentApi
+  readonly store: EnrollmentPersistence
+  readonly tokens: ServerTokens
+  readonly opener: SocketOpener
+  readonly relay: RelayPort
+  /** Called on every status change (not on repeats). */
+  readonly onStatus: (view: RemoteControlStatusView) => void
+}
+
+export const API_KEY_REFUSAL = 'remote control requires ChatGPT authentication; API key auth is not supported'
+const PING_INTERVAL_MS = 10_000
+const PONG_TIMEOUT_MS = 60_000
+const ACCOUNT_POLL_MS = 1_000
+const NOT_FOUND_DETAIL = 'Remote app server not found'
+
+/**
+ * Keeps this server connected to the backend while remote control is enabled: waits for a
+ * ChatGPT account, enrolls or refreshes the memory-only server token, opens the backend
+ * socket, keeps it alive, and reconnects with backoff — applying the status table of
+ * remote-control.md to every failure.
+ */
+export class RemoteControlController {
+  private enabled = false
+  private state: RemoteControlStatus = 'disabled'
+  private environmentId: string | null = null
+  private enrollment: Enrollment | null = null
+  private socket: BackendSocket | null = null
+  private failures = 0
+  private wake: (() => void) | null = null
+  private timer: unknown = null
+  private loop: Promise<void> | null = null
+  private lastError: string | null = null
+  private readonly unsubscribe: () => void
+
+  constructor(private readonly o: ControllerOptions) {
+    this.unsubscribe = o.accounts.onChange(() => {
+      // A new account: start over quickly, and its enrollment is a different row.
+      this.failures = 0
+      if (this.enrollment !== null && this.enrollment.accountId !== o.accounts.accountId()) {
+        this.enrollment = null
+        this.o.tokens.clear()
+        this.socket?.close()
+      }
+      this.wake?.()
+    })
+  }
+
+  status(): RemoteControlStatusView {
+    return { status: this.state, serverName: this.o.serverName, installationId: this.o.installationId, environmentId: this.environmentId }
+  }
+
+  get error(): string | null {
+    return this.lastError
+  }
+
+  async enable(): Promise<RemoteControlStatusView> {
+    if (!this.enabled) {
+      this.enabled = true
+      this.failures = 0
+      this.setState('connecting')
+      this.loop = this.run().catch((err: unknown) => this.o.log.error({ error: withheldError(err) }, 'remote control loop failed'))
+    }
+    return this.status()
+  }
+
+  async disable(): Promise<RemoteControlStatusView> {
+    this.enabled = false
+    this.wake?.()
+    this.socket?.close()
+    this.socket = null
+    this.o.relay.closeAll()
+    await this.loop
+    this.loop = null
+    this.setState('disabled')
+    return this.status()
+  }
+
+  async close(): Promise<void> {
+    this.unsubscribe()
+    await this.disable()
+  }
+
+  // ---- the loop -----------------------------------------------------------------------
+
+  private async run(): Promise<void> {
+    while (this.enabled) {
+      const kind = this.o.accounts.kind()
+      if (kind === 'apiKey') {
+        this.fail(API_KEY_REFUSAL)
+        await this.sleep(ACCOUNT_POLL_MS * 5)
+        continue
+      }
+      const accountId = this.o.accounts.accountId()
+      if (kind === 'none' || accountId === null) {
+        // No account yet: wait without an error status; a login wakes us.
+        this.setState('connecting')
+        await this.sleep(ACCOUNT_POLL_MS)
+        continue
+      }
+      this.setState('connecting')
+      try {
+        await this.connectOnce(accountId)
+        // The socket closed (or was closed): reconnect.
+      } catch (err) {
+        this.fail(describe(err))
+      }
+      if (!this.enabled) break
+      this.failures++
+      await this.sleep(reconnectDelayMs(this.failures, this.o.random))
+    }
+  }
+
+  private key(accountId: string): EnrollmentKey {
+    return { websocketUrl: this.o.websocketUrl, accountId, appServerClientName: this.o.clientName }
+  }
+
+  /** One attempt: token, handshake, then serve until the socket closes. */
+  private async connectOnce(accountId: string): Promise<void> {
+    this.enrollment ??= this.o.store.get(this.key(accountId))
+    if (this.enrollment !== null) this.publishEnvironment(this.enrollment.environmentId)
+    const token = await this.o.tokens.get(() => this.obtainGrant(accountId))
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${token}`,
+      'x-codex-server-id': (this.enrollment as Enrollment | null)?.serverId ?? '',
+      'x-codex-name': Buffer.from(this.o.serverName, 'utf8').toString('base64'),
+      'x-codex-protocol-version': '3',
+      'x-codex-installation-id': this.o.installationId,
+    }
+    const cursor = this.o.relay.cursor
+    if (cursor !== null) headers['x-codex-subscribe-cursor'] = cursor
+
+    let socket: BackendSocket
+    try {
+      socket = await this.o.opener.open(this.o.websocketUrl, headers)
+    } catch (err) {
+      const status = (err as { status?: unknown }).status
+      if (status === 401 || status === 403) {
+        this.o.tokens.clearIfSame(token)
+      } else if (status === 404 && isNotFoundDetail((err as { body?: unknown }).body)) {
+        this.forgetEnrollment(accountId)
+      }
+      throw err
+    }
+    if (!this.enabled) {
+      socket.close()
+      return
+    }
+    await this.serve(socket)
+  }
+
+  /** Enroll when there is no enrollment; refresh otherwise (404 → forget, re-enroll now). */
+  private async obtainGrant(accountId: string): Promise<ServerTokenGrant> {
+    const e = this.enrollment
+    if (e !== null) {
+      try {
+        const grant = await this.withAuth((auth) => this.o.api.refresh(auth, { serverId: e.serverId, installationId: this.o.installationId }))
+        if (grant.serverId !== e.serverId || grant.environmentId !== e.environmentId) {
+          throw new Error('remote control refresh returned a different server or environment')
+        }
+        return grant
+      } catch (err) {
+        if (!(err instanceof RemoteControlHttpError && err.status === 404)) throw err
+        this.forgetEnrollment(accountId)
+      }
+    }
+    const grant = await this.withAuth((auth) =>
+      this.o.api.enroll(auth, {
+        name: this.o.serverName,
+        os: this.o.os,
+        arch: this.o.arch,
+        appServerVersion: this.o.version,
+        installationId: this.o.installationId,
+      }),
+    )
+    const enrollment: Enrollment = {
+      ...this.key(accountId),
+      serverId: grant.serverId,
+      environmentId: grant.environmentId,
+      serverName: this.o.serverName,
+      enabled: true,
+      updatedAt: new Date(this.o.clock.now()),
+    }
+    this.o.store.upsert(enrollment)
+    this.enrollment = enrollment
+    this.publishEnvironment(grant.environmentId)
+    return grant
+  }
+
+  /** Enroll/refresh with the ChatGPT credential; a 401 or 403 goes through the account service's recovery. */
+  private withAuth<T>(call: (auth: ChatgptAuth) => Promise<T>): Promise<T> {
+    return this.o.accounts.withChatgptAuth(async (auth) => {
+      try {
+        return await call(auth)
+      } catch (err) {
+        if (err instanceof RemoteControlHttpError && (err.status === 401 || err.status === 403)) {
+          this.o.tokens.clear()
+          // The account service recovers on a 401 (reload, refresh, or ask the client).
+          throw Object.assign(err, { status: 401 })
+        }
+        throw err
+      }
+    })
+  }
+
+  private forgetEnrollment(accountId: string): void {
+    this.o.store.delete(this.key(accountId))
+    this.enrollment = null
+    this.o.tokens.clear()
+    this.publishEnvironment(null)
+  }
+
+  /** Serves one open socket until it closes: envelopes in and out, keepalive. */
+  private serve(socket: BackendSocket): Promise<void> {
+    this.socket = socket
+    this.failures = 0
+    this.lastError = null
+    this.setState('connected')
+    let lastPong = this.o.clock.now()
+    return new Promise<void>((resolve) => {
+      let ping: unknown = null
+      const keepalive = () => {
+        if (this.o.clock.now() - lastPong > PONG_TIMEOUT_MS) {
+          this.o.log.warn('remote control backend missed its pongs; reconnecting')
+          socket.close()
+          return
+        }
+        socket.ping()
+        ping = this.o.clock.setTimeout(keepalive, PING_INTERVAL_MS)
+      }
+      ping = this.o.clock.setTimeout(keepalive, PING_INTERVAL_MS)
+      socket.onPong(() => (lastPong = this.o.clock.now()))
+      socket.onMessage((text) => this.o.relay.handleEnvelope(text))
+      socket.onClose(() => {
+        this.o.clock.clearTimeout(ping)
+        this.o.relay.disconnected()
+        if (this.socket === socket) this.socket = null
+        resolve()
+      })
+      this.o.relay.connected((text) => socket.send(text))
+    })
+  }
+
+  // ---- status -------------------------------------------------------------------------
+
+  private fail(message: string): void {
+    this.lastError = message
+    this.o.log.warn({ problem: message }, 'remote control attempt failed')
+    this.setState('errored')
+  }
+
+  private setState(next: RemoteControlStatus): void {
+    if (this.state === next) return
+    this.state = next
+    this.o.onStatus(this.status())
+  }
+
+  private publishEnvironment(id: string | null): void {
+    if (this.environmentId === id) return
+    this.environmentId = id
+    this.o.onStatus(this.status())
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        this.o.clock.clearTimeout(this.timer)
+        this.wake = null
+        resolve()
+      }
+      this.wake = done
+      this.timer = this.o.clock.setTimeout(done, ms)
+    })
+  }
+}
+
+function isNotFoundDetail(body: unknown): boolean {
+  return typeof body === 'object' && body !== null && (body as { detail?: unknown }).detail === NOT_FOUND_DETAIL
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : 'remote control failed'
+}
