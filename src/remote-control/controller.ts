@@ -15,13 +15,14 @@ export interface AccountAccess {
 
 export interface EnrollmentApi {
   enroll(auth: ChatgptAuth, body: { name: string; os: string; arch: string; appServerVersion: string; installationId: string }): Promise<ServerTokenGrant>
-  refresh(auth: ChatgptAuth, body: { serverId: string; installationId: string }): Promise<ServerTokenGrant>
+  /** Fails when the answer names another server or environment. */
+  refresh(auth: ChatgptAuth, body: { serverId: string; environmentId: string; installationId: string }): Promise<ServerTokenGrant>
 }
 
 export interface EnrollmentPersistence {
   get(key: EnrollmentKey): Enrollment | null
   upsert(e: Enrollment): void
-  delete(key: EnrollmentKey): void
+  delete(key: EnrollmentKey): unknown
 }
 
 export interface EnrollmentKey {
@@ -30,11 +31,11 @@ export interface EnrollmentKey {
   readonly appServerClientName: string
 }
 
-/** The server token: memory only. `get` refreshes when required or due; see token-cache.ts. */
+/** The server token: memory only. `get` refreshes when required or due (token-cache.ts). */
 export interface ServerTokens {
-  get(refresh: () => Promise<ServerTokenGrant>): Promise<string>
+  get(): Promise<ServerTokenGrant>
   clear(): void
-  clearIfSame(token: string): void
+  clearIfSame(token: string): unknown
 }
 
 /** A handshake refusal from the backend's WebSocket endpoint. */
@@ -82,7 +83,8 @@ export interface ControllerOptions {
   readonly accounts: AccountAccess
   readonly api: EnrollmentApi
   readonly store: EnrollmentPersistence
-  readonly tokens: ServerTokens
+  /** Builds the token cache around the controller's enroll-or-refresh. */
+  readonly tokens: (refresh: () => Promise<ServerTokenGrant>) => ServerTokens
   readonly opener: SocketOpener
   readonly relay: RelayPort
   /** Called on every status change (not on repeats). */
@@ -113,14 +115,20 @@ export class RemoteControlController {
   private loop: Promise<void> | null = null
   private lastError: string | null = null
   private readonly unsubscribe: () => void
+  private readonly tokens: ServerTokens
 
   constructor(private readonly o: ControllerOptions) {
+    this.tokens = o.tokens(() => {
+      const accountId = o.accounts.accountId()
+      if (accountId === null) return Promise.reject(new Error('no ChatGPT account to enroll with'))
+      return this.obtainGrant(accountId)
+    })
     this.unsubscribe = o.accounts.onChange(() => {
       // A new account: start over quickly, and its enrollment is a different row.
       this.failures = 0
       if (this.enrollment !== null && this.enrollment.accountId !== o.accounts.accountId()) {
         this.enrollment = null
-        this.o.tokens.clear()
+        this.tokens.clear()
         this.socket?.close()
       }
       this.wake?.()
@@ -200,7 +208,7 @@ export class RemoteControlController {
   private async connectOnce(accountId: string): Promise<void> {
     this.enrollment ??= this.o.store.get(this.key(accountId))
     if (this.enrollment !== null) this.publishEnvironment(this.enrollment.environmentId)
-    const token = await this.o.tokens.get(() => this.obtainGrant(accountId))
+    const token = (await this.tokens.get()).remoteControlToken
     const headers: Record<string, string> = {
       authorization: `Bearer ${token}`,
       'x-codex-server-id': (this.enrollment as Enrollment | null)?.serverId ?? '',
@@ -217,7 +225,7 @@ export class RemoteControlController {
     } catch (err) {
       const status = (err as { status?: unknown }).status
       if (status === 401 || status === 403) {
-        this.o.tokens.clearIfSame(token)
+        this.tokens.clearIfSame(token)
       } else if (status === 404 && isNotFoundDetail((err as { body?: unknown }).body)) {
         this.forgetEnrollment(accountId)
       }
@@ -235,11 +243,9 @@ export class RemoteControlController {
     const e = this.enrollment
     if (e !== null) {
       try {
-        const grant = await this.withAuth((auth) => this.o.api.refresh(auth, { serverId: e.serverId, installationId: this.o.installationId }))
-        if (grant.serverId !== e.serverId || grant.environmentId !== e.environmentId) {
-          throw new Error('remote control refresh returned a different server or environment')
-        }
-        return grant
+        return await this.withAuth((auth) =>
+          this.o.api.refresh(auth, { serverId: e.serverId, environmentId: e.environmentId, installationId: this.o.installationId }),
+        )
       } catch (err) {
         if (!(err instanceof RemoteControlHttpError && err.status === 404)) throw err
         this.forgetEnrollment(accountId)
@@ -275,7 +281,7 @@ export class RemoteControlController {
         return await call(auth)
       } catch (err) {
         if (err instanceof RemoteControlHttpError && (err.status === 401 || err.status === 403)) {
-          this.o.tokens.clear()
+          this.tokens.clear()
           // The account service recovers on a 401 (reload, refresh, or ask the client).
           throw Object.assign(err, { status: 401 })
         }
@@ -287,7 +293,7 @@ export class RemoteControlController {
   private forgetEnrollment(accountId: string): void {
     this.o.store.delete(this.key(accountId))
     this.enrollment = null
-    this.o.tokens.clear()
+    this.tokens.clear()
     this.publishEnvironment(null)
   }
 
