@@ -4,6 +4,7 @@ import { InFlightLimit } from '../src/rpc/in-flight.js'
 import type { MethodDefinition } from '../src/rpc/method.js'
 import { initializeMethods } from '../src/rpc/methods/initialize.js'
 import { accountMethods } from '../src/account/methods.js'
+import { remoteControlMethods } from '../src/remote-control/methods.js'
 import { GetAccountRateLimitsResult } from '../src/account/usage.js'
 import { SessionRegistry } from '../src/rpc/registry.js'
 import { RequestIdAllocator } from '../src/rpc/server-requests.js'
@@ -34,7 +35,7 @@ export interface RpcPluginOptions {
 /** Decorates the app with the JSON-RPC dispatcher (every method, compiled once), the session registry and the limits. */
 export default fp<RpcPluginOptions>(
   async (app, opts) => {
-    const methods = [...initializeMethods<AppServices>(), ...accountMethods<AppServices>(GetAccountRateLimitsResult), ...(opts.extraMethods ?? [])]
+    const methods = [...initializeMethods<AppServices>(), ...accountMethods<AppServices>(GetAccountRateLimitsResult), ...remoteControlMethods<AppServices>(), ...(opts.extraMethods ?? [])]
     const dispatcher = new Dispatcher<AppServices>(methods, opts.services, { validateResults: opts.validateResults ?? false })
     const limits = app.config.limits
     const inFlight = new InFlightLimit(limits.maxInFlight)

@@ -9,6 +9,7 @@ import lifecycle from '../plugins/lifecycle.js'
 import rpc, { type RpcPluginOptions } from '../plugins/rpc.js'
 import rateLimits from '../plugins/rate-limit.js'
 import account, { type AccountPluginOptions } from '../plugins/account.js'
+import remoteControl, { type RemoteControlPluginOptions } from '../plugins/remote-control.js'
 import type { Timers } from './rpc/timers.js'
 import wsAuth from '../plugins/ws-auth.js'
 import healthRoutes from '../routes/health.js'
@@ -35,6 +36,8 @@ export interface BuildOptions {
   readonly validateResults?: boolean
   /** Test stand-ins for the OS keyring and outbound HTTP. */
   readonly account?: AccountPluginOptions
+  /** Test clock and server name for remote control. */
+  readonly remoteControl?: RemoteControlPluginOptions
 }
 
 const PLAIN_TEXT = 'text/plain; charset=utf-8'
@@ -79,6 +82,9 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
     get rateLimits() {
       return app.rateLimitsReader
     },
+    get remoteControl() {
+      return app.remoteControl
+    },
   }
 
   await app.register(configPlugin, { config })
@@ -100,6 +106,7 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
   })
   await app.register(rateLimits, options.now ? { now: options.now } : {})
   await app.register(account, options.account ?? {})
+  await app.register(remoteControl, options.remoteControl ?? {})
 
   // Neither handler quotes the request: its URL may carry the connection token.
   app.setNotFoundHandler((_request, reply) => reply.code(404).type(PLAIN_TEXT).send('not found'))
