@@ -24,7 +24,10 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     return 0
   }
   const command = (ACCOUNT_COMMANDS as readonly string[]).includes(argv[0] ?? '') ? (argv[0] as (typeof ACCOUNT_COMMANDS)[number]) : null
-  let rest = command === null ? argv : argv.slice(1)
+  const remoteControl = argv[0] === 'remote-control'
+  let rest = command === null && !remoteControl ? argv : argv.slice(1)
+  const json = remoteControl && rest.includes('--json')
+  if (json) rest = rest.filter((a) => a !== '--json')
   const withApiKey = command === 'login' && rest.includes('--with-api-key')
   if (withApiKey) rest = rest.filter((a) => a !== '--with-api-key')
   let config
@@ -52,7 +55,12 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     import('../log/logger.js'),
     import('close-with-grace'),
   ])
-  const destination = io.stdout.isTTY ? (await import('../log/pretty.js')).prettyDestination() : undefined
+  // `remote-control` keeps stdout for its one announcement line: its logs go to stderr.
+  const destination = remoteControl
+    ? (await import('pino')).pino.destination({ fd: 2, sync: false })
+    : io.stdout.isTTY
+      ? (await import('../log/pretty.js')).prettyDestination()
+      : undefined
   const logger = createLogger(config.logLevel, destination)
   const app = await buildApp(config, { logger, ...(io.env.TERM ? { terminal: io.env.TERM } : {}) })
   try {
@@ -77,6 +85,10 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     await chmod(config.urlFile, 0o600)
   }
   io.stderr.write(formatBanner(facts))
+  if (remoteControl) {
+    const { announceRemoteControl } = await import('./remote-control-command.js')
+    void announceRemoteControl(app.remoteControl, { json, stdout: io.stdout, log: logger })
+  }
 
   closeWithGrace({ delay: 10_000, logger: { error: (m: unknown) => logger.error(m) } }, async ({ signal, err }) => {
     if (err) logger.error({ error: withheldError(err) }, 'shutting down after an error')

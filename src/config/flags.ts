@@ -63,6 +63,7 @@ export function helpText(): string {
     '       app-server login [--with-api-key]     sign in (browser flow, or an API key read from stdin)',
     '       app-server logout                     sign out and clear stored credentials',
     '       app-server status                     show the account and its rate limits',
+    '       app-server remote-control [--json]    serve with remote control enabled',
     '',
     'Serves the codex app-server JSON-RPC protocol over WebSocket.',
     '',
