@@ -51,7 +51,7 @@ let nextRemoteId = 1
 export async function createRemoteControl(w: RemoteControlWiring): Promise<{ controller: RemoteControlController; close(): Promise<void> }> {
   const clock = w.clock ?? realClock
   const urls = remoteControlUrls(w.chatgptBaseUrl)
-  const installationId = await loadOrCreateInstallationId(w.home)
+  const installationId = await loadOrCreateInstallationId(w.home, { warn: (m) => w.log.warn(m) })
   const store = EnrollmentStore.open(w.home)
   const client = new EnrollmentClient({ baseUrl: w.chatgptBaseUrl, ...(w.fetch ? { fetch: w.fetch } : {}) })
   const platform = hostPlatform()
