@@ -227,7 +227,7 @@ export class RemoteControlController {
       if (status === 401 || status === 403) {
         this.tokens.clearIfSame(token)
       } else if (status === 404 && isNotFoundDetail((err as { body?: unknown }).body)) {
-        this.forgetEnrollment(accountId)
+        this.forgetEnrollment(accountId, true)
       }
       throw err
     }
@@ -248,7 +248,8 @@ export class RemoteControlController {
         )
       } catch (err) {
         if (!(err instanceof RemoteControlHttpError && err.status === 404)) throw err
-        this.forgetEnrollment(accountId)
+        // Re-enroll in this same attempt; the cache keeps the grant this call returns.
+        this.forgetEnrollment(accountId, false)
       }
     }
     const grant = await this.withAuth((auth) =>
@@ -281,8 +282,9 @@ export class RemoteControlController {
         return await call(auth)
       } catch (err) {
         if (err instanceof RemoteControlHttpError && (err.status === 401 || err.status === 403)) {
-          this.tokens.clear()
-          // The account service recovers on a 401 (reload, refresh, or ask the client).
+          // The token cache already drops its token on these; clearing it here would also throw
+          // away the retry's grant. The account service recovers on a 401 (reload, refresh, or
+          // ask the client) and retries once.
           throw Object.assign(err, { status: 401 })
         }
         throw err
@@ -290,10 +292,11 @@ export class RemoteControlController {
     })
   }
 
-  private forgetEnrollment(accountId: string): void {
+  /** Deletes the persisted row and the in-memory enrollment; `clearToken` also drops the server token. */
+  private forgetEnrollment(accountId: string, clearToken: boolean): void {
     this.o.store.delete(this.key(accountId))
     this.enrollment = null
-    this.tokens.clear()
+    if (clearToken) this.tokens.clear()
     this.publishEnvironment(null)
   }
 

@@ -75,6 +75,7 @@ export interface StartOptions {
   readonly extraMethods?: BuildOptions['extraMethods']
   readonly timers?: BuildOptions['timers']
   readonly account?: BuildOptions['account']
+  readonly remoteControl?: BuildOptions['remoteControl']
 }
 
 export async function startServer(options: StartOptions = {}): Promise<TestServer> {
@@ -96,6 +97,7 @@ export async function startServer(options: StartOptions = {}): Promise<TestServe
     ...(options.extraMethods ? { extraMethods: options.extraMethods } : {}),
     ...(options.timers ? { timers: options.timers } : {}),
     ...(options.account ? { account: options.account } : {}),
+    ...(options.remoteControl ? { remoteControl: options.remoteControl } : {}),
   })
   await app.listen({ host: config.listen.host, port: config.listen.port })
   const port = (app.server.address() as AddressInfo).port
