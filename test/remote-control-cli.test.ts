@@ -296,3 +296,30 @@ t.test('remote-control: a remote client initializes through the backend relay', 
   t.same(await srv.stop('SIGTERM'), { code: 0, signal: null }, 'SIGTERM: exit 0')
   assertNoSecrets(t, run)
 })
+
+t.test('remote-control --json: a backend that never accepts is reported as connecting, timedOut true', async (t) => {
+  const backend = await FakeRemoteBackend.start()
+  backend.script('websocket', ...Array.from({ length: 200 }, () => ({ status: 503, body: { detail: 'down for maintenance' } })))
+  const { home } = chatgptHome()
+  const srv = await startCli(
+    ['remote-control', '--json', '--remote-control-wait-seconds', '1', '--listen', 'ws://127.0.0.1:0', '--login-callback-port', '0'],
+    { cwd, env: { APP_SERVER_HOME: home, CHATGPT_BASE_URL: backend.baseUrl } },
+  )
+  t.teardown(async () => {
+    await srv.stop('SIGKILL')
+    record(srv.stdout())
+    record(srv.stderr())
+    await backend.close()
+    rmSync(home, { recursive: true, force: true })
+  })
+  await until(() => srv.stdout().includes('\n'), 'the JSON line on stdout', ANNOUNCE_WAIT_MS)
+  const grant = backend.grants[0]
+  t.ok(grant, 'it enrolled')
+  t.equal(
+    srv.stdout(),
+    JSON.stringify({ mode: 'foreground', status: 'connecting', serverName: HOST, environmentId: grant?.environmentId, timedOut: true }) + '\n',
+  )
+  t.ok(backend.requests.filter((r) => r.endpoint === 'websocket').length >= 2, 'it kept retrying the handshake')
+  const exit = await srv.stop('SIGTERM')
+  t.same(exit, { code: 0, signal: null })
+})

@@ -87,7 +87,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   io.stderr.write(formatBanner(facts))
   if (remoteControl) {
     const { announceRemoteControl } = await import('./remote-control-command.js')
-    void announceRemoteControl(app.remoteControl, { json, stdout: io.stdout, log: logger })
+    void announceRemoteControl(app.remoteControl, { json, stdout: io.stdout, log: logger, waitMs: config.remoteControlWaitMs })
   }
 
   closeWithGrace({ delay: 10_000, logger: { error: (m: unknown) => logger.error(m) } }, async ({ signal, err }) => {

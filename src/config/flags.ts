@@ -43,6 +43,7 @@ export const FLAGS: readonly FlagSpec[] = [
   { name: 'forced-login-method', kind: 'string', valueName: 'METHOD', help: 'allow only this login method: chatgpt | api' },
   { name: 'forced-chatgpt-workspace-id', kind: 'list', valueName: 'ID', help: 'allow only these ChatGPT workspaces (repeatable; env: comma-separated)' },
   { name: 'login-callback-port', kind: 'string', valueName: 'PORT', defaultText: '1455', help: 'local port of the browser login callback (1457 when busy; 0: any)' },
+  { name: 'remote-control-wait-seconds', kind: 'string', valueName: 'N', defaultText: '30', help: '`remote-control`: how long to wait for the backend before reporting `connecting`' },
   { name: 'login-client-id', kind: 'string', valueName: 'ID', defaultText: 'app_EMoamEEZ73f0CkXaXp7hrann', help: 'public OAuth client id for ChatGPT login' },
 ]
 

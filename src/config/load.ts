@@ -56,6 +56,7 @@ export function loadConfig(argv: readonly string[], options: LoadConfigOptions):
       maxOutboundBufferBytes: integerFlag('max-outbound-buffer', str(raw('max-outbound-buffer')), 16 * 1024 * 1024, 1024, MAX_PAYLOAD_CEILING),
     },
     accounts: resolveAccounts(raw),
+    remoteControlWaitMs: 1000 * integerFlag('remote-control-wait-seconds', str(raw('remote-control-wait-seconds')), 30, 0, 86_400),
     chatgptBaseUrl: env.CHATGPT_BASE_URL ?? defaultOf('CHATGPT_BASE_URL'),
     authIssuer: env.AUTH_ISSUER ?? defaultOf('AUTH_ISSUER'),
   }

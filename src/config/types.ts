@@ -40,6 +40,7 @@ export interface Config {
   readonly pingIntervalMs: number
   readonly limits: Limits
   readonly accounts: AccountSettings
+  readonly remoteControlWaitMs: number
   readonly chatgptBaseUrl: string
   readonly authIssuer: string
 }
