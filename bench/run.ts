@@ -29,9 +29,9 @@ interface Row {
   many: RoundTripResult
 }
 
-// Until account/read exists, the round trip is a repeated `initialize`: parsed, validated
-// against its schema, dispatched and answered (`Already initialized`) like any request.
-const REQUEST = JSON.stringify({ id: 1, method: 'initialize', params: { clientInfo: { name: 'bench', title: null, version: '1.0.0' } } })
+// The round trip is `account/read` (no credential: `{account:null, requiresOpenaiAuth:true}`),
+// the same answer the bare server sends as its fixed JSON.
+const REQUEST = JSON.stringify({ id: 1, method: 'account/read', params: {} })
 
 async function measure(target: Target): Promise<Row> {
   // Memory first, on a fresh process: load tests grow the heap, and idle connections would
@@ -68,7 +68,7 @@ const f0 = (n: number) => n.toFixed(0)
 const f1 = (n: number) => n.toFixed(1)
 const ratio = (a: number, b: number) => (a / b).toFixed(2) + 'x'
 console.log('\napp-server runs with --http-rate-limit 0 --rpc-rate 0 (one client address, thousands of requests).')
-console.log(`round trips: 1 and 32 connections x 8 in flight for ${durationMs / 1000}s each (request: repeated initialize)`)
+console.log(`round trips: 1 and 32 connections x 8 in flight for ${durationMs / 1000}s each (request: account/read)`)
 console.log(`handshakes: ${concurrency} concurrent for ${durationMs / 1000}s; idle memory: ${connections} connections, each after one initialize\n`)
 console.log('target        1conn req/s  p50ms  p99ms   32conn req/s  p50ms  p99ms   handshakes/s  KiB/idle conn')
 for (const r of rows) {
