@@ -43,6 +43,7 @@ export function codexTarget(bin: string): Target {
   return {
     name: 'codex',
     command: bin,
+    // A fresh port each start, below the ephemeral range the benchmark's client sockets fill.
     args: () => ['app-server', '--listen', `ws://127.0.0.1:${20_000 + Math.floor(Math.random() * 10_000)}`],
     env: { CODEX_HOME: mkdtempSync(join(tmpdir(), 'bench-codex-')) },
   }
