@@ -5,6 +5,7 @@
  * even when the backend echoes it back in an error body.
  */
 import { usagePayloadProblem, type UsagePayload } from './usage.js'
+import { readBounded } from '../http/read-bounded.js'
 
 export interface BackendClientOptions {
   /** e.g. `https://chatgpt.com/backend-api`; http(s) only, no credentials, query or fragment. */
@@ -163,31 +164,11 @@ export function joinUrl(base: URL, path: string): string {
 // ---------------------------------------------------------------------------------------------
 // Bodies and messages.
 
-/** Reads at most `maxBytes` of the body, then drops the rest without reading it. */
+/** Reads at most `maxBytes` of the body as text; throws what stopped the read early. */
 async function readText(response: Response, maxBytes: number, signal: AbortSignal): Promise<{ text: string; truncated: boolean }> {
-  if (response.body === null) return { text: '', truncated: false }
-  const reader = response.body.getReader()
-  const chunks: Uint8Array[] = []
-  let size = 0
-  let truncated = false
-  try {
-    for (;;) {
-      signal.throwIfAborted()
-      const { done, value } = await reader.read()
-      if (done) break
-      chunks.push(value)
-      size += value.byteLength
-      if (size > maxBytes) {
-        truncated = true
-        break
-      }
-    }
-  } finally {
-    if (truncated) await reader.cancel().catch(() => {})
-    reader.releaseLock()
-  }
-  const bytes = Buffer.concat(chunks)
-  return { text: bytes.subarray(0, Math.min(bytes.byteLength, maxBytes)).toString('utf8'), truncated }
+  const body = await readBounded(response, maxBytes, signal)
+  if (body.error !== null) throw body.error
+  return { text: body.bytes.toString('utf8'), truncated: body.truncated }
 }
 
 /** Whitespace collapsed, trimmed, at most `BODY_PREVIEW_CHARS` characters (with `…` if cut). */

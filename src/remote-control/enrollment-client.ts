@@ -21,6 +21,7 @@ import { arch as osArch, platform as osPlatform } from 'node:os'
 import { remoteControlUrls, type RemoteControlUrls } from './base-url.js'
 import { describeHttpFailure, headerValue, redactJson, requestIdOf } from './preview.js'
 import { RemoteControlHttpError, type ChatgptAuth, type ServerTokenGrant } from './types.js'
+import { readBounded } from '../http/read-bounded.js'
 
 /** Codex's `REMOTE_CONTROL_ENROLL_TIMEOUT`: the whole request, body included. */
 export const ENROLLMENT_TIMEOUT_MS = 30_000
@@ -162,7 +163,7 @@ export class EnrollmentClient {
       throw networkError(`failed to ${action} remote control server at \`${url}\``, err, this.timeoutMs)
     }
 
-    const read = await readBody(response, MAX_BODY_BYTES, signal)
+    const read = await readBounded(response, MAX_BODY_BYTES, signal)
     if (response.status < 200 || response.status > 299) {
       // The status is what the caller acts on, so a body cut short by a timeout still yields
       // the HTTP error (with what was read), not a network error.
@@ -233,42 +234,6 @@ export function parseRfc3339(text: string): Date | null {
     offset = (m[9] === '-' ? -1 : 1) * (oh * 60 + om) * 60_000
   }
   return new Date(utc + ms - offset)
-}
-
-interface ReadBody {
-  readonly bytes: Buffer
-  readonly truncated: boolean
-  /** Why reading stopped early (timeout, reset), with what was read so far in `bytes`. */
-  readonly error: unknown
-}
-
-/** Reads at most `maxBytes`, then drops the rest unread; never throws. */
-async function readBody(response: Response, maxBytes: number, signal: AbortSignal): Promise<ReadBody> {
-  if (response.body === null) return { bytes: Buffer.alloc(0), truncated: false, error: null }
-  const reader = response.body.getReader()
-  const chunks: Uint8Array[] = []
-  let size = 0
-  let truncated = false
-  let error: unknown = null
-  try {
-    for (;;) {
-      signal.throwIfAborted()
-      const { done, value } = await reader.read()
-      if (done) break
-      chunks.push(value)
-      size += value.byteLength
-      if (size > maxBytes) {
-        truncated = true
-        break
-      }
-    }
-  } catch (err) {
-    error = err
-  } finally {
-    await reader.cancel().catch(() => {})
-  }
-  const bytes = Buffer.concat(chunks)
-  return { bytes: bytes.subarray(0, Math.min(bytes.byteLength, maxBytes)), truncated, error }
 }
 
 function parseJson(bytes: Buffer): unknown {
