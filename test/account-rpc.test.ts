@@ -13,7 +13,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import t from 'tap'
 import { canary, leakedCanaries, registerCanary } from './helpers/canary.js'
 import { connect, type RpcClient } from './helpers/client.js'
-import { codexErrors } from './helpers/codex-schemas.js'
+import { codexErrors, frameProblems } from './helpers/codex-schemas.js'
 import { startServer, type StartOptions, type TestServer } from './helpers/server.js'
 
 type TestT = Parameters<Parameters<typeof t.test>[0]>[0]
@@ -125,42 +125,10 @@ class Ctx {
     let checked = 0
     const problems: string[] = []
     this.conns.forEach((conn, i) => {
-      for (const m of conn.frames()) {
-        checked++
-        const where = `connection ${i}`
-        if ('id' in m && 'result' in m) {
-          const method = typeof m.id === 'number' ? conn.methodsById.get(m.id) : undefined
-          const schema = method === undefined ? undefined : RESULT_SCHEMAS[method]
-          const env = codexErrors('JSONRPCResponse', m)
-          if (env) problems.push(`${where}: response envelope: ${env}`)
-          if (schema === undefined) problems.push(`${where}: no schema for the result of ${String(method)} (id ${String(m.id)})`)
-          else {
-            const e = codexErrors(schema, m.result)
-            if (e) problems.push(`${where}: ${method} result vs ${schema}: ${e}`)
-          }
-        } else if ('id' in m && 'error' in m) {
-          const e = codexErrors('JSONRPCError', m)
-          if (e) problems.push(`${where}: error envelope: ${e}`)
-        } else if ('id' in m) {
-          const env = codexErrors('JSONRPCRequest', m)
-          if (env) problems.push(`${where}: server request envelope: ${env}`)
-          const schema = SERVER_REQUEST_SCHEMAS[String(m.method)]
-          if (schema === undefined) problems.push(`${where}: unexpected server request ${String(m.method)}`)
-          else {
-            const e = codexErrors(schema, m.params)
-            if (e) problems.push(`${where}: ${String(m.method)} params vs ${schema}: ${e}`)
-          }
-        } else {
-          const env = codexErrors('JSONRPCNotification', m)
-          if (env) problems.push(`${where}: notification envelope: ${env}`)
-          const schema = NOTIFICATION_SCHEMAS[String(m.method)]
-          if (schema === undefined) problems.push(`${where}: unexpected notification ${String(m.method)}`)
-          else {
-            const e = codexErrors(schema, m.params)
-            if (e) problems.push(`${where}: ${String(m.method)} params vs ${schema}: ${e}`)
-          }
-        }
-      }
+      const frames = conn.frames()
+      checked += frames.length
+      const methodOf = (id: unknown) => (typeof id === 'number' ? conn.methodsById.get(id) : undefined)
+      problems.push(...frameProblems(frames, methodOf, { results: RESULT_SCHEMAS, notifications: NOTIFICATION_SCHEMAS, serverRequests: SERVER_REQUEST_SCHEMAS }, `connection ${i}`))
     })
     this.t.same(problems, [], `all ${checked} frames received match codex's schemas`)
   }

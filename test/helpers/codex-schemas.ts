@@ -23,3 +23,45 @@ export function codexErrors(name: string, value: unknown): string {
   const v = codexValidator(name)
   return v(value) ? '' : ajv.errorsText(v.errors)
 }
+
+/** Which codex schema each payload is checked against, by method (paths as for `codexErrors`). */
+export interface FrameSchemas {
+  readonly results: Readonly<Record<string, string>>
+  readonly notifications: Readonly<Record<string, string>>
+  /** Server→client requests a test expects; any other is a problem. */
+  readonly serverRequests?: Readonly<Record<string, string>>
+}
+
+/**
+ * Every frame a client received, against codex's envelope schema and its payload's schema.
+ * `methodOf(id)` names the method a result answers. Returns the problems (empty when all match).
+ */
+export function frameProblems(
+  frames: readonly Record<string, unknown>[],
+  methodOf: (id: unknown) => string | undefined,
+  schemas: FrameSchemas,
+  where: string,
+): string[] {
+  const problems: string[] = []
+  const payload = (kind: string, method: string, schema: string | undefined, value: unknown) => {
+    if (schema === undefined) problems.push(`${where}: unexpected ${kind} ${method}`)
+    else {
+      const e = codexErrors(schema, value)
+      if (e) problems.push(`${where}: ${method} ${kind} vs ${schema}: ${e}`)
+    }
+  }
+  for (const m of frames) {
+    const envelope = 'id' in m ? ('result' in m ? 'JSONRPCResponse' : 'error' in m ? 'JSONRPCError' : 'JSONRPCRequest') : 'JSONRPCNotification'
+    const env = codexErrors(envelope, m)
+    if (env) problems.push(`${where}: ${envelope} envelope: ${env}`)
+    if (envelope === 'JSONRPCResponse') {
+      const method = methodOf(m.id)
+      payload('result', String(method), method === undefined ? undefined : schemas.results[method], m.result)
+    } else if (envelope === 'JSONRPCRequest') {
+      payload('server request', String(m.method), schemas.serverRequests?.[String(m.method)], m.params)
+    } else if (envelope === 'JSONRPCNotification') {
+      payload('notification', String(m.method), schemas.notifications[String(m.method)], m.params)
+    }
+  }
+  return problems
+}
