@@ -17,14 +17,11 @@ import type { AddressInfo } from 'node:net'
 import Fastify, { type FastifyInstance } from 'fastify'
 import t from 'tap'
 import { canary, leakedCanaries, record, registerCanary } from './helpers/canary.js'
-import { connect, type RpcClient } from './helpers/client.js'
-import { codexErrors, frameProblems } from './helpers/codex-schemas.js'
+import { codexErrors } from './helpers/codex-schemas.js'
+import { contextTest, type Conn, type Ctx, type Json, type TestT } from './helpers/rpc-context.js'
 import { getCallback, TestOAuthServer } from './helpers/oauth-server.js'
 import { MAIN } from './helpers/process.js'
-import { startServer, type StartOptions, type TestServer } from './helpers/server.js'
 
-type TestT = Parameters<Parameters<typeof t.test>[0]>[0]
-type Json = Record<string, unknown>
 
 const AUTH_CLAIM = 'https://api.openai.com/auth'
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
@@ -120,105 +117,9 @@ async function backendFor(t: TestT): Promise<FakeUsageBackend> {
 // ---------------------------------------------------------------------------------------------
 // Connections and per-test context (every frame schema-checked, every log canary-checked).
 
-class Conn {
-  private nextId = 1
-  readonly methodsById = new Map<number, string>()
-  constructor(readonly client: RpcClient) {}
-
-  call(method: string, params?: unknown): Promise<Json> {
-    const id = this.nextId++
-    this.methodsById.set(id, method)
-    return this.client.request(method, params, id)
-  }
-
-  async init(): Promise<void> {
-    const reply = await this.call('initialize', { clientInfo: { name: 'account-e2e-test', title: null, version: '1.0.0' } })
-    if (!('result' in reply)) throw new Error(`initialize failed: ${JSON.stringify(reply)}`)
-  }
-
-  get notifications(): Json[] {
-    return this.client.notifications
-  }
-
-  async until(cond: () => boolean): Promise<void> {
-    if (cond()) return
-    await this.client.waitForFrame(() => cond())
-  }
-
-  frames(): Json[] {
-    return this.client.frames.map((f) => JSON.parse(f) as Json)
-  }
-
-  /** Waits for the `account/login/completed` of this login and returns its params. */
-  async completed(loginId: string | null): Promise<Json> {
-    const match = (n: Json) => n.method === 'account/login/completed' && (n.params as Json).loginId === loginId
-    await this.until(() => this.notifications.some(match))
-    return this.notifications.find(match)!.params as Json
-  }
-
-  /** Waits until `count` `account/updated` notifications arrived; returns them. */
-  async updates(count: number): Promise<Json[]> {
-    const list = () => this.notifications.filter((n) => n.method === 'account/updated').map((n) => n.params as Json)
-    await this.until(() => list().length >= count)
-    return list()
-  }
-
-  updatedCount(): number {
-    return this.notifications.filter((n) => n.method === 'account/updated').length
-  }
-}
-
-class Ctx {
-  readonly conns: Conn[] = []
-  readonly servers: TestServer[] = []
-  constructor(readonly t: TestT) {}
-
-  async server(options: StartOptions = {}): Promise<TestServer> {
-    const s = await startServer(options)
-    this.servers.push(s)
-    return s
-  }
-
-  async initialized(server: TestServer): Promise<Conn> {
-    const c = new Conn(await connect(server.wsUrl))
-    this.conns.push(c)
-    await c.init()
-    return c
-  }
-
-  verifyFrames(): void {
-    let checked = 0
-    const problems: string[] = []
-    this.conns.forEach((conn, i) => {
-      const frames = conn.frames()
-      checked += frames.length
-      const methodOf = (id: unknown) => (typeof id === 'number' ? conn.methodsById.get(id) : undefined)
-      problems.push(...frameProblems(frames, methodOf, { results: RESULT_SCHEMAS, notifications: NOTIFICATION_SCHEMAS }, `connection ${i}`))
-    })
-    this.t.same(problems, [], `all ${checked} frames received match codex's schemas`)
-  }
-
-  verifyLogs(): void {
-    for (const s of this.servers) this.t.same(leakedCanaries(s.logs.text()), [], 'no token in the server log')
-  }
-
-  async close(): Promise<void> {
-    for (const c of this.conns) c.client.ws.close()
-    for (const s of this.servers) await s.close()
-  }
-}
-
+/** A test whose frames are checked against codex's schemas and whose logs against canaries when it ends. */
 function e2eTest(name: string, fn: (t: TestT, ctx: Ctx) => Promise<void>): void {
-  t.test(name, async (t) => {
-    const ctx = new Ctx(t)
-    try {
-      await fn(t, ctx)
-      ctx.verifyFrames()
-      ctx.verifyLogs()
-    } finally {
-      await ctx.close()
-    }
-  })
+  contextTest(name, { results: RESULT_SCHEMAS, notifications: NOTIFICATION_SCHEMAS }, 'account-e2e-test', fn)
 }
 
 // ---------------------------------------------------------------------------------------------

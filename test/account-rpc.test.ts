@@ -12,12 +12,9 @@ import type { AddressInfo } from 'node:net'
 import Fastify, { type FastifyInstance } from 'fastify'
 import t from 'tap'
 import { canary, leakedCanaries, registerCanary } from './helpers/canary.js'
-import { connect, type RpcClient } from './helpers/client.js'
-import { codexErrors, frameProblems } from './helpers/codex-schemas.js'
-import { startServer, type StartOptions, type TestServer } from './helpers/server.js'
+import { codexErrors } from './helpers/codex-schemas.js'
+import { contextTest, type Conn, type Ctx, type Json, type TestT } from './helpers/rpc-context.js'
 
-type TestT = Parameters<Parameters<typeof t.test>[0]>[0]
-type Json = Record<string, unknown>
 
 const EPHEMERAL = ['--credentials-store', 'ephemeral']
 const EXTERNAL_AUTH_ACTIVE = 'External auth is active. Use account/login/start (chatgptAuthTokens) to update it or account/logout to clear it.'
@@ -55,107 +52,9 @@ function plusToken(email = 'user@example.com'): string {
   return accessToken({ email, [AUTH_CLAIM]: { chatgpt_plan_type: 'plus' } })
 }
 
-/** One client connection whose requests are remembered by id, so each reply can be checked against its method's schema. */
-class Conn {
-  private nextId = 1
-  readonly methodsById = new Map<number, string>()
-  constructor(readonly client: RpcClient) {}
-
-  call(method: string, params?: unknown): Promise<Json> {
-    const id = this.nextId++
-    this.methodsById.set(id, method)
-    return this.client.request(method, params, id)
-  }
-
-  async init(capabilities?: Json): Promise<void> {
-    const reply = await this.call('initialize', {
-      clientInfo: { name: 'account-rpc-test', title: null, version: '1.0.0' },
-      ...(capabilities ? { capabilities } : {}),
-    })
-    if (!('result' in reply)) throw new Error(`initialize failed: ${JSON.stringify(reply)}`)
-  }
-
-  get notifications(): Json[] {
-    return this.client.notifications
-  }
-
-  /** Resolves once `cond` holds (re-checked whenever a frame arrives). */
-  async until(cond: () => boolean): Promise<void> {
-    if (cond()) return
-    await this.client.waitForFrame(() => cond())
-  }
-
-  /** The parsed frames, in arrival order. */
-  frames(): Json[] {
-    return this.client.frames.map((f) => JSON.parse(f) as Json)
-  }
-
-  /** Replies to a server→client request. */
-  reply(id: unknown, body: { result: unknown } | { error: unknown }): void {
-    this.client.sendRaw(JSON.stringify({ id, ...body }))
-  }
-}
-
-/** Per-test context: servers and connections are closed, and every frame received is schema-checked, when the test ends. */
-class Ctx {
-  readonly conns: Conn[] = []
-  readonly servers: TestServer[] = []
-  constructor(readonly t: TestT) {}
-
-  async server(options: StartOptions = {}): Promise<TestServer> {
-    const s = await startServer(options)
-    this.servers.push(s)
-    return s
-  }
-
-  async open(server: TestServer, url = server.wsUrl): Promise<Conn> {
-    const c = new Conn(await connect(url))
-    this.conns.push(c)
-    return c
-  }
-
-  async initialized(server: TestServer, capabilities?: Json): Promise<Conn> {
-    const c = await this.open(server)
-    await c.init(capabilities)
-    return c
-  }
-
-  /** Every received frame against codex's envelope schema and its payload schema. */
-  verifyFrames(): void {
-    let checked = 0
-    const problems: string[] = []
-    this.conns.forEach((conn, i) => {
-      const frames = conn.frames()
-      checked += frames.length
-      const methodOf = (id: unknown) => (typeof id === 'number' ? conn.methodsById.get(id) : undefined)
-      problems.push(...frameProblems(frames, methodOf, { results: RESULT_SCHEMAS, notifications: NOTIFICATION_SCHEMAS, serverRequests: SERVER_REQUEST_SCHEMAS }, `connection ${i}`))
-    })
-    this.t.same(problems, [], `all ${checked} frames received match codex's schemas`)
-  }
-
-  /** No canary in any server log. */
-  verifyLogs(): void {
-    for (const s of this.servers) this.t.same(leakedCanaries(s.logs.text()), [], 'no secret in the server log')
-  }
-
-  async close(): Promise<void> {
-    for (const c of this.conns) c.client.ws.close()
-    for (const s of this.servers) await s.close()
-  }
-}
-
-/** A test with a context that checks every frame and log when the body is done. */
+/** A test whose frames are checked against codex's schemas and whose logs against canaries when it ends. */
 function rpcTest(name: string, fn: (t: TestT, ctx: Ctx) => Promise<void>): void {
-  t.test(name, async (t) => {
-    const ctx = new Ctx(t)
-    try {
-      await fn(t, ctx)
-      ctx.verifyFrames()
-      ctx.verifyLogs()
-    } finally {
-      await ctx.close()
-    }
-  })
+  contextTest(name, { results: RESULT_SCHEMAS, notifications: NOTIFICATION_SCHEMAS, serverRequests: SERVER_REQUEST_SCHEMAS }, 'account-rpc-test', fn)
 }
 
 /** Index of the first frame matching `pred`, or -1. */
