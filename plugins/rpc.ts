@@ -5,7 +5,6 @@ import type { MethodDefinition } from '../src/rpc/method.js'
 import { initializeMethods } from '../src/rpc/methods/initialize.js'
 import { accountMethods } from '../src/account/methods.js'
 import { remoteControlMethods } from '../src/remote-control/methods.js'
-import { GetAccountRateLimitsResult } from '../src/account/usage.js'
 import { SessionRegistry } from '../src/rpc/registry.js'
 import { RequestIdAllocator } from '../src/rpc/server-requests.js'
 import type { SessionDeps } from '../src/rpc/session.js'
@@ -35,7 +34,7 @@ export interface RpcPluginOptions {
 /** Decorates the app with the JSON-RPC dispatcher (every method, compiled once), the session registry and the limits. */
 export default fp<RpcPluginOptions>(
   async (app, opts) => {
-    const methods = [...initializeMethods<AppServices>(), ...accountMethods<AppServices>(GetAccountRateLimitsResult), ...remoteControlMethods<AppServices>(), ...(opts.extraMethods ?? [])]
+    const methods = [...initializeMethods<AppServices>(), ...accountMethods<AppServices>(), ...remoteControlMethods<AppServices>(), ...(opts.extraMethods ?? [])]
     const dispatcher = new Dispatcher<AppServices>(methods, opts.services, { validateResults: opts.validateResults ?? false })
     const limits = app.config.limits
     const inFlight = new InFlightLimit(limits.maxInFlight)

@@ -2,7 +2,7 @@ import { Type } from 'typebox'
 import { INTERNAL_ERROR, RpcError } from '../rpc/errors.js'
 import { defineMethod, type MethodDefinition } from '../rpc/method.js'
 import { EXTERNAL_REFRESH_TIMEOUT_MS, shortReason, type AccountService } from './service.js'
-import { PLAN_TYPES } from './types.js'
+import { GetAccountRateLimitsResult, PlanTypeSchema } from './usage.js'
 
 /** Reads and maps the usage backend for a ChatGPT credential. */
 export interface RateLimitsReader {
@@ -14,7 +14,6 @@ export interface AccountServices {
   readonly rateLimits: RateLimitsReader
 }
 
-const PlanTypeSchema = Type.Union(PLAN_TYPES.map((p) => Type.Literal(p)))
 const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()])
 
 export const GetAccountParams = Type.Object({ refreshToken: Type.Optional(Type.Boolean()) })
@@ -47,7 +46,7 @@ export const CancelLoginParams = Type.Object({ loginId: Type.String() })
 export const CancelLoginResult = Type.Object({ status: Type.Union([Type.Literal('canceled'), Type.Literal('notFound')]) })
 
 /** `account/*` methods: thin adapters from JSON-RPC to the account service. */
-export function accountMethods<S extends AccountServices>(rateLimitsResult: Parameters<typeof Type.Union>[0][number] | null = null): MethodDefinition<S, any>[] {
+export function accountMethods<S extends AccountServices>(): MethodDefinition<S, any>[] {
   return [
     defineMethod<S, typeof GetAccountParams>({
       name: 'account/read',
@@ -100,7 +99,7 @@ export function accountMethods<S extends AccountServices>(rateLimitsResult: Para
       name: 'account/rateLimits/read',
       scope: 'account:read',
       params: null,
-      ...(rateLimitsResult ? { result: rateLimitsResult } : {}),
+      result: GetAccountRateLimitsResult,
       async handler(_params, { services }) {
         const current = services.accounts.current
         if (current === null) throw RpcError.invalidRequest('codex account authentication required to read rate limits')

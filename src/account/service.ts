@@ -1,5 +1,6 @@
 import type { AppLogger } from '../log/logger.js'
 import { withheldError } from '../log/logger.js'
+import { scrubText } from '../log/scrub.js'
 import { INTERNAL_ERROR, RpcError } from '../rpc/errors.js'
 import { needsProactiveRefresh } from './refresh-policy.js'
 import {
@@ -450,5 +451,5 @@ function isUuid(s: string): boolean {
 /** An error's message for a client, without anything that looks like a credential. */
 export function shortReason(err: unknown): string {
   const message = err instanceof Error ? err.message : typeof err === 'string' ? err : 'unknown error'
-  return message.replace(/\b(bearer\s+)\S+/gi, '$1[redacted]').slice(0, 300)
+  return scrubText(message).slice(0, 300)
 }
