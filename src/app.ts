@@ -53,7 +53,6 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
       if (request.headers.upgrade !== undefined) {
         logUpgradeRejected(request.log, config.auth.mode, 'bad request url', request.ip)
         r.header('connection', 'close')
-        request.raw.socket.once('finish', () => request.raw.socket.destroy())
         r.raw.once('finish', () => request.raw.socket.destroy())
       }
       void r.code(400).type(PLAIN_TEXT).send('bad request')
