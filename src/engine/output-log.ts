@@ -3,8 +3,9 @@
  * supervisor's child logger carries it), terminal colours removed, scrubbed like every other
  * line (query values, bearer credentials) and capped, so a runaway line cannot flood the log.
  *
- * Level: codex's tracing lines name theirs (`<time> ERROR target: …`), and keep it, except for
- * notices known to be harmless here, which drop to info. Other stderr lines are info; stdout
+ * Level: codex's tracing lines name theirs (`<time> ERROR target: …`), and keep it; so do its
+ * plain `Error:` / `WARNING:` lines. Notices known to be harmless here drop to info, and other
+ * stderr lines (backtraces, continuation lines) are info. stdout
  * (the engine writes nothing there when it listens on a socket) is debug.
  */
 import type { AppLogger } from '../log/logger.js'
@@ -18,6 +19,8 @@ type Level = 'trace' | 'debug' | 'info' | 'warn' | 'error'
 const ANSI_ESCAPE = /\x1b\[[0-?]*[ -/]*[@-~]/g
 const TRACING_LEVEL = /^\S+\s+(ERROR|WARN|INFO|DEBUG|TRACE)\s/
 const LEVELS: Readonly<Record<string, Level>> = { ERROR: 'error', WARN: 'warn', INFO: 'info', DEBUG: 'debug', TRACE: 'trace' }
+// What codex prints outside tracing: `Error: …` before it exits (a bad `-c` value, say), `WARNING: …`.
+const PLAIN_LEVEL = /^(Error|WARNING):/
 
 /**
  * Said on every start on a host without bubblewrap (the engine uses its bundled copy) or with
@@ -49,5 +52,7 @@ function cleanLine(raw: string): string {
 function levelOf(text: string): Level {
   if (HARMLESS_NOTICES.some((re) => re.test(text))) return 'info'
   const named = TRACING_LEVEL.exec(text)?.[1]
-  return named === undefined ? 'info' : LEVELS[named]!
+  if (named !== undefined) return LEVELS[named]!
+  const plain = PLAIN_LEVEL.exec(text)?.[1]
+  return plain === 'Error' ? 'error' : plain === 'WARNING' ? 'warn' : 'info'
 }
