@@ -12,7 +12,7 @@ import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { probeEngineVersion, resolveEngineBinary, type EngineBinary } from '../src/engine/binary.js'
+import { probeEngineVersion, resolveEngineBinary, type EngineBinary, type EngineBinaryResolution } from '../src/engine/binary.js'
 import { EngineRpcClient } from '../src/engine/rpc-client.js'
 import { EngineSupervisor, type EngineExit, type EngineStatus, type EngineSupervisorOptions } from '../src/engine/supervisor.js'
 import { MAX_ENGINE_LINE_CHARS } from '../src/engine/output-log.js'
@@ -163,33 +163,24 @@ t.test('binary resolution', async (t) => {
 
     // @openai/codex present, its platform package not (an unsupported or pruned install).
     const tree = tempDir(t, 'tree')
-    mkdirSync(join(tree, 'node_modules/@openai/codex'), { recursive: true })
-    writeFileSync(join(tree, 'node_modules/@openai/codex/package.json'), JSON.stringify({ name: '@openai/codex', version: '0.169.0' }))
-    t.same(resolveEngineBinary({ resolveFrom: join(tree, 'index.js'), platform: 'linux', arch: 'arm64' }), {
-      ok: false,
-      reason: '@openai/codex-linux-arm64 (the engine for linux/arm64) is not installed',
-    })
+    const writePackage = (dir: string, version: string): void => {
+      mkdirSync(dir, { recursive: true })
+      writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: '@openai/codex', version }))
+    }
+    const resolveArm64 = (): EngineBinaryResolution => resolveEngineBinary({ resolveFrom: join(tree, 'index.js'), platform: 'linux', arch: 'arm64' })
+    writePackage(join(tree, 'node_modules/@openai/codex'), '0.169.0')
+    t.same(resolveArm64(), { ok: false, reason: '@openai/codex-linux-arm64 (the engine for linux/arm64) is not installed' })
 
-    // The platform package without its binary.
+    // The platform package without its binary…
     const pkgDir = join(tree, 'node_modules/@openai/codex-linux-arm64')
-    mkdirSync(pkgDir, { recursive: true })
-    writeFileSync(join(pkgDir, 'package.json'), JSON.stringify({ name: '@openai/codex', version: '0.169.0-linux-arm64' }))
-    t.same(resolveEngineBinary({ resolveFrom: join(tree, 'index.js'), platform: 'linux', arch: 'arm64' }), {
-      ok: false,
-      reason: 'the engine binary of @openai/codex-linux-arm64 does not exist',
-    })
+    writePackage(pkgDir, '0.169.0-linux-arm64')
+    t.same(resolveArm64(), { ok: false, reason: 'the engine binary of @openai/codex-linux-arm64 does not exist' })
 
     // …and with it (resolved from @openai/codex's own location, as a non-hoisting install needs).
     const binDir = join(pkgDir, 'vendor/aarch64-unknown-linux-musl/bin')
     mkdirSync(binDir, { recursive: true })
-    const fake = writeFakeEngine(binDir)
-    const codexPath = join(binDir, 'codex')
-    writeFileSync(codexPath, readFileSync(fake))
-    chmodSync(codexPath, 0o755)
-    t.same(resolveEngineBinary({ resolveFrom: join(tree, 'index.js'), platform: 'linux', arch: 'arm64' }), {
-      ok: true,
-      binary: { path: realpathSync(codexPath), version: '0.169.0' },
-    })
+    const codexPath = writeFakeEngine(binDir, 'codex')
+    t.same(resolveArm64(), { ok: true, binary: { path: realpathSync(codexPath), version: '0.169.0' } })
 
     t.same(resolveEngineBinary({ platform: 'aix', arch: 'ppc64' }), { ok: false, reason: '@openai/codex has no build for aix/ppc64' })
   })

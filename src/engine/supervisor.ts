@@ -200,11 +200,20 @@ export class EngineSupervisor {
   private spawnEngine(): void {
     const args = ['app-server', '--listen', `unix://${this.socketPath}`, '-c', 'cli_auth_credentials_store="ephemeral"']
     for (const override of this.options.configOverrides ?? []) args.push('-c', override)
-    const child = spawn(this.options.binary.path, args, {
-      env: engineEnv(this.options.env ?? process.env, this.options.engineHome),
-      stdio: ['ignore', 'pipe', 'pipe'],
-      windowsHide: true,
-    })
+    let child: ChildProcess
+    try {
+      child = spawn(this.options.binary.path, args, {
+        env: engineEnv(this.options.env ?? process.env, this.options.engineHome),
+        stdio: ['ignore', 'pipe', 'pipe'],
+        windowsHide: true,
+      })
+    } catch (err) {
+      // Arguments node refuses outright (a NUL byte in a path or an override).
+      const reason = spawnFailureReason(err)
+      this.log.error({ event: 'engine.spawn_failed', cause: errorCode(err) }, `engine not started: ${reason}`)
+      this.setState('unavailable', reason)
+      return
+    }
     let markExited!: () => void
     const run: Run = {
       child,
@@ -221,7 +230,8 @@ export class EngineSupervisor {
     createInterface({ input: child.stderr!, crlfDelay: Infinity }).on('line', (line) => output.stderr(line))
 
     // A spawn failure (missing, not executable) emits `error` and never `exit`.
-    child.once('error', (err) => {
+    child.on('error', (err) => {
+      // After a successful spawn an error is a failed kill(); the exit still comes.
       if (child.pid !== undefined) return
       const reason = spawnFailureReason(err)
       this.log.error({ event: 'engine.spawn_failed', cause: errorCode(err) }, `engine not started: ${reason}`)
@@ -284,7 +294,7 @@ export class EngineSupervisor {
   }
 
   private readinessTimedOut(run: Run): void {
-    const seconds = Math.round((this.options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS) / 1000)
+    const seconds = Math.round((this.options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS) / 100) / 10
     const reason = `engine not ready after ${seconds} s`
     this.log.error({ event: 'engine.not_ready', timeoutMs: this.options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS }, reason)
     this.setState('unavailable', reason)
@@ -326,7 +336,7 @@ function engineEnv(base: NodeJS.ProcessEnv, engineHome: string): NodeJS.ProcessE
   return env
 }
 
-function spawnFailureReason(err: Error): string {
+function spawnFailureReason(err: unknown): string {
   switch (errorCode(err)) {
     case 'ENOENT':
       return 'engine binary not found'

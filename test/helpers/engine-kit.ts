@@ -75,8 +75,8 @@ export function manualTimers(): ManualTimers {
  * - `exit`: prints `Error: fake failure` and exits with code 3.
  * Every mode first prints `fake engine: up` once its signal handlers are in place.
  */
-export function writeFakeEngine(dir: string): string {
-  const path = join(dir, 'fake-codex')
+export function writeFakeEngine(dir: string, name = 'fake-codex'): string {
+  const path = join(dir, name)
   const script = `#!${process.execPath}
 const mode = process.env.FAKE_ENGINE_MODE ?? 'idle'
 if (mode === 'ignore-term') process.on('SIGTERM', () => process.stderr.write('fake engine: got SIGTERM\\n'))
