@@ -35,20 +35,10 @@ function factory(registry = new SessionRegistry()): SessionFactory {
   return new SessionFactory(settings, registry)
 }
 
-/** `initialize`, and `test/act`, whose handler broadcasts `test/deferred` twice (after its result) and `test/now` once (at once). */
+/** `test/act`, whose handler broadcasts `test/deferred` twice (after its result) and `test/now` once (at once). */
 function dispatcher(registry: SessionRegistry): Dispatcher<null> {
   return new Dispatcher<null>(
     [
-      defineMethod<null, null>({
-        name: 'initialize',
-        scope: 'session',
-        params: null,
-        beforeInitialize: true,
-        handler(_p, { session }) {
-          session.markInitialized({ name: 'unit', title: null, version: '1' }, [])
-          return {}
-        },
-      }),
       defineMethod<null, null>({
         name: 'test/act',
         scope: 'session',
@@ -97,15 +87,14 @@ t.test('a request gets its result before the notifications it caused; those keep
   const bystander = new RecordingTransport()
   const a = sessions.open('c1', fullPrincipal('queryToken'), requester, log)
   const b = sessions.open('c2', fullPrincipal('queryToken'), bystander, log)
-  for (const s of [a, b]) s.handleText(JSON.stringify({ id: 0, method: 'initialize', params: null }))
-  await Promise.all([a.whenIdle(), b.whenIdle()])
+  for (const s of [a, b]) s.markInitialized({ name: 'unit', title: null, version: '1' }, [])
 
   a.handleText(JSON.stringify({ id: 1, method: 'test/act' }))
   await a.whenIdle()
   await new Promise<void>((resolve) => setImmediate(resolve))
 
   t.same(
-    requester.sent.slice(1).map((m) => m.method ?? `result ${m.id}`),
+    requester.sent.map((m) => m.method ?? `result ${m.id}`),
     ['test/now', 'result 1', 'test/deferred', 'test/deferred'],
     'a plain broadcast would overtake the result; deferred ones follow it',
   )
@@ -115,7 +104,7 @@ t.test('a request gets its result before the notifications it caused; those keep
     'in the order they were made',
   )
   t.same(
-    bystander.sent.slice(1).map((m) => m.method),
+    bystander.sent.map((m) => m.method),
     ['test/now', 'test/deferred', 'test/deferred'],
     'every other session gets them too',
   )
