@@ -55,8 +55,6 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
   const loggerInstance: FastifyBaseLogger = options.logger
   const app = Fastify({
     loggerInstance,
-    // Some bad URLs make Fastify quote the URL in its error body; answer without it. No route
-    // hook runs on this path, so an upgrade attempt is logged and its socket ended here.
     frameworkErrors: answerBadUrl(config),
     return503OnClosing: true,
     forceCloseConnections: 'idle',
