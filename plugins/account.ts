@@ -17,7 +17,7 @@ export interface AccountPluginOptions {
   readonly fetch?: typeof fetch
 }
 
-/** Decorates the app with the account service; its events become JSON-RPC broadcasts. */
+/** Decorates the app with the account service; its events become JSON-RPC broadcasts, sent after the requester's result. */
 export default fp<AccountPluginOptions>(
   async (app, opts) => {
     const { accounts, rateLimits } = await createAccountService(app.config, {
@@ -25,16 +25,11 @@ export default fp<AccountPluginOptions>(
       ...(opts.keyring ? { keyring: opts.keyring } : {}),
       ...(opts.fetch ? { fetch: opts.fetch } : {}),
       onEvent(event) {
-        // As codex: the requesting client gets its result first, then the notifications. The
-        // result is sent in the microtasks that follow the service call; setImmediate runs after
-        // them, and keeps the events in order.
-        setImmediate(() => {
-          if (event.type === 'loginCompleted') {
-            app.sessions.broadcast('account/login/completed', { loginId: event.loginId, success: event.success, error: event.error })
-          } else {
-            app.sessions.broadcast('account/updated', { authMode: event.authMode, planType: event.planType })
-          }
-        })
+        if (event.type === 'loginCompleted') {
+          app.sessions.broadcastAfterResults('account/login/completed', { loginId: event.loginId, success: event.success, error: event.error })
+        } else {
+          app.sessions.broadcastAfterResults('account/updated', { authMode: event.authMode, planType: event.planType })
+        }
       },
     })
     app.decorate('accounts', accounts)

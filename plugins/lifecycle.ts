@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { Lifecycle } from '../src/server/lifecycle.js'
+import { Lifecycle } from '../src/rpc/lifecycle.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

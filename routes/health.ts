@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { logUpgradeRejected } from '../src/auth/audit.js'
+import { readiness } from '../src/rpc/lifecycle.js'
 
 const Healthz = Type.Object({
   status: Type.Literal('ok'),
@@ -10,7 +11,8 @@ const Healthz = Type.Object({
     enforced: Type.Boolean(),
   }),
 })
-const Readyz = Type.Object({ status: Type.Union([Type.Literal('ready'), Type.Literal('draining')]) })
+const Ready = Type.Object({ status: Type.Literal('ready') })
+const NotReady = Type.Object({ status: Type.Union([Type.Literal('draining'), Type.Literal('overloaded')]) })
 
 /** Token-free probes. They say how connections are guarded, never with what. */
 export default async function healthRoutes(fastify: FastifyInstance): Promise<void> {
@@ -30,8 +32,8 @@ export default async function healthRoutes(fastify: FastifyInstance): Promise<vo
     auth: { mode: app.wsAuth.mode, enforced: app.wsAuth.enforced },
   }))
 
-  app.get('/readyz', { ...limit, schema: { response: { 200: Readyz, 503: Readyz } } }, async (_request, reply) => {
-    if (app.lifecycle.draining || app.inFlight.saturated) return reply.code(503).send({ status: 'draining' as const })
-    return { status: 'ready' as const }
+  app.get('/readyz', { ...limit, schema: { response: { 200: Ready, 503: NotReady } } }, async (_request, reply) => {
+    const status = readiness(app.lifecycle, app.inFlight)
+    return status === 'ready' ? { status } : reply.code(503).send({ status })
   })
 }

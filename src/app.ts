@@ -1,24 +1,26 @@
 import { STATUS_CODES } from 'node:http'
 import { arch, release, type as osType } from 'node:os'
-import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import websocket from '@fastify/websocket'
 import type { Logger } from 'pino'
+import account, { type AccountPluginOptions } from '../plugins/account.js'
 import browserGuard from '../plugins/browser-guard.js'
 import configPlugin from '../plugins/config.js'
+import dispatcher, { type DispatcherPluginOptions } from '../plugins/dispatcher.js'
 import lifecycle from '../plugins/lifecycle.js'
-import rpc, { type RpcPluginOptions } from '../plugins/rpc.js'
 import rateLimits from '../plugins/rate-limit.js'
-import account, { type AccountPluginOptions } from '../plugins/account.js'
 import remoteControl, { type RemoteControlPluginOptions } from '../plugins/remote-control.js'
-import type { Timers } from './rpc/timers.js'
+import sessions from '../plugins/sessions.js'
 import wsAuth from '../plugins/ws-auth.js'
 import healthRoutes from '../routes/health.js'
 import websocketRoutes from '../routes/websocket.js'
-import type { Config } from './config/types.js'
-import { UserAgent } from './rpc/user-agent.js'
-import type { AppServices } from './services.js'
-import { VERSION } from './version.js'
 import { logUpgradeRejected } from './auth/audit.js'
+import type { Config } from './config/types.js'
+import type { ServerInfo } from './rpc/methods/initialize.js'
+import type { Timers } from './rpc/timers.js'
+import { UserAgent } from './rpc/user-agent.js'
+import { closeWebSockets } from './rpc/websocket-transport.js'
+import { VERSION } from './version.js'
 
 export interface BuildOptions {
   readonly logger: Logger
@@ -29,7 +31,7 @@ export interface BuildOptions {
   /** `$TERM` of the process, for the user agent. */
   readonly terminal?: string
   /** Extra JSON-RPC methods (tests register probes). */
-  readonly extraMethods?: RpcPluginOptions['extraMethods']
+  readonly extraMethods?: DispatcherPluginOptions['extraMethods']
   /** Timers for server requests and rate limits (tests drive time). */
   readonly timers?: Timers
   /** Check every JSON-RPC result against its method's schema (tests). */
@@ -42,70 +44,41 @@ export interface BuildOptions {
 
 const PLAIN_TEXT = 'text/plain; charset=utf-8'
 
-/** Builds the Fastify app from a config. The CLI and the tests both start here. */
+/**
+ * Builds the Fastify app from a config. The CLI and the tests both start here. Plugins are
+ * registered in the order data flows: the app's settings and HTTP guards, then what sessions
+ * share, then the services (account, remote control), then the dispatcher built from them,
+ * then the routes.
+ */
 export async function buildApp(config: Config, options: BuildOptions): Promise<FastifyInstance> {
+  // Typed as Fastify's logger interface, so the app is the `FastifyInstance` plugins are written for.
+  const loggerInstance: FastifyBaseLogger = options.logger
   const app = Fastify({
-    loggerInstance: options.logger,
-    // Some bad URLs make Fastify quote the URL in its error body; answer without it. No route
-    // hook runs on this path, so an upgrade attempt is logged and its socket ended here.
-    frameworkErrors: (_error, request, reply) => {
-      const r = reply as unknown as FastifyReply
-      if (request.headers.upgrade !== undefined) {
-        logUpgradeRejected(request.log, config.auth.mode, 'bad request url', request.ip)
-        r.header('connection', 'close')
-        r.raw.once('finish', () => request.raw.socket.destroy())
-      }
-      void r.code(400).type(PLAIN_TEXT).send('bad request')
-    },
+    loggerInstance,
+    frameworkErrors: answerBadUrl(config),
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-  }) as unknown as FastifyInstance
-
-  const services: AppServices = {
-    serverInfo: {
-      home: config.home,
-      userAgent: new UserAgent({
-        version: VERSION,
-        osType: osType(),
-        osRelease: release(),
-        arch: arch(),
-        terminal: options.terminal && options.terminal.length > 0 ? options.terminal : 'unknown',
-      }),
-      platformFamily: process.platform === 'win32' ? 'windows' : 'unix',
-      platformOs: process.platform === 'darwin' ? 'macos' : process.platform === 'win32' ? 'windows' : process.platform,
-    },
-    // Read at call time: the account plugin is registered after the dispatcher it serves.
-    get accounts() {
-      return app.accounts
-    },
-    get rateLimits() {
-      return app.rateLimitsReader
-    },
-    get remoteControl() {
-      return app.remoteControl
-    },
-  }
+  })
 
   await app.register(configPlugin, { config })
   await app.register(lifecycle)
   await app.register(wsAuth, { ...(options.queryToken ? { queryToken: options.queryToken } : {}), ...(options.now ? { now: options.now } : {}) })
   await app.register(websocket, {
     options: { maxPayload: config.maxPayloadBytes },
-    preClose: async function closeSockets() {
-      await app.sessions.closeAll(1001, 'server shutting down')
-      await new Promise<void>((resolve) => app.websocketServer.close(() => resolve()))
+    preClose: async function closeWebSocketServer() {
+      await closeWebSockets(app.websocketServer)
     },
   })
   await app.register(browserGuard)
-  await app.register(rpc, {
-    services,
-    validateResults: options.validateResults ?? false,
-    ...(options.extraMethods ? { extraMethods: options.extraMethods } : {}),
-    ...(options.timers ? { timers: options.timers } : {}),
-  })
   await app.register(rateLimits, options.now ? { now: options.now } : {})
+  await app.register(sessions, options.timers ? { timers: options.timers } : {})
   await app.register(account, options.account ?? {})
   await app.register(remoteControl, options.remoteControl ?? {})
+  await app.register(dispatcher, {
+    serverInfo: serverInfo(config, options.terminal),
+    validateResults: options.validateResults ?? false,
+    ...(options.extraMethods ? { extraMethods: options.extraMethods } : {}),
+  })
 
   // Neither handler quotes the request: its URL may carry the connection token.
   app.setNotFoundHandler((_request, reply) => reply.code(404).type(PLAIN_TEXT).send('not found'))
@@ -121,8 +94,41 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
 }
 
 /**
- * Graceful stop: `/readyz` turns 503 and new upgrades get 503, every session answers what it
- * has in flight and is closed with 1001, then the listener closes.
+ * Some bad URLs make Fastify quote the URL in its error body; answer without it. No route
+ * hook runs on this path, so an upgrade attempt is logged and its socket ended here.
+ */
+function answerBadUrl(config: Config) {
+  return (_error: FastifyError, request: FastifyRequest, reply: FastifyReply): void => {
+    if (request.headers.upgrade !== undefined) {
+      logUpgradeRejected(request.log, config.auth.mode, 'bad request url', request.ip)
+      reply.header('connection', 'close')
+      reply.raw.once('finish', () => request.raw.socket.destroy())
+    }
+    void reply.code(400).type(PLAIN_TEXT).send('bad request')
+  }
+}
+
+/** What `initialize` reports about this host. */
+function serverInfo(config: Config, terminal: string | undefined): ServerInfo {
+  return {
+    home: config.home,
+    userAgent: new UserAgent({
+      version: VERSION,
+      osType: osType(),
+      osRelease: release(),
+      arch: arch(),
+      terminal: terminal && terminal.length > 0 ? terminal : 'unknown',
+    }),
+    platformFamily: process.platform === 'win32' ? 'windows' : 'unix',
+    platformOs: process.platform === 'darwin' ? 'macos' : process.platform === 'win32' ? 'windows' : process.platform,
+  }
+}
+
+/**
+ * Graceful stop, and the only place sessions are drained: `/readyz` turns 503 and new
+ * upgrades get 503, every session answers what it has in flight and is closed with 1001,
+ * then the app closes. Draining comes before `app.close()` because once Fastify is closing
+ * it answers every HTTP request itself (a bare 503), probes included.
  */
 export async function drainAndClose(app: FastifyInstance): Promise<void> {
   app.lifecycle.beginDrain()

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { Heartbeat, type Pingable } from '../src/transport/heartbeat.js'
+import { Heartbeat, type Pingable } from '../src/rpc/websocket-transport.js'
 
 class FakeSocket implements Pingable {
   pings = 0

@@ -451,9 +451,9 @@ t.test('--max-in-flight 2: a third request from another connection gets -32001; 
   const third = await a.request('test/echo', undefined, 'own')
   t.same(third, { error: OVERLOADED, id: 'own' }, 'and from the same connection')
 
-  const draining = await httpGet(`${server.httpBase}/readyz`)
-  t.equal(draining.status, 503, '/readyz: 503 while saturated')
-  t.same(JSON.parse(draining.body), { status: 'draining' })
+  const overloaded = await httpGet(`${server.httpBase}/readyz`)
+  t.equal(overloaded.status, 503, '/readyz: 503 while saturated')
+  t.same(JSON.parse(overloaded.body), { status: 'overloaded' }, 'saturated is overloaded, not draining')
   const health = await httpGet(`${server.httpBase}/healthz`)
   t.equal(health.status, 200, '/healthz stays 200 (the process is alive)')
 

@@ -5,7 +5,7 @@
  * even when the backend echoes it back in an error body.
  */
 import { usagePayloadProblem, type UsagePayload } from './usage.js'
-import { readBounded } from '../http/read-bounded.js'
+import { readBounded } from './read-bounded.js'
 
 export interface BackendClientOptions {
   /** e.g. `https://chatgpt.com/backend-api`; http(s) only, no credentials, query or fragment. */

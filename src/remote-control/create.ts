@@ -3,8 +3,8 @@ import { fullPrincipal } from '../auth/principal.js'
 import type { AccountService } from '../account/service.js'
 import type { AppLogger } from '../log/logger.js'
 import { lazyChild } from '../log/logger.js'
-import type { SessionRegistry } from '../rpc/registry.js'
-import { Session, type SessionDeps } from '../rpc/session.js'
+import type { Session } from '../rpc/session.js'
+import type { SessionFactory } from '../rpc/session-factory.js'
 import { VERSION } from '../version.js'
 import { remoteControlUrls } from './base-url.js'
 import { RemoteControlController } from './controller.js'
@@ -21,8 +21,8 @@ export interface RemoteControlWiring {
   readonly home: string
   readonly chatgptBaseUrl: string
   readonly accounts: AccountService
-  readonly sessions: SessionRegistry
-  readonly sessionDeps: SessionDeps
+  /** Opens the sessions of remote clients, beside the local ones. */
+  readonly sessions: SessionFactory
   readonly log: AppLogger
   readonly onStatus: (view: RemoteControlStatusView) => void
   readonly maxMessageBytes: number
@@ -40,8 +40,6 @@ export const realClock: Clock = {
   },
   clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
 }
-
-let nextRemoteId = 1
 
 /**
  * Builds remote control from its parts: the enrollment client and SQLite identity store, the
@@ -63,13 +61,11 @@ export async function createRemoteControl(w: RemoteControlWiring): Promise<{ con
     limits: { maxMessageBytes: w.maxMessageBytes },
     send: (text) => send?.(text),
     createSession(key, transport) {
-      const id = `r${nextRemoteId++}`
+      const id = w.sessions.nextId('remote')
       const log = lazyChild(w.log, { connectionId: id, remoteClientId: key.clientId })
-      const session = new Session(id, fullPrincipal('remote'), transport, log, w.sessionDeps)
-      w.sessions.add(session)
-      return session
+      return w.sessions.open(id, fullPrincipal('remote'), transport, log)
     },
-    sessionEnded: (session) => w.sessions.remove(session),
+    sessionEnded: (session) => w.sessions.ended(session),
   })
   relay.startIdleSweep()
 

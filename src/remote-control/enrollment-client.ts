@@ -21,7 +21,7 @@ import { arch as osArch, platform as osPlatform } from 'node:os'
 import { remoteControlUrls, type RemoteControlUrls } from './base-url.js'
 import { describeHttpFailure, headerValue, redactJson, requestIdOf } from './preview.js'
 import { RemoteControlHttpError, type ChatgptAuth, type ServerTokenGrant } from './types.js'
-import { readBounded } from '../http/read-bounded.js'
+import { readBounded } from '../account/read-bounded.js'
 
 /** Codex's `REMOTE_CONTROL_ENROLL_TIMEOUT`: the whole request, body included. */
 export const ENROLLMENT_TIMEOUT_MS = 30_000

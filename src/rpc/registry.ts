@@ -25,6 +25,16 @@ export class SessionRegistry {
     }
   }
 
+  /**
+   * Broadcasts once the result of the request being handled has gone out: as codex, a client
+   * gets its result before the notifications its request caused. The result is sent in the
+   * microtasks that follow the handler; `setImmediate` runs after them, first in first out,
+   * so deferred notifications keep their order.
+   */
+  broadcastAfterResults(method: string, params: unknown): void {
+    setImmediate(() => this.broadcast(method, params))
+  }
+
   /** Lets every session answer what it has in flight, then closes it with `code`. */
   async closeAll(code: number, reason: string): Promise<void> {
     await Promise.all(

@@ -20,15 +20,19 @@ export interface ClientInfo {
   readonly version: string
 }
 
-/** What every session of the process shares; built once by the rpc plugin. */
-export interface SessionDeps {
-  readonly dispatcher: Dispatcher<any>
+/** What every session of an app shares besides the dispatcher (see `SessionFactory`). */
+export interface SessionSettings {
   readonly inFlight: InFlightLimit
   readonly serverRequestIds: RequestIdAllocator
   readonly timers: Timers
   /** Messages per second per connection (0: unlimited) and the burst above it. */
   readonly ratePerSecond: number
   readonly burst: number
+}
+
+/** What every session of an app shares. */
+export interface SessionDeps extends SessionSettings {
+  readonly dispatcher: Dispatcher<any>
 }
 
 const OVERLOADED_BODY = { code: OVERLOADED, message: OVERLOADED_MESSAGE }

@@ -1,0 +1,52 @@
+import fp from 'fastify-plugin'
+import { InFlightLimit } from '../src/rpc/in-flight.js'
+import { SessionRegistry } from '../src/rpc/registry.js'
+import { RequestIdAllocator } from '../src/rpc/server-requests.js'
+import { SessionFactory } from '../src/rpc/session-factory.js'
+import { realTimers, type Timers } from '../src/rpc/timers.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Every live session, local or remote: broadcasts and shutdown go through it. */
+    sessions: SessionRegistry
+    /** The app's bound on requests in flight (also read by `/readyz`). */
+    inFlight: InFlightLimit
+    /** Opens every session; complete once the dispatcher plugin has registered. */
+    sessionFactory: SessionFactory
+  }
+}
+
+export interface SessionsPluginOptions {
+  /** Timers for server requests and rate limits (tests drive time). */
+  readonly timers?: Timers
+}
+
+/**
+ * Registered first among the services: what every session shares (registry, in-flight bound,
+ * server-request ids, timers, rate limit) exists before the services that broadcast or open
+ * sessions. The dispatcher, built last from those services, completes the session factory
+ * (see `SessionFactory` for why it comes last).
+ */
+export default fp<SessionsPluginOptions>(
+  async (app, opts) => {
+    const limits = app.config.limits
+    const registry = new SessionRegistry()
+    const inFlight = new InFlightLimit(limits.maxInFlight)
+    app.decorate('sessions', registry)
+    app.decorate('inFlight', inFlight)
+    app.decorate(
+      'sessionFactory',
+      new SessionFactory(
+        {
+          inFlight,
+          serverRequestIds: new RequestIdAllocator(),
+          timers: opts.timers ?? realTimers,
+          ratePerSecond: limits.rpcRatePerSecond,
+          burst: limits.rpcBurst,
+        },
+        registry,
+      ),
+    )
+  },
+  { name: 'sessions', fastify: '5.x', decorators: { fastify: ['config'] } },
+)

@@ -1,0 +1,130 @@
+/**
+ * A session's local WebSocket. Three rules live here, each for the sake of every other client:
+ * - A client that does not read is closed (1008 `slow consumer`) once more than the bound
+ *   waits in its outbound buffer, and destroyed if it will not even finish that close.
+ * - With a heartbeat, every socket must answer each ping before the next, or it is dropped.
+ * - A socket's errors are logged without their text and end the socket.
+ */
+import type { RawData, WebSocket, WebSocketServer } from 'ws'
+import { withheldError, type AppLogger } from '../log/logger.js'
+import type { Session, SessionTransport } from './session.js'
+import { realTimers, type Timers } from './timers.js'
+
+/** How long a slow consumer's close handshake may take before the socket is destroyed. */
+export const SLOW_CONSUMER_GRACE_MS = 5_000
+
+/**
+ * Sends through the socket until more than `maxBytes` wait in its outbound buffer; then the
+ * socket is closed and nothing more is sent.
+ */
+export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLogger, timers: Pick<Timers, 'setTimeout'> = realTimers): SessionTransport {
+  let closing = false
+  return {
+    send(text) {
+      if (closing || socket.readyState !== socket.OPEN) return
+      // Judged on what is still queued from earlier sends: one large reply to a client that
+      // reads is fine; a client that let `maxBytes` pile up is not.
+      if (socket.bufferedAmount > maxBytes) {
+        closing = true
+        log.warn({ bufferedBytes: socket.bufferedAmount }, 'closing slow consumer')
+        socket.close(1008, 'slow consumer')
+        timers.setTimeout(() => socket.terminate(), SLOW_CONSUMER_GRACE_MS)
+        return
+      }
+      socket.send(text)
+    },
+    close(code, reason) {
+      closing = true
+      socket.close(code, reason)
+    },
+  }
+}
+
+/**
+ * Feeds the socket's frames to its session until it closes, then calls `onClosed` (once).
+ * The session must already send through a transport over this socket.
+ */
+export function serveSocket(socket: WebSocket, session: Session, log: AppLogger, heartbeat: Heartbeat | null, onClosed: () => void): void {
+  heartbeat?.track(socket)
+  // @fastify/websocket's own error listener holds the Fastify request and reply for the
+  // socket's whole life; this one holds neither (same handling: log, then terminate).
+  socket.removeAllListeners('error')
+  socket.on('error', (err: Error) => {
+    log.debug({ error: withheldError(err) }, 'websocket error')
+    socket.terminate()
+  })
+  socket.on('message', (data: RawData, isBinary: boolean) => {
+    if (isBinary) session.handleBinary()
+    else session.handleText(data.toString())
+  })
+  socket.on('close', (code: number) => {
+    session.detach()
+    heartbeat?.untrack(socket)
+    onClosed()
+    log.debug({ code }, 'websocket connection closed')
+  })
+}
+
+/**
+ * Stops the WebSocket server once sessions are drained (`drainAndClose` drains them; this is
+ * not a second drain). A socket still open here belongs to an app closed without a drain: it
+ * is closed 1001 at once. Resolves when every socket has finished its close handshake, so the
+ * close frames reach the clients before the process exits.
+ */
+export function closeWebSockets(server: WebSocketServer): Promise<void> {
+  for (const socket of server.clients) {
+    if (socket.readyState === socket.OPEN) socket.close(1001, 'server shutting down')
+  }
+  return new Promise((resolve) => server.close(() => resolve()))
+}
+
+export interface Pingable {
+  ping(): void
+  terminate(): void
+  on(event: 'pong', listener: () => void): unknown
+}
+
+/**
+ * Server-side keepalive: every interval each socket must have answered the previous ping,
+ * or it is terminated as dead. One timer for all sockets; `tick()` is public so tests can
+ * drive it without waiting.
+ */
+export class Heartbeat {
+  private readonly alive = new Map<Pingable, boolean>()
+  private timer: NodeJS.Timeout | null = null
+
+  constructor(private readonly intervalMs: number) {}
+
+  track(socket: Pingable): void {
+    this.alive.set(socket, true)
+    socket.on('pong', () => {
+      if (this.alive.has(socket)) this.alive.set(socket, true)
+    })
+    if (this.timer === null && this.intervalMs > 0) {
+      this.timer = setInterval(() => this.tick(), this.intervalMs)
+      this.timer.unref()
+    }
+  }
+
+  untrack(socket: Pingable): void {
+    this.alive.delete(socket)
+  }
+
+  /** One round: terminate sockets that missed the last ping, ping the rest. */
+  tick(): void {
+    for (const [socket, ok] of this.alive) {
+      if (!ok) {
+        this.alive.delete(socket)
+        socket.terminate()
+        continue
+      }
+      this.alive.set(socket, false)
+      socket.ping()
+    }
+  }
+
+  stop(): void {
+    if (this.timer !== null) clearInterval(this.timer)
+    this.timer = null
+  }
+}
