@@ -7,10 +7,7 @@
  * never a token, code or verifier. Server-provided text is cut short, stripped to printable
  * characters and scrubbed of the secrets the request carried, in case a server echoes them.
  */
-import type { ManagedTokens } from './types.js'
-import { readIdTokenClaims } from './jwt-claims.js'
 
-export const DEFAULT_ISSUER = 'https://auth.openai.com'
 /** Codex's public client id; configurable because a test or another deployment has its own. */
 export const DEFAULT_CLIENT_ID = 'app_EMoamEEZ73f0CkXaXp7hrann'
 /** What codex sends as `originator` unless a client named itself. */
@@ -97,6 +94,11 @@ export class RefreshError extends Error {
   ) {
     super(message)
   }
+}
+
+/** A refresh failure retrying cannot heal: the refresh token is expired, reused or revoked. */
+export function isPermanentRefreshError(err: unknown): err is RefreshError {
+  return err instanceof RefreshError && err.permanent
 }
 
 export class OAuthClient {
@@ -225,21 +227,6 @@ export class OAuthClient {
       redirect: 'error',
       signal: AbortSignal.timeout(timeoutMs),
     })
-  }
-}
-
-/**
- * The tokens after a refresh: what the server omitted stays as it was; the account id follows
- * a new id token (a refresh may move the login to another workspace claim).
- */
-export function applyRefresh(current: ManagedTokens, refreshed: RefreshedTokens): ManagedTokens {
-  const idToken = refreshed.idToken ?? current.idToken
-  const accountId = refreshed.idToken !== null ? (readIdTokenClaims(idToken).chatgptAccountId ?? current.accountId) : current.accountId
-  return {
-    idToken,
-    accessToken: refreshed.accessToken,
-    refreshToken: refreshed.refreshToken ?? current.refreshToken,
-    accountId,
   }
 }
 
