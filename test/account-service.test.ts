@@ -350,3 +350,78 @@ t.test('API keys get no recovery', async (t) => {
   await service.loginApiKey(canary('sk'))
   await t.rejects(service.withChatgptAuth(async () => 'x'), NotLoggedIn)
 })
+
+t.test("refreshed tokens merge by codex's rule: sent tokens replace, omitted ones stay, the account id never moves", async (t) => {
+  const { service, store, authority } = setup()
+  const mine = managed('acct-login', 60)
+  store.doc = storedManaged(mine)
+  await service.init()
+
+  // The issuer answers with a new id token for another workspace claim, and no refresh token.
+  const movedIdToken = token({ email: 'moved@example.com', 'https://api.openai.com/auth': { chatgpt_account_id: 'acct-moved', chatgpt_plan_type: 'pro' } })
+  const access1 = token({ exp: Math.floor(Date.now() / 1000) + 3600 })
+  authority.reply = () => ({ accessToken: access1, idToken: movedIdToken, refreshToken: null })
+  const seen: Array<{ accessToken: string; accountId: string | null }> = []
+  await service.withChatgptAuth(async (auth) => seen.push(auth))
+  t.same(authority.refreshed, [mine.refreshToken], 'refreshed once, with the stored refresh token')
+  t.same(store.doc?.tokens, { id_token: movedIdToken, access_token: access1, refresh_token: mine.refreshToken, account_id: 'acct-login' }, 'id and access replaced; refresh kept; account id kept')
+  t.same(seen, [{ accessToken: access1, accountId: 'acct-login' }], 'the call used the new access token with the login’s account id')
+  t.equal(service.chatgptAccountId, 'acct-login')
+
+  // Every token sent: all three replaced, the account id still the login's.
+  const access2 = token({ exp: Math.floor(Date.now() / 1000) + 3600 })
+  const id2 = token({ email: 'a@example.com', 'https://api.openai.com/auth': { chatgpt_account_id: 'acct-other' } })
+  const refresh2 = canary('rt2')
+  authority.reply = () => ({ accessToken: access2, idToken: id2, refreshToken: refresh2 })
+  await service.read({ refreshToken: true })
+  t.same(store.doc?.tokens, { id_token: id2, access_token: access2, refresh_token: refresh2, account_id: 'acct-login' })
+  const now = service.current
+  t.equal(now?.kind, 'chatgptManaged')
+  if (now?.kind !== 'chatgptManaged') return
+  t.same(now.tokens, { idToken: id2, accessToken: access2, refreshToken: refresh2, accountId: 'acct-login' }, 'memory holds what was stored')
+  t.equal(store.doc?.last_refresh, now.lastRefresh?.toISOString(), 'last_refresh stored')
+})
+
+t.test('without a ChatGPT credential, withChatgptAuth says so without naming a caller’s purpose', async (t) => {
+  const none = setup()
+  await t.rejects(none.service.withChatgptAuth(async () => 'x'), { name: 'NotLoggedIn', message: 'codex account authentication required' })
+  const key = setup()
+  await key.service.loginApiKey(canary('sk'))
+  let called = false
+  await t.rejects(key.service.withChatgptAuth(async () => (called = true)), NotLoggedIn)
+  t.notOk(called, 'the call never runs with an API key')
+})
+
+t.test('a malformed external refresh reply is refused plainly; the old tokens stay', async (t) => {
+  const replies: Array<[string, unknown]> = [
+    ['nothing', undefined],
+    ['null', null],
+    ['an array', [canary('at')]],
+    ['no accessToken', { chatgptAccountId: 'w1' }],
+    ['accessToken a number', { accessToken: 7, chatgptAccountId: 'w1' }],
+    ['no chatgptAccountId', { accessToken: canary('at') }],
+    ['chatgptPlanType a number', { accessToken: canary('at'), chatgptAccountId: 'w1', chatgptPlanType: 3 }],
+  ]
+  for (const [what, reply] of replies) {
+    const { service } = setup()
+    const old = token({ email: 'old@x.io' })
+    await service.loginExternal({ accessToken: old, chatgptAccountId: 'w1', chatgptPlanType: 'plus' }, async () => reply)
+    let calls = 0
+    await t.rejects(
+      service.withChatgptAuth(async () => {
+        calls++
+        throw unauthorized()
+      }),
+      { name: 'ExternalRefreshFailed', message: 'auth refresh request failed: malformed refresh response' },
+      what,
+    )
+    t.equal(calls, 1, `${what}: no retry without usable tokens`)
+    t.same(service.current, { kind: 'chatgptExternal', accessToken: old, accountId: 'w1', planType: 'plus' }, `${what}: the old tokens stay`)
+  }
+
+  const { service } = setup()
+  await service.loginExternal({ accessToken: token({}), chatgptAccountId: 'w1' }, async () => ({ accessToken: token({ email: 'n@x.io' }), chatgptAccountId: 'w1', chatgptPlanType: null, extra: true }))
+  let n = 0
+  t.equal(await service.withChatgptAuth(async () => (n++ === 0 ? Promise.reject(unauthorized()) : 'ok')), 'ok', 'a null plan and unknown members are fine')
+  t.same(service.view(), { type: 'chatgpt', email: 'n@x.io', planType: 'unknown' })
+})
