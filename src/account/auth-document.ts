@@ -14,7 +14,7 @@ import { StoreError, type AuthDotJson, type Credential } from './types.js'
 
 const OrNull = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()])
 
-export const StoredTokensSchema = Type.Object({
+const StoredTokensSchema = Type.Object({
   id_token: Type.String(),
   access_token: Type.String(),
   refresh_token: Type.String(),
@@ -32,7 +32,7 @@ export const AuthDotJsonSchema = Type.Object({
 const authDotJson = Compile(AuthDotJsonSchema)
 
 /** Checks `value` against the schema and returns a fresh copy holding only the known fields. */
-export function parseAuthDotJson(value: unknown, source: string): AuthDotJson {
+function parseAuthDotJson(value: unknown, source: string): AuthDotJson {
   const problem = schemaProblem(authDotJson, value)
   if (problem !== null) throw new StoreError(`${source} has an unexpected shape: ${problem}`)
   const doc = value as Static<typeof AuthDotJsonSchema>

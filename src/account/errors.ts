@@ -80,8 +80,3 @@ export class CredentialRejected extends Error {
 export function isCredentialRejected(err: unknown): err is CredentialRejected {
   return err instanceof CredentialRejected
 }
-
-/** A refresh failure that retrying cannot heal: the user must log in again. */
-export function isPermanentRefreshFailure(err: unknown): err is RefreshFailed {
-  return err instanceof RefreshFailed && err.permanent
-}

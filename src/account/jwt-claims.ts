@@ -1,7 +1,7 @@
 /**
  * Reads the claims this server needs from ChatGPT id and access tokens. The tokens are the
  * auth server's, not ours, and we only use them to label the account (email, workspace, plan)
- * and to time refreshes, so the payload is decoded, never verified (accounts.md).
+ * and to time refreshes, so the payload is decoded, never verified.
  *
  * A malformed token yields nulls: nothing here throws, and nothing echoes token content.
  */

@@ -1,7 +1,6 @@
 /**
- * The auth server's OAuth endpoints as the ChatGPT login uses them (accounts.md, "ChatGPT
- * browser login (PKCE)" and "Refresh and the 401 recovery loop"): the authorize URL, the code
- * exchange, refresh and best-effort revocation.
+ * The auth server's OAuth endpoints as the ChatGPT login and the token refresh use them: the
+ * authorize URL, the code exchange, refresh and best-effort revocation.
  *
  * Error messages are for people and logs: they carry statuses and the server's error codes,
  * never a token, code or verifier. Server-provided text is cut short, stripped to printable

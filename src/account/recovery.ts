@@ -18,7 +18,7 @@ import { Type } from 'typebox'
 import { Compile } from 'typebox/compile'
 import { shortReason } from '../log/scrub.js'
 import { credentialFromDocument, managedDocument } from './auth-document.js'
-import { CredentialRejected, ExternalRefreshFailed, NotLoggedIn, RefreshFailed } from './errors.js'
+import { ExternalRefreshFailed, isCredentialRejected, NotLoggedIn, RefreshFailed } from './errors.js'
 import { isPermanentRefreshError, type RefreshedTokens } from './oauth-client.js'
 import { needsProactiveRefresh } from './refresh-policy.js'
 import { checkExternalWorkspaceAllowed, type LoginRules } from './rules.js'
@@ -100,12 +100,12 @@ export class CredentialRecovery {
     try {
       return await call(first)
     } catch (err) {
-      if (!(err instanceof CredentialRejected)) throw err
+      if (!isCredentialRejected(err)) throw err
     }
     try {
       return await this.recover(call)
     } catch (err) {
-      throw err instanceof CredentialRejected ? err.cause : err
+      throw isCredentialRejected(err) ? err.cause : err
     }
   }
 
@@ -127,7 +127,7 @@ export class CredentialRecovery {
         try {
           return await call(this.chatgptAuth())
         } catch (err) {
-          if (!(err instanceof CredentialRejected)) throw err
+          if (!isCredentialRejected(err)) throw err
         }
       }
       await this.refreshManaged({ force: true })
