@@ -518,6 +518,25 @@ rpcTest('the 401 loop: a client error reply fails the call with -32603', async (
   t.match(read.result, { account: { type: 'chatgpt' } }, 'the server keeps serving')
 })
 
+rpcTest('the 401 loop: a malformed refresh reply fails the call with -32603, and the server keeps serving', async (t, ctx) => {
+  const backend = await backendFor(t)
+  const server = await ctx.server({ argv: EPHEMERAL, env: { CHATGPT_BASE_URL: backend.baseUrl } })
+  const c = await ctx.initialized(server)
+  backend.respond = () => ({ status: 401, body: {} })
+  await loginExternal(t, c, plusToken(), 'acct-8')
+
+  const pending = c.call('account/rateLimits/read')
+  const request = await c.client.waitForFrame((m) => m.method === 'account/chatgptAuthTokens/refresh' && 'id' in m)
+  const secret = canary('at')
+  c.reply(request.id, { result: { accessToken: secret, chatgptPlanType: 42 } })
+  const reply = await pending
+  t.same(reply.error, { code: -32603, message: 'failed to fetch codex rate limits: auth refresh request failed: malformed refresh response' })
+  t.equal(backend.calls.length, 1, 'no retry with a malformed reply')
+  t.notOk(backend.calls.some((b) => b.authorization === `Bearer ${secret}`), 'its token is never sent')
+  const read = await c.call('account/read', {})
+  t.match(read.result, { account: { type: 'chatgpt', planType: 'plus' } }, 'the old credential stays')
+})
+
 rpcTest('the 401 loop: fresh tokens for another workspace are refused under the workspace rule', async (t, ctx) => {
   const backend = await backendFor(t)
   const server = await ctx.server({ argv: [...EPHEMERAL, '--forced-chatgpt-workspace-id', 'ws-allowed'], env: { CHATGPT_BASE_URL: backend.baseUrl } })

@@ -2,10 +2,13 @@ import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import { Writable } from 'node:stream'
 import { createLogger } from '../src/log/logger.js'
-import { AccountService, type AccountEvent, type BrowserLoginHandle, type TokenAuthority } from '../src/account/service.js'
+import { CredentialRejected, NotLoggedIn } from '../src/account/errors.js'
+import type { BrowserLoginHandle } from '../src/account/logins.js'
+import { RefreshError, type RefreshedTokens } from '../src/account/oauth-client.js'
+import type { TokenAuthority } from '../src/account/recovery.js'
+import { AccountService, type AccountEvent } from '../src/account/service.js'
 import type { AuthDotJson, CredentialStore, ManagedTokens, PlanType } from '../src/account/types.js'
 import { ServerRequestError } from '../src/rpc/server-requests.js'
-import { RpcError } from '../src/rpc/errors.js'
 import { canary, record } from './helpers/canary.js'
 
 const sink = new Writable({ write: (c: Buffer, _e, done) => (record(c.toString()), done()) })
@@ -52,11 +55,14 @@ class MemoryStore implements CredentialStore {
 class FakeAuthority implements TokenAuthority {
   refreshed: string[] = []
   revoked: string[] = []
-  failure: (Error & { permanent?: boolean }) | null = null
-  async refresh(refreshToken: string) {
+  failure: Error | null = null
+  /** What the next refreshes answer; by default a new access token and a rotated refresh token. */
+  reply: (() => RefreshedTokens) | null = null
+  async refresh(refreshToken: string): Promise<RefreshedTokens> {
     this.refreshed.push(refreshToken)
     if (this.failure) throw this.failure
-    return { accessToken: token({ exp: Math.floor(Date.now() / 1000) + 3600 }), refreshToken: canary('rt') }
+    if (this.reply) return this.reply()
+    return { accessToken: token({ exp: Math.floor(Date.now() / 1000) + 3600 }), idToken: null, refreshToken: canary('rt') }
   }
   async revoke(t: string) {
     this.revoked.push(t)
@@ -121,7 +127,7 @@ function setup(options: { rules?: { forcedLoginMethod?: 'chatgpt' | 'api' | null
   return { service, store, authority, events, logins }
 }
 
-const unauthorized = () => Object.assign(new Error('backend said 401'), { status: 401 })
+const unauthorized = () => new CredentialRejected(new Error('backend said 401'))
 
 t.test('API key login saves, then notifies completed and updated', async (t) => {
   const { service, store, events } = setup()
@@ -138,14 +144,14 @@ t.test('API key login saves, then notifies completed and updated', async (t) => 
 t.test('a failed save is -32603 failed to save api key', async (t) => {
   const { service, store, events } = setup()
   store.failSave = true
-  await t.rejects(service.loginApiKey(canary('sk')), { code: -32603, message: 'failed to save api key: disk full' })
+  await t.rejects(service.loginApiKey(canary('sk')), { name: 'CredentialSaveFailed', message: 'failed to save api key: disk full' })
   t.same(events, [])
   t.equal(service.current, null)
 })
 
 t.test('forced login methods and external auth block the other logins', async (t) => {
   const api = setup({ rules: { forcedLoginMethod: 'api' } })
-  await t.rejects(api.service.loginChatgpt(), { code: -32600, message: 'ChatGPT login is disabled. Use API key login instead.' })
+  await t.rejects(api.service.loginChatgpt(), { name: 'LoginRuleViolation', message: 'ChatGPT login is disabled. Use API key login instead.' })
   await t.rejects(api.service.loginExternal({ accessToken: canary('at'), chatgptAccountId: 'w1' }, async () => ({})), {
     message: 'External ChatGPT auth is disabled. Use API key login instead.',
   })
@@ -155,8 +161,8 @@ t.test('forced login methods and external auth block the other logins', async (t
   const ext = setup()
   await ext.service.loginExternal({ accessToken: token({ email: 'e@x.io' }), chatgptAccountId: 'w1', chatgptPlanType: 'pro' }, async () => ({}))
   const active = 'External auth is active. Use account/login/start (chatgptAuthTokens) to update it or account/logout to clear it.'
-  await t.rejects(ext.service.loginApiKey(canary('sk')), { code: -32600, message: active })
-  await t.rejects(ext.service.loginChatgpt(), { code: -32600, message: active })
+  await t.rejects(ext.service.loginApiKey(canary('sk')), { name: 'LoginRuleViolation', message: active })
+  await t.rejects(ext.service.loginChatgpt(), { name: 'LoginRuleViolation', message: active })
   t.same(ext.service.view(), { type: 'chatgpt', email: 'e@x.io', planType: 'pro' })
   t.equal(ext.store.doc, null, 'external tokens are never stored')
   t.same(ext.events.at(-1), { type: 'accountUpdated', authMode: 'chatgptAuthTokens', planType: 'pro' })
@@ -195,7 +201,7 @@ t.test('browser login: success saves and notifies; a new login cancels the old o
   t.equal(store.doc?.tokens?.refresh_token, tokens.refreshToken)
   t.same(service.view(), { type: 'chatgpt', email: 'a@example.com', planType: 'plus' })
 
-  await t.rejects(service.cancelLogin('not-a-uuid'), { code: -32600, message: 'invalid login id: not-a-uuid' })
+  await t.rejects(service.cancelLogin('not-a-uuid'), { name: 'InvalidLoginId', message: 'invalid login id: not-a-uuid' })
   t.same(await service.cancelLogin('00000000-0000-4000-8000-000000000000'), { status: 'notFound' })
   const third = await service.loginChatgpt()
   events.length = 0
@@ -284,16 +290,19 @@ t.test('the 401 loop for managed credentials: reload, then refresh, then give up
   t.equal(calls2.length, 2)
   t.not(calls2[1], calls2[0], 'retried with the refreshed token')
 
-  // Still 401 after refresh: the error surfaces.
-  await t.rejects(service.withChatgptAuth(async () => Promise.reject(unauthorized())), { message: 'backend said 401' })
+  // Still 401 after refresh: the call's own error surfaces, not the wrapper.
+  const stillRejected = unauthorized()
+  const surfaced = await service.withChatgptAuth(async () => Promise.reject(stillRejected)).catch((e: unknown) => e)
+  t.equal(surfaced, stillRejected.cause, 'the error the call wrapped')
+  t.equal((surfaced as Error).message, 'backend said 401')
 })
 
 t.test('a permanent refresh failure is cached until the credential changes', async (t) => {
   const { service, store, authority } = setup()
   store.doc = storedManaged(managed('a', 60))
   await service.init()
-  authority.failure = Object.assign(new Error('Your refresh token has expired. Please log out and sign in again.'), { permanent: true })
-  await t.rejects(service.withChatgptAuth(async () => 'x'), { code: -32603, message: /refresh token has expired/ })
+  authority.failure = new RefreshError(true, 'expired', 'Your refresh token has expired. Please log out and sign in again.')
+  await t.rejects(service.withChatgptAuth(async () => 'x'), { name: 'RefreshFailed', permanent: true, message: /refresh token has expired/ })
   await t.rejects(service.withChatgptAuth(async () => 'x'), { message: /refresh token has expired/ })
   t.equal(authority.refreshed.length, 1, 'not retried against the issuer')
   await service.loginApiKey(canary('sk'))
@@ -324,13 +333,14 @@ t.test('the 401 loop for external tokens asks the client once, then retries', as
     throw new ServerRequestError({ code: -1, message: 'no tokens' })
   })
   await t.rejects(err.service.withChatgptAuth(async () => Promise.reject(unauthorized())), {
-    code: -32603,
+    name: 'ExternalRefreshFailed',
     message: 'auth refresh request failed: code=-1 message=no tokens',
   })
 
   const wrong = setup({ rules: { forcedWorkspaceIds: ['w1'] } })
   await wrong.service.loginExternal({ accessToken: token({}), chatgptAccountId: 'w1' }, async () => ({ accessToken: token({}), chatgptAccountId: 'evil' }))
   await t.rejects(wrong.service.withChatgptAuth(async () => Promise.reject(unauthorized())), {
+    name: 'LoginRuleViolation',
     message: 'External auth must use one of workspace(s) ["w1"], but received "evil".',
   })
 })
@@ -338,5 +348,80 @@ t.test('the 401 loop for external tokens asks the client once, then retries', as
 t.test('API keys get no recovery', async (t) => {
   const { service } = setup()
   await service.loginApiKey(canary('sk'))
-  await t.rejects(service.withChatgptAuth(async () => 'x'), RpcError)
+  await t.rejects(service.withChatgptAuth(async () => 'x'), NotLoggedIn)
+})
+
+t.test("refreshed tokens merge by codex's rule: sent tokens replace, omitted ones stay, the account id never moves", async (t) => {
+  const { service, store, authority } = setup()
+  const mine = managed('acct-login', 60)
+  store.doc = storedManaged(mine)
+  await service.init()
+
+  // The issuer answers with a new id token for another workspace claim, and no refresh token.
+  const movedIdToken = token({ email: 'moved@example.com', 'https://api.openai.com/auth': { chatgpt_account_id: 'acct-moved', chatgpt_plan_type: 'pro' } })
+  const access1 = token({ exp: Math.floor(Date.now() / 1000) + 3600 })
+  authority.reply = () => ({ accessToken: access1, idToken: movedIdToken, refreshToken: null })
+  const seen: Array<{ accessToken: string; accountId: string | null }> = []
+  await service.withChatgptAuth(async (auth) => seen.push(auth))
+  t.same(authority.refreshed, [mine.refreshToken], 'refreshed once, with the stored refresh token')
+  t.same(store.doc?.tokens, { id_token: movedIdToken, access_token: access1, refresh_token: mine.refreshToken, account_id: 'acct-login' }, 'id and access replaced; refresh kept; account id kept')
+  t.same(seen, [{ accessToken: access1, accountId: 'acct-login' }], 'the call used the new access token with the login’s account id')
+  t.equal(service.chatgptAccountId, 'acct-login')
+
+  // Every token sent: all three replaced, the account id still the login's.
+  const access2 = token({ exp: Math.floor(Date.now() / 1000) + 3600 })
+  const id2 = token({ email: 'a@example.com', 'https://api.openai.com/auth': { chatgpt_account_id: 'acct-other' } })
+  const refresh2 = canary('rt2')
+  authority.reply = () => ({ accessToken: access2, idToken: id2, refreshToken: refresh2 })
+  await service.read({ refreshToken: true })
+  t.same(store.doc?.tokens, { id_token: id2, access_token: access2, refresh_token: refresh2, account_id: 'acct-login' })
+  const now = service.current
+  t.equal(now?.kind, 'chatgptManaged')
+  if (now?.kind !== 'chatgptManaged') return
+  t.same(now.tokens, { idToken: id2, accessToken: access2, refreshToken: refresh2, accountId: 'acct-login' }, 'memory holds what was stored')
+  t.equal(store.doc?.last_refresh, now.lastRefresh?.toISOString(), 'last_refresh stored')
+})
+
+t.test('without a ChatGPT credential, withChatgptAuth says so without naming a caller’s purpose', async (t) => {
+  const none = setup()
+  await t.rejects(none.service.withChatgptAuth(async () => 'x'), { name: 'NotLoggedIn', message: 'codex account authentication required' })
+  const key = setup()
+  await key.service.loginApiKey(canary('sk'))
+  let called = false
+  await t.rejects(key.service.withChatgptAuth(async () => (called = true)), NotLoggedIn)
+  t.notOk(called, 'the call never runs with an API key')
+})
+
+t.test('a malformed external refresh reply is refused plainly; the old tokens stay', async (t) => {
+  const replies: Array<[string, unknown]> = [
+    ['nothing', undefined],
+    ['null', null],
+    ['an array', [canary('at')]],
+    ['no accessToken', { chatgptAccountId: 'w1' }],
+    ['accessToken a number', { accessToken: 7, chatgptAccountId: 'w1' }],
+    ['no chatgptAccountId', { accessToken: canary('at') }],
+    ['chatgptPlanType a number', { accessToken: canary('at'), chatgptAccountId: 'w1', chatgptPlanType: 3 }],
+  ]
+  for (const [what, reply] of replies) {
+    const { service } = setup()
+    const old = token({ email: 'old@x.io' })
+    await service.loginExternal({ accessToken: old, chatgptAccountId: 'w1', chatgptPlanType: 'plus' }, async () => reply)
+    let calls = 0
+    await t.rejects(
+      service.withChatgptAuth(async () => {
+        calls++
+        throw unauthorized()
+      }),
+      { name: 'ExternalRefreshFailed', message: 'auth refresh request failed: malformed refresh response' },
+      what,
+    )
+    t.equal(calls, 1, `${what}: no retry without usable tokens`)
+    t.same(service.current, { kind: 'chatgptExternal', accessToken: old, accountId: 'w1', planType: 'plus' }, `${what}: the old tokens stay`)
+  }
+
+  const { service } = setup()
+  await service.loginExternal({ accessToken: token({}), chatgptAccountId: 'w1' }, async () => ({ accessToken: token({ email: 'n@x.io' }), chatgptAccountId: 'w1', chatgptPlanType: null, extra: true }))
+  let n = 0
+  t.equal(await service.withChatgptAuth(async () => (n++ === 0 ? Promise.reject(unauthorized()) : 'ok')), 'ok', 'a null plan and unknown members are fine')
+  t.same(service.view(), { type: 'chatgpt', email: 'n@x.io', planType: 'unknown' })
 })

@@ -6,7 +6,7 @@ import t from 'tap'
 import { Writable } from 'node:stream'
 import { canary, leakedCanaries } from './helpers/canary.js'
 import { createLogger } from '../src/log/logger.js'
-import { REDACTED, redactUrl, scrubText } from '../src/log/scrub.js'
+import { REDACTED, redactUrl, scrubText, shortReason } from '../src/log/scrub.js'
 import type { LogLevel } from '../src/config/types.js'
 
 type Json = Record<string, unknown>
@@ -65,6 +65,15 @@ t.test('scrubText', async (t) => {
   const jwtLike = `${canary('hdr')}.${canary('pl')}.${canary('sig')}`
   t.same(leakedCanaries(scrubText(`failed with Bearer ${jwtLike}`)), [], 'a whole JWT is removed')
   t.same(leakedCanaries(scrubText(`x ?token=${s} and Bearer ${s2}`)), [], 'both forms in one text')
+})
+
+t.test('shortReason: an error message fit for a client, scrubbed and cut short', async (t) => {
+  const s = canary('reason')
+  t.equal(shortReason(new Error(`refresh failed: Bearer ${s}`)), 'refresh failed: Bearer [redacted]', 'an Error: its message, scrubbed')
+  t.equal(shortReason(`GET /x?token=${s}`), 'GET /x?token=[redacted]', 'a string: itself, scrubbed')
+  t.equal(shortReason({ message: s }), 'unknown error', 'anything else is not read')
+  t.equal(shortReason(undefined), 'unknown error')
+  t.equal(shortReason(new Error('x'.repeat(1000))).length, 300, 'at most 300 characters')
 })
 
 t.test('redactUrl', async (t) => {

@@ -15,7 +15,6 @@ import { BrowserLogin, LOGIN_TIMEOUT_MS, workspaceViolation, type BrowserLoginOp
 import { readAccessTokenClaims, readIdTokenClaims } from '../src/account/jwt-claims.js'
 import { DEFAULT_LOGIN_PORT, FALLBACK_LOGIN_PORT, LoginServerError, startLoginServer, type CallbackFailure } from '../src/account/login-server.js'
 import {
-  applyRefresh,
   DEFAULT_CLIENT_ID,
   OAuthClient,
   RefreshError,
@@ -248,7 +247,6 @@ t.test('browser login end to end: tokens, claims, success page, server closed', 
 
 t.test('refresh: a new access token, rotation, and permanent failures', async (t) => {
   const tokens = await loginFor({ accountId: 'ws-refresh', planType: 'plus', email: 'r@example.com' })
-  const current = { ...tokens, accountId: 'ws-refresh' }
 
   const r1 = await oauth.refresh(tokens.refreshToken)
   registerTokens(r1)
@@ -256,9 +254,6 @@ t.test('refresh: a new access token, rotation, and permanent failures', async (t
   t.ok(r1.refreshToken && r1.refreshToken !== tokens.refreshToken, 'the refresh token rotated')
   t.ok(r1.idToken, 'a new id token')
   t.equal(readAccessTokenClaims(r1.accessToken).chatgptAccountId, 'ws-refresh')
-  const merged = applyRefresh(current, r1)
-  t.same(merged, { idToken: r1.idToken, accessToken: r1.accessToken, refreshToken: r1.refreshToken, accountId: 'ws-refresh' })
-  t.same(applyRefresh(current, { accessToken: r1.accessToken, idToken: null, refreshToken: null }), { ...current, accessToken: r1.accessToken }, 'omitted tokens are kept')
 
   const reused = await refreshError(oauth.refresh(tokens.refreshToken))
   t.equal(reused.permanent, true, 'a rotated-out refresh token is dead (invalid_grant)')

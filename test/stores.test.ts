@@ -209,6 +209,21 @@ t.test('file store: unreadable or malformed auth.json is a StoreError without th
     t.notMatch(err.message, secret, `${what}: content not in the message`)
   }
 
+  // The schema names the offending field (never its value).
+  const named: Array<[string, unknown, RegExp]> = [
+    ['an array', [], /has an unexpected shape: at \/: /],
+    ['tokens missing refresh_token', { OPENAI_API_KEY: null, tokens: { id_token: 'x', access_token: 'y' } }, /at \/tokens: .*refresh_token/],
+    ['account_id a number', { tokens: { id_token: 'x', access_token: 'y', refresh_token: 'z', account_id: 7 } }, /at \/tokens\/account_id: /],
+    ['last_refresh a number', { OPENAI_API_KEY: null, last_refresh: 1 }, /at \/last_refresh: /],
+    ['unknown auth_mode', { OPENAI_API_KEY: null, auth_mode: 'sso' }, /at \/auth_mode: /],
+  ]
+  for (const [what, doc, where] of named) {
+    await writeFile(file, JSON.stringify(doc), { mode: 0o600 })
+    const err = await storeError(t, store.load(), what)
+    t.match(err.message, where, `${what}: ${err.message}`)
+    t.ok(err.message.startsWith(`${file} has an unexpected shape: `), `${what}: says which document`)
+  }
+
   await rm(file)
   await mkdir(file)
   const err = await storeError(t, store.load(), 'auth.json is a directory')

@@ -4,11 +4,10 @@ import { VERSION } from '../version.js'
 import { BackendClient } from './backend-client.js'
 import { BrowserLogin } from './browser-login.js'
 import { readAccessTokenClaims } from './jwt-claims.js'
-import type { RateLimitsReader } from './methods.js'
 import { OAuthClient } from './oauth-client.js'
+import { backendRateLimits, type RateLimitsReader } from './rate-limits.js'
 import { AccountService, type AccountEvent } from './service.js'
 import { createStore, withFileLock, type KeyringBackend } from './stores/index.js'
-import { mapUsage } from './usage.js'
 
 export interface AccountWiring {
   readonly log: AppLogger
@@ -61,5 +60,5 @@ export async function createAccountService(config: Config, wiring: AccountWiring
     ...(usesFile ? { withStoreLock: <T>(fn: () => Promise<T>) => withFileLock(config.home, fn) } : {}),
   })
   await accounts.init()
-  return { accounts, rateLimits: { read: async (auth) => mapUsage(await backend.fetchUsage(auth)) } }
+  return { accounts, rateLimits: backendRateLimits(backend) }
 }

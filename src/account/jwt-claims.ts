@@ -1,10 +1,11 @@
 /**
  * Reads the claims this server needs from ChatGPT id and access tokens. The tokens are the
  * auth server's, not ours, and we only use them to label the account (email, workspace, plan)
- * and to time refreshes, so the payload is decoded, never verified (accounts.md).
+ * and to time refreshes, so the payload is decoded, never verified.
  *
  * A malformed token yields nulls: nothing here throws, and nothing echoes token content.
  */
+import { decodeJwt } from 'jose'
 import { toPlanType, type PlanType } from './types.js'
 
 export interface TokenClaims {
@@ -35,7 +36,7 @@ export function readAccessTokenClaims(accessToken: string): TokenClaims {
 }
 
 function readClaims(token: string): TokenClaims {
-  const payload = decodeJwtPayload(token)
+  const payload = decodePayload(token)
   if (payload === null) return NO_CLAIMS
   const auth = asObject(payload[AUTH_CLAIM])
   const planRaw = auth?.chatgpt_plan_type
@@ -60,16 +61,16 @@ function readEmail(payload: Record<string, unknown>): string | null {
   )
 }
 
-/** The payload object of a `header.payload.signature` token, or null. */
-export function decodeJwtPayload(token: unknown): Record<string, unknown> | null {
+/**
+ * The payload of a `header.payload.signature` token, or null. Like codex, all three segments
+ * must be non-empty, so an unsigned `a.b.` token is refused too; `jose` decodes the payload.
+ */
+function decodePayload(token: unknown): Record<string, unknown> | null {
   if (typeof token !== 'string' || token.length > MAX_TOKEN_LENGTH) return null
   const parts = token.split('.')
-  // Like codex: exactly three non-empty segments, so an unsigned `a.b.` token is refused too.
-  if (parts.length !== 3 || parts.some((p) => p === '')) return null
-  const body = parts[1] as string
-  if (!BASE64URL.test(body)) return null
+  if (parts.length !== 3 || parts.some((p) => p === '') || !BASE64URL.test(parts[1] as string)) return null
   try {
-    return asObject(JSON.parse(Buffer.from(body, 'base64url').toString('utf8')))
+    return decodeJwt(token)
   } catch {
     return null
   }

@@ -1,13 +1,15 @@
 import { Type } from 'typebox'
+import { shortReason } from '../log/scrub.js'
 import { INTERNAL_ERROR, RpcError } from '../rpc/errors.js'
 import { defineMethod, type MethodDefinition } from '../rpc/method.js'
-import { EXTERNAL_REFRESH_TIMEOUT_MS, shortReason, type AccountService } from './service.js'
+import { ServerRequestError } from '../rpc/server-requests.js'
+import { AccountOperationFailed, AccountRequestRefused, ExternalRefreshFailed, NotLoggedIn } from './errors.js'
+import type { RateLimitsReader } from './rate-limits.js'
+import { EXTERNAL_REFRESH_TIMEOUT_MS } from './recovery.js'
+import type { AccountService } from './service.js'
 import { GetAccountRateLimitsResult, PlanTypeSchema } from './usage.js'
 
-/** Reads and maps the usage backend for a ChatGPT credential. */
-export interface RateLimitsReader {
-  read(auth: { accessToken: string; accountId: string | null }): Promise<unknown>
-}
+export type { RateLimitsReader } from './rate-limits.js'
 
 export interface AccountServices {
   readonly accounts: AccountService
@@ -45,7 +47,13 @@ export const LoginAccountResult = Type.Union([
 export const CancelLoginParams = Type.Object({ loginId: Type.String() })
 export const CancelLoginResult = Type.Object({ status: Type.Union([Type.Literal('canceled'), Type.Literal('notFound')]) })
 
-/** `account/*` methods: thin adapters from JSON-RPC to the account service. */
+const RATE_LIMITS_NEED_AUTH = 'codex account authentication required to read rate limits'
+
+/**
+ * `account/*` methods: thin adapters from JSON-RPC to the account service, and the one place
+ * account errors become wire errors. A refused request is -32600, a failed operation -32603,
+ * both with the account error's own message; anything else is left to the dispatcher.
+ */
 export function accountMethods<S extends AccountServices>(): MethodDefinition<S, any>[] {
   return [
     defineMethod<S, typeof GetAccountParams>({
@@ -53,7 +61,8 @@ export function accountMethods<S extends AccountServices>(): MethodDefinition<S,
       scope: 'account:read',
       params: GetAccountParams,
       result: GetAccountResult,
-      handler: (params, { services }) => services.accounts.read(params.refreshToken === undefined ? {} : { refreshToken: params.refreshToken }),
+      handler: (params, { services }) =>
+        wireErrors(services.accounts.read(params.refreshToken === undefined ? {} : { refreshToken: params.refreshToken })),
     }),
     defineMethod<S, typeof LoginAccountParams>({
       name: 'account/login/start',
@@ -64,15 +73,20 @@ export function accountMethods<S extends AccountServices>(): MethodDefinition<S,
         const accounts = services.accounts
         switch (params.type) {
           case 'apiKey':
-            await accounts.loginApiKey(params.apiKey)
+            await wireErrors(accounts.loginApiKey(params.apiKey))
             return { type: 'apiKey' as const }
           case 'chatgpt': {
-            const { loginId, authUrl } = await accounts.loginChatgpt()
+            const { loginId, authUrl } = await wireErrors(accounts.loginChatgpt())
             return { type: 'chatgpt' as const, loginId, authUrl }
           }
           case 'chatgptAuthTokens':
-            await accounts.loginExternal(params, (refreshParams) =>
-              session.request('account/chatgptAuthTokens/refresh', refreshParams, EXTERNAL_REFRESH_TIMEOUT_MS),
+            await wireErrors(
+              accounts.loginExternal(params, (refreshParams) =>
+                session.request('account/chatgptAuthTokens/refresh', refreshParams, EXTERNAL_REFRESH_TIMEOUT_MS).catch((err: unknown) => {
+                  if (!(err instanceof ServerRequestError)) throw err
+                  throw new ExternalRefreshFailed(`auth refresh request failed: code=${err.error.code} message=${err.error.message}`)
+                }),
+              ),
             )
             return { type: 'chatgptAuthTokens' as const }
         }
@@ -83,7 +97,7 @@ export function accountMethods<S extends AccountServices>(): MethodDefinition<S,
       scope: 'account:write',
       params: CancelLoginParams,
       result: CancelLoginResult,
-      handler: (params, { services }) => services.accounts.cancelLogin(params.loginId),
+      handler: (params, { services }) => wireErrors(services.accounts.cancelLogin(params.loginId)),
     }),
     defineMethod<S, null>({
       name: 'account/logout',
@@ -91,7 +105,7 @@ export function accountMethods<S extends AccountServices>(): MethodDefinition<S,
       params: null,
       result: Type.Object({}),
       async handler(_params, { services }) {
-        await services.accounts.logout()
+        await wireErrors(services.accounts.logout())
         return {}
       },
     }),
@@ -102,15 +116,28 @@ export function accountMethods<S extends AccountServices>(): MethodDefinition<S,
       result: GetAccountRateLimitsResult,
       async handler(_params, { services }) {
         const current = services.accounts.current
-        if (current === null) throw RpcError.invalidRequest('codex account authentication required to read rate limits')
+        if (current === null) throw RpcError.invalidRequest(RATE_LIMITS_NEED_AUTH)
         if (current.kind === 'apiKey') throw RpcError.invalidRequest('chatgpt authentication required to read rate limits')
         try {
           return await services.accounts.withChatgptAuth((auth) => services.rateLimits.read(auth))
         } catch (err) {
-          if (err instanceof RpcError && err.code !== INTERNAL_ERROR) throw err
+          // Refusals keep their own words; every failure reads as a failed rate-limits fetch.
+          if (err instanceof NotLoggedIn) throw RpcError.invalidRequest(RATE_LIMITS_NEED_AUTH)
+          if (err instanceof AccountRequestRefused) throw RpcError.invalidRequest(err.message)
           throw new RpcError(INTERNAL_ERROR, `failed to fetch codex rate limits: ${shortReason(err)}`)
         }
       },
     }),
   ]
+}
+
+/** Account errors as wire errors; any other rejection passes through unchanged. */
+async function wireErrors<T>(work: Promise<T>): Promise<T> {
+  try {
+    return await work
+  } catch (err) {
+    if (err instanceof AccountRequestRefused) throw RpcError.invalidRequest(err.message)
+    if (err instanceof AccountOperationFailed) throw new RpcError(INTERNAL_ERROR, err.message)
+    throw err
+  }
 }

@@ -1,16 +1,12 @@
 /**
- * The auth server's OAuth endpoints as the ChatGPT login uses them (accounts.md, "ChatGPT
- * browser login (PKCE)" and "Refresh and the 401 recovery loop"): the authorize URL, the code
- * exchange, refresh and best-effort revocation.
+ * The auth server's OAuth endpoints as the ChatGPT login and the token refresh use them: the
+ * authorize URL, the code exchange, refresh and best-effort revocation.
  *
  * Error messages are for people and logs: they carry statuses and the server's error codes,
  * never a token, code or verifier. Server-provided text is cut short, stripped to printable
  * characters and scrubbed of the secrets the request carried, in case a server echoes them.
  */
-import type { ManagedTokens } from './types.js'
-import { readIdTokenClaims } from './jwt-claims.js'
 
-export const DEFAULT_ISSUER = 'https://auth.openai.com'
 /** Codex's public client id; configurable because a test or another deployment has its own. */
 export const DEFAULT_CLIENT_ID = 'app_EMoamEEZ73f0CkXaXp7hrann'
 /** What codex sends as `originator` unless a client named itself. */
@@ -97,6 +93,11 @@ export class RefreshError extends Error {
   ) {
     super(message)
   }
+}
+
+/** A refresh failure retrying cannot heal: the refresh token is expired, reused or revoked. */
+export function isPermanentRefreshError(err: unknown): err is RefreshError {
+  return err instanceof RefreshError && err.permanent
 }
 
 export class OAuthClient {
@@ -225,21 +226,6 @@ export class OAuthClient {
       redirect: 'error',
       signal: AbortSignal.timeout(timeoutMs),
     })
-  }
-}
-
-/**
- * The tokens after a refresh: what the server omitted stays as it was; the account id follows
- * a new id token (a refresh may move the login to another workspace claim).
- */
-export function applyRefresh(current: ManagedTokens, refreshed: RefreshedTokens): ManagedTokens {
-  const idToken = refreshed.idToken ?? current.idToken
-  const accountId = refreshed.idToken !== null ? (readIdTokenClaims(idToken).chatgptAccountId ?? current.accountId) : current.accountId
-  return {
-    idToken,
-    accessToken: refreshed.accessToken,
-    refreshToken: refreshed.refreshToken ?? current.refreshToken,
-    accountId,
   }
 }
 

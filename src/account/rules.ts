@@ -1,4 +1,5 @@
-import { RpcError } from '../rpc/errors.js'
+import { LoginRuleViolation } from './errors.js'
+import type { Credential } from './types.js'
 
 /** Login restrictions an administrator sets (codex's `forced_login_method`, `forced_chatgpt_workspace_id`). */
 export interface LoginRules {
@@ -10,21 +11,28 @@ export interface LoginRules {
 export const EXTERNAL_AUTH_ACTIVE =
   'External auth is active. Use account/login/start (chatgptAuthTokens) to update it or account/logout to clear it.'
 
+/** A parent app's tokens are replaced only by new ones from it, or cleared by a logout. */
+export function checkNotExternallyManaged(current: Credential | null): void {
+  if (current?.kind === 'chatgptExternal') throw new LoginRuleViolation(EXTERNAL_AUTH_ACTIVE)
+}
+
 export function checkApiKeyLoginAllowed(rules: LoginRules): void {
-  if (rules.forcedLoginMethod === 'chatgpt') throw RpcError.invalidRequest('API key login is disabled. Use ChatGPT login instead.')
+  if (rules.forcedLoginMethod === 'chatgpt') throw new LoginRuleViolation('API key login is disabled. Use ChatGPT login instead.')
 }
 
 export function checkChatgptLoginAllowed(rules: LoginRules): void {
-  if (rules.forcedLoginMethod === 'api') throw RpcError.invalidRequest('ChatGPT login is disabled. Use API key login instead.')
+  if (rules.forcedLoginMethod === 'api') throw new LoginRuleViolation('ChatGPT login is disabled. Use API key login instead.')
 }
 
 export function checkExternalLoginAllowed(rules: LoginRules): void {
-  if (rules.forcedLoginMethod === 'api') throw RpcError.invalidRequest('External ChatGPT auth is disabled. Use API key login instead.')
+  if (rules.forcedLoginMethod === 'api') throw new LoginRuleViolation('External ChatGPT auth is disabled. Use API key login instead.')
 }
 
 /** The workspace rule for tokens handed in by a parent app, with codex's wording. */
-export function workspaceViolation(rules: LoginRules, accountId: string): string | null {
+export function checkExternalWorkspaceAllowed(rules: LoginRules, accountId: string): void {
   const allowed = rules.forcedWorkspaceIds
-  if (allowed === null || allowed.includes(accountId)) return null
-  return `External auth must use one of workspace(s) [${allowed.map((a) => JSON.stringify(a)).join(', ')}], but received ${JSON.stringify(accountId)}.`
+  if (allowed === null || allowed.includes(accountId)) return
+  throw new LoginRuleViolation(
+    `External auth must use one of workspace(s) [${allowed.map((a) => JSON.stringify(a)).join(', ')}], but received ${JSON.stringify(accountId)}.`,
+  )
 }

@@ -24,6 +24,11 @@ export function toPlanType(value: unknown): PlanType {
   return typeof value === 'string' && (PLAN_TYPES as readonly string[]).includes(value) ? (value as PlanType) : 'unknown'
 }
 
+/** Reads claims from a JWT without verifying it (the backend's token, not ours). */
+export interface ClaimsReader {
+  (jwt: string): { email: string | null; chatgptAccountId: string | null; chatgptPlanType: PlanType | null; exp: number | null }
+}
+
 /** Tokens of a ChatGPT login this server manages (holds the refresh token, refreshes it). */
 export interface ManagedTokens {
   readonly idToken: string

@@ -9,6 +9,7 @@
  */
 import { Type, type Static, type TSchema } from 'typebox'
 import { Compile } from 'typebox/compile'
+import { schemaProblem } from './schema-problem.js'
 import { PLAN_TYPES, toPlanType, type PlanType } from './types.js'
 
 // ---------------------------------------------------------------------------------------------
@@ -74,10 +75,7 @@ const usagePayloadValidator = Compile(UsagePayload)
  * null when it is one. Values are never quoted: the text may end up in an error reply.
  */
 export function usagePayloadProblem(value: unknown): string | null {
-  if (usagePayloadValidator.Check(value)) return null
-  const [first] = usagePayloadValidator.Errors(value)
-  if (first === undefined) return 'does not match the expected shape'
-  return `at ${first.instancePath === '' ? '/' : first.instancePath}: ${first.message}`
+  return schemaProblem(usagePayloadValidator, value)
 }
 
 export function isUsagePayload(value: unknown): value is UsagePayload {

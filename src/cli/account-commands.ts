@@ -1,5 +1,6 @@
 import { createAccountService } from '../account/create.js'
 import type { AccountEvent } from '../account/service.js'
+import type { RateLimitSnapshot, RateLimitWindow } from '../account/usage.js'
 import type { Config } from '../config/types.js'
 import type { AppLogger } from '../log/logger.js'
 import type { CliIo } from './run.js'
@@ -68,7 +69,7 @@ export async function runAccountCommand(command: 'login' | 'logout' | 'status', 
     const who = view?.type === 'chatgpt' ? `${view.email ?? 'unknown email'} (plan: ${view.planType})` : ''
     say(`Logged in using ChatGPT - ${who}`)
     try {
-      const limits = (await accounts.withChatgptAuth((auth) => rateLimits.read(auth))) as { rateLimits: Snapshot }
+      const limits = await accounts.withChatgptAuth((auth) => rateLimits.read(auth))
       for (const line of describeLimits(limits.rateLimits)) say(line)
     } catch (err) {
       say(`Rate limits: unavailable (${err instanceof Error ? err.message : 'error'})`)
@@ -79,19 +80,9 @@ export async function runAccountCommand(command: 'login' | 'logout' | 'status', 
   }
 }
 
-interface Window {
-  usedPercent: number
-  windowDurationMins: number | null
-  resetsAt: number | null
-}
-interface Snapshot {
-  primary: Window | null
-  secondary: Window | null
-}
-
-function describeLimits(s: Snapshot): string[] {
+function describeLimits(s: RateLimitSnapshot): string[] {
   const lines = ['Rate limits:']
-  const one = (label: string, w: Window | null) => {
+  const one = (label: string, w: RateLimitWindow | null) => {
     if (w === null) return
     const span = w.windowDurationMins === null ? '' : ` of ${w.windowDurationMins} min window`
     const reset = w.resetsAt === null ? '' : `, resets ${new Date(w.resetsAt * 1000).toISOString()}`

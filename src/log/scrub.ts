@@ -22,3 +22,9 @@ export function redactUrl(url: string | undefined): string | undefined {
   const q = url.indexOf('?')
   return q < 0 ? url : url.slice(0, q) + scrubText(url.slice(q))
 }
+
+/** An error's message short enough for a client or a log line, without anything that looks like a credential. */
+export function shortReason(err: unknown): string {
+  const message = err instanceof Error ? err.message : typeof err === 'string' ? err : 'unknown error'
+  return scrubText(message).slice(0, 300)
+}

@@ -1,3 +1,4 @@
+import { CredentialRejected } from '../account/errors.js'
 import type { AppLogger } from '../log/logger.js'
 import { withheldError } from '../log/logger.js'
 import { reconnectDelayMs } from './backoff.js'
@@ -8,7 +9,7 @@ export interface AccountAccess {
   /** 'none' | 'apiKey' | 'chatgpt' and the ChatGPT account id when known. */
   kind(): 'none' | 'apiKey' | 'chatgpt'
   accountId(): string | null
-  /** Runs a call with the ChatGPT credential and the service's 401 recovery. */
+  /** Runs a call with the ChatGPT credential; a call that throws `CredentialRejected` is recovered and retried once. */
   withChatgptAuth<T>(fn: (auth: ChatgptAuth) => Promise<T>): Promise<T>
   onChange(listener: () => void): () => void
 }
@@ -283,9 +284,9 @@ export class RemoteControlController {
       } catch (err) {
         if (err instanceof RemoteControlHttpError && (err.status === 401 || err.status === 403)) {
           // The token cache already drops its token on these; clearing it here would also throw
-          // away the retry's grant. The account service recovers on a 401 (reload, refresh, or
-          // ask the client) and retries once.
-          throw Object.assign(err, { status: 401 })
+          // away the retry's grant. The account service recovers (reload, refresh, or ask the
+          // client) and retries once; if that fails too, this error is what surfaces.
+          throw new CredentialRejected(err)
         }
         throw err
       }

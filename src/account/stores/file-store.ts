@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto'
 import { link, mkdir, open, readFile, rename, stat, unlink, utimes } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { parseAuthText } from '../auth-document.js'
 import { StoreError, type AuthDotJson, type CredentialStore } from '../types.js'
 
 export const AUTH_FILE = 'auth.json'
@@ -132,64 +133,6 @@ async function ensureDir(dir: string): Promise<void> {
 function errorCode(err: unknown): string | undefined {
   const code = (err as { code?: unknown } | null)?.code
   return typeof code === 'string' ? code : undefined
-}
-
-/**
- * Checks that `value` is an auth.json document and returns a fresh copy holding only its known
- * fields. `null` for `tokens`, `auth_mode` and `last_refresh` means absent (codex writes
- * `"tokens": null`). The error names the offending field, never its value.
- */
-export function parseAuthDotJson(value: unknown, source: string): AuthDotJson {
-  const bad = (what: string): StoreError => new StoreError(`${source} has an unexpected shape: ${what}`)
-  if (!isObject(value)) throw bad('not a JSON object')
-
-  const apiKey = value.OPENAI_API_KEY
-  if (apiKey !== undefined && apiKey !== null && typeof apiKey !== 'string') throw bad('OPENAI_API_KEY must be a string or null')
-  const out: AuthDotJson = { OPENAI_API_KEY: apiKey ?? null }
-
-  const mode = value.auth_mode
-  if (mode !== undefined && mode !== null) {
-    if (mode !== 'apikey' && mode !== 'chatgpt') throw bad("auth_mode must be 'apikey' or 'chatgpt'")
-    out.auth_mode = mode
-  }
-
-  const tokens = value.tokens
-  if (tokens !== undefined && tokens !== null) {
-    if (!isObject(tokens)) throw bad('tokens must be an object')
-    for (const field of ['id_token', 'access_token', 'refresh_token'] as const) {
-      if (typeof tokens[field] !== 'string') throw bad(`tokens.${field} must be a string`)
-    }
-    const accountId = tokens.account_id
-    if (accountId !== undefined && accountId !== null && typeof accountId !== 'string') throw bad('tokens.account_id must be a string or null')
-    out.tokens = {
-      id_token: tokens.id_token as string,
-      access_token: tokens.access_token as string,
-      refresh_token: tokens.refresh_token as string,
-      account_id: accountId ?? null,
-    }
-  }
-
-  const lastRefresh = value.last_refresh
-  if (lastRefresh !== undefined && lastRefresh !== null) {
-    if (typeof lastRefresh !== 'string') throw bad('last_refresh must be a string')
-    out.last_refresh = lastRefresh
-  }
-  return out
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
-}
-
-/** Parses stored JSON text. A SyntaxError's message quotes the text, so it is never passed on. */
-export function parseAuthText(text: string, source: string): AuthDotJson {
-  let value: unknown
-  try {
-    value = JSON.parse(text)
-  } catch {
-    throw new StoreError(`${source} is not valid JSON`)
-  }
-  return parseAuthDotJson(value, source)
 }
 
 export class FileStore implements CredentialStore {

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto'
 import { resolve } from 'node:path'
 import { StoreError, type AuthDotJson, type CredentialStore } from '../types.js'
-import { parseAuthText } from './file-store.js'
+import { parseAuthText } from '../auth-document.js'
 
 export const KEYRING_SERVICE = 'app-server auth'
 
