@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import { RpcError, INTERNAL_ERROR } from '../src/rpc/errors.js'
 import type { RemoteControlApi } from '../src/remote-control/methods.js'
 import { createRemoteControl } from '../src/remote-control/create.js'
-import type { Clock } from '../src/remote-control/types.js'
+import type { Clock } from '../src/clock.js'
 import { withheldError } from '../src/log/logger.js'
 
 declare module 'fastify' {

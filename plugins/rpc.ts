@@ -8,7 +8,7 @@ import { remoteControlMethods } from '../src/remote-control/methods.js'
 import { SessionRegistry } from '../src/rpc/registry.js'
 import { RequestIdAllocator } from '../src/rpc/server-requests.js'
 import type { SessionDeps } from '../src/rpc/session.js'
-import { realTimers, type Timers } from '../src/rpc/timers.js'
+import { systemClock, type Clock } from '../src/clock.js'
 import type { AppServices } from '../src/services.js'
 
 declare module 'fastify' {
@@ -26,7 +26,7 @@ export interface RpcPluginOptions {
   readonly services: AppServices
   /** Methods beyond the product's own (tests register probes here). */
   readonly extraMethods?: readonly MethodDefinition<AppServices, any>[]
-  readonly timers?: Timers
+  readonly timers?: Clock
   /** Check every result against its schema (tests). */
   readonly validateResults?: boolean
 }
@@ -45,7 +45,7 @@ export default fp<RpcPluginOptions>(
       dispatcher,
       inFlight,
       serverRequestIds: new RequestIdAllocator(),
-      timers: opts.timers ?? realTimers,
+      clock: opts.timers ?? systemClock,
       ratePerSecond: limits.rpcRatePerSecond,
       burst: limits.rpcBurst,
     })

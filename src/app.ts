@@ -10,7 +10,7 @@ import rpc, { type RpcPluginOptions } from '../plugins/rpc.js'
 import rateLimits from '../plugins/rate-limit.js'
 import account, { type AccountPluginOptions } from '../plugins/account.js'
 import remoteControl, { type RemoteControlPluginOptions } from '../plugins/remote-control.js'
-import type { Timers } from './rpc/timers.js'
+import type { Clock } from './clock.js'
 import wsAuth from '../plugins/ws-auth.js'
 import healthRoutes from '../routes/health.js'
 import websocketRoutes from '../routes/websocket.js'
@@ -31,7 +31,7 @@ export interface BuildOptions {
   /** Extra JSON-RPC methods (tests register probes). */
   readonly extraMethods?: RpcPluginOptions['extraMethods']
   /** Timers for server requests and rate limits (tests drive time). */
-  readonly timers?: Timers
+  readonly timers?: Clock
   /** Check every JSON-RPC result against its method's schema (tests). */
   readonly validateResults?: boolean
   /** Test stand-ins for the OS keyring and outbound HTTP. */

@@ -10,6 +10,7 @@
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { timingSafeEqual } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
+import { systemClock } from '../clock.js'
 
 export const DEFAULT_LOGIN_PORT = 1455
 /** Codex's second registered redirect port, tried when 1455 stays busy. */
@@ -91,7 +92,7 @@ export async function startLoginServer(options: LoginServerOptions): Promise<Log
       if (force) server.closeAllConnections()
       else {
         server.closeIdleConnections()
-        setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS).unref()
+        systemClock.setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS)
       }
     }
     return closed
@@ -299,5 +300,5 @@ function sendCancel(host: string, port: number, timeoutMs: number): Promise<void
 }
 
 function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref())
+  return new Promise((resolve) => systemClock.setTimeout(resolve, ms))
 }
