@@ -16,7 +16,6 @@ import { readAccessTokenClaims, readIdTokenClaims } from '../src/account/jwt-cla
 import { DEFAULT_LOGIN_PORT, FALLBACK_LOGIN_PORT, LoginServerError, startLoginServer, type CallbackFailure } from '../src/account/login-server.js'
 import {
   applyRefresh,
-  DEFAULT_CLIENT_ID,
   OAuthClient,
   RefreshError,
   TokenExchangeError,
@@ -24,6 +23,7 @@ import {
   type RefreshedTokens,
 } from '../src/account/oauth-client.js'
 import { createPkce, createState, s256Challenge } from '../src/account/pkce.js'
+import { flagDefault } from '../src/config/flags.js'
 import { canary, leakedCanaries, record, registerCanary } from './helpers/canary.js'
 import { ManualClock } from './helpers/manual-clock.js'
 import { freePorts, getCallback, TestOAuthServer } from './helpers/oauth-server.js'
@@ -112,7 +112,7 @@ function fakeJwt(payload: unknown): string {
 
 // ---------------------------------------------------------------------------------------------
 t.test('authorize URL', async (t) => {
-  t.equal(DEFAULT_CLIENT_ID, 'app_EMoamEEZ73f0CkXaXp7hrann', "codex's public client id")
+  t.equal(flagDefault('loginClientId'), 'app_EMoamEEZ73f0CkXaXp7hrann', "codex's public client id")
   const client = new OAuthClient({ issuer: 'https://auth.example.test/', clientId: 'app_test' })
   const base = client.authorizeUrl({ redirectUri: 'http://localhost:1455/auth/callback', codeChallenge: 'CHALLENGE', state: 'STATE' })
   t.equal(

@@ -35,7 +35,7 @@ export type BrowserLoginOutcome =
 
 export interface BrowserLoginOptions {
   readonly oauth: OAuthClient
-  /** Callback server port (default 1455, 0 in tests), fallback and bind address. */
+  /** Callback server port (0 in tests), fallback and bind address; `startLoginServer`'s defaults. */
   readonly port?: number
   readonly fallbackPort?: number | null
   readonly host?: string

@@ -11,9 +11,11 @@ import { createServer, request as httpRequest, type IncomingMessage, type Server
 import { timingSafeEqual } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import { systemClock } from '../clock.js'
+import { flagDefault } from '../config/flags.js'
 
-export const DEFAULT_LOGIN_PORT = 1455
-/** Codex's second registered redirect port, tried when 1455 stays busy. */
+/** Codex's registered redirect port (`--login-callback-port`'s default). */
+export const DEFAULT_LOGIN_PORT = flagDefault('loginCallbackPort')
+/** Codex's second registered redirect port, tried when the default one stays busy. */
 export const FALLBACK_LOGIN_PORT = 1457
 export const CALLBACK_PATH = '/auth/callback'
 
@@ -36,9 +38,9 @@ export interface BindRetry {
 }
 
 export interface LoginServerOptions {
-  /** Default 1455; 0 takes any free port (tests). */
+  /** Default `DEFAULT_LOGIN_PORT`; 0 takes any free port (tests). */
   readonly port?: number
-  /** Tried when `port` stays busy. Default 1457 for the default port, none otherwise; null for none. */
+  /** Tried when `port` stays busy. Default `FALLBACK_LOGIN_PORT` for the default port, none otherwise; null for none. */
   readonly fallbackPort?: number | null
   readonly host?: string
   readonly state: string

@@ -10,9 +10,6 @@
 import type { ManagedTokens } from './types.js'
 import { readIdTokenClaims } from './jwt-claims.js'
 
-export const DEFAULT_ISSUER = 'https://auth.openai.com'
-/** Codex's public client id; configurable because a test or another deployment has its own. */
-export const DEFAULT_CLIENT_ID = 'app_EMoamEEZ73f0CkXaXp7hrann'
 /** What codex sends as `originator` unless a client named itself. */
 export const DEFAULT_ORIGINATOR = 'codex_cli_rs'
 /** The spec's scope. Codex also asks for `api.connectors.*`; the spec wins. */
