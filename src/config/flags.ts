@@ -77,7 +77,7 @@ function single(raw: RawSetting): string {
   return typeof raw === 'string' ? raw : raw.join(',')
 }
 
-const raw = (t: string) => t
+const asGiven = (text: string) => text
 const MAX_PAYLOAD_CEILING = 1024 * 1024 * 1024
 const DAY_SECONDS = 86_400
 
@@ -85,9 +85,9 @@ const TABLE = {
   listen: text('listen', { valueName: 'ws://IP:PORT', default: 'ws://127.0.0.1:4500', parse: parseListen, help: 'address to listen on (literal IP; port 0 picks a free port)' }),
   // The auth flags are read raw: which combinations are allowed, and in which order they are
   // checked, is the auth rule in load.ts.
-  wsAuth: text('ws-auth', { valueName: 'MODE', parse: raw, help: 'bearer auth mode: capability-token | signed-bearer-token (absent: generated query token)' }),
+  wsAuth: text('ws-auth', { valueName: 'MODE', parse: asGiven, help: 'bearer auth mode: capability-token | signed-bearer-token (absent: generated query token)' }),
   wsTokenFile: text('ws-token-file', { valueName: 'PATH', parse: parseAbsolutePath, help: 'absolute path of a file holding the capability token' }),
-  wsTokenSha256: text('ws-token-sha256', { valueName: 'HEX', parse: raw, help: 'SHA-256 (64 hex chars) of the capability token' }),
+  wsTokenSha256: text('ws-token-sha256', { valueName: 'HEX', parse: asGiven, help: 'SHA-256 (64 hex chars) of the capability token' }),
   wsSharedSecretFile: text('ws-shared-secret-file', { valueName: 'PATH', parse: parseAbsolutePath, help: 'absolute path of the HS256 secret (at least 32 bytes)' }),
   wsIssuer: text('ws-issuer', { valueName: 'ISS', parse: parseBlankAsNull, help: 'required JWT issuer (blank: not checked)' }),
   wsAudience: text('ws-audience', { valueName: 'AUD', parse: parseBlankAsNull, help: 'required JWT audience (blank: not checked)' }),
