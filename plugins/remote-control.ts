@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { RemoteControlApi } from '../src/remote-control/methods.js'
-import type { Clock } from '../src/remote-control/types.js'
+import type { Clock } from '../src/clock.js'
 import { createRemoteControlOrStandIn } from '../src/remote-control/unavailable.js'
 
 declare module 'fastify' {

@@ -3,7 +3,7 @@ import { InFlightLimit } from '../src/rpc/in-flight.js'
 import { SessionRegistry } from '../src/rpc/registry.js'
 import { RequestIdAllocator } from '../src/rpc/server-requests.js'
 import { SessionFactory } from '../src/rpc/session-factory.js'
-import { realTimers, type Timers } from '../src/rpc/timers.js'
+import { systemClock, type Clock } from '../src/clock.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -18,7 +18,7 @@ declare module 'fastify' {
 
 export interface SessionsPluginOptions {
   /** Timers for server requests and rate limits (tests drive time). */
-  readonly timers?: Timers
+  readonly timers?: Clock
 }
 
 /**
@@ -40,7 +40,7 @@ export default fp<SessionsPluginOptions>(
         {
           inFlight,
           serverRequestIds: new RequestIdAllocator(),
-          timers: opts.timers ?? realTimers,
+          clock: opts.timers ?? systemClock,
           ratePerSecond: limits.rpcRatePerSecond,
           burst: limits.rpcBurst,
         },

@@ -11,13 +11,13 @@ import lifecycle from '../plugins/lifecycle.js'
 import rateLimits from '../plugins/rate-limit.js'
 import remoteControl, { type RemoteControlPluginOptions } from '../plugins/remote-control.js'
 import sessions from '../plugins/sessions.js'
+import type { Clock } from './clock.js'
 import wsAuth from '../plugins/ws-auth.js'
 import healthRoutes from '../routes/health.js'
 import websocketRoutes from '../routes/websocket.js'
 import { logUpgradeRejected } from './auth/audit.js'
 import type { Config } from './config/types.js'
 import type { ServerInfo } from './rpc/methods/initialize.js'
-import type { Timers } from './rpc/timers.js'
 import { UserAgent } from './rpc/user-agent.js'
 import { closeWebSockets } from './rpc/websocket-transport.js'
 import { VERSION } from './version.js'
@@ -33,7 +33,7 @@ export interface BuildOptions {
   /** Extra JSON-RPC methods (tests register probes). */
   readonly extraMethods?: DispatcherPluginOptions['extraMethods']
   /** Timers for server requests and rate limits (tests drive time). */
-  readonly timers?: Timers
+  readonly timers?: Clock
   /** Check every JSON-RPC result against its method's schema (tests). */
   readonly validateResults?: boolean
   /** Test stand-ins for the OS keyring and outbound HTTP. */

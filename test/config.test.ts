@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { envName, FLAGS } from '../src/config/flags.js'
+import { ENV_ONLY, envName, FLAGS } from '../src/config/flags.js'
 import { ConfigError, loadConfig } from '../src/config/load.js'
 import type { Config, LogLevel } from '../src/config/types.js'
 import { canary } from './helpers/canary.js'
@@ -449,6 +449,59 @@ t.test('.env is read below the environment and the flags', async (t) => {
 
   const missing = loadConfig([], { env: {}, dotenvPath: join(dir, 'absent.env') })
   t.same(missing.listen, { host: '127.0.0.1', port: 4500, loopback: true }, 'a missing .env is not an error')
+})
+
+t.test('the config records where each setting came from: flag, env, .env or default', async (t) => {
+  const dir = mkdtempSync(join(tmp, 'sources-'))
+  const dotenvPath = join(dir, '.env')
+  writeFileSync(dotenvPath, ['APP_SERVER_LOG_LEVEL=debug', 'APP_SERVER_RPC_RATE=5', 'APP_SERVER_HOME=/tmp/from-dotenv', 'AUTH_ISSUER=https://issuer.example', ''].join('\n'))
+  const c = loadConfig(['--rpc-rate', '7', '--allow-origin', 'https://a.example', '--no-token-check'], {
+    env: { APP_SERVER_HOME: '/tmp/from-env', APP_SERVER_RPC_BURST: '9', CHATGPT_BASE_URL: 'https://backend.example' },
+    dotenvPath,
+  })
+  t.equal(c.sources.rpcRate, 'flag', 'a flag wins over .env')
+  t.equal(c.limits.rpcRatePerSecond, 7)
+  t.equal(c.sources.allowOrigin, 'flag', 'a repeatable flag')
+  t.equal(c.sources.noTokenCheck, 'flag', 'a switch')
+  t.equal(c.sources.home, 'env', 'the environment wins over .env')
+  t.equal(c.home, '/tmp/from-env')
+  t.equal(c.sources.rpcBurst, 'env')
+  t.equal(c.sources.logLevel, '.env', '.env fills what flags and environment leave')
+  t.equal(c.logLevel, 'debug')
+  t.equal(c.sources.CHATGPT_BASE_URL, 'env', 'environment-only settings too')
+  t.equal(c.sources.AUTH_ISSUER, '.env')
+  t.equal(c.authIssuer, 'https://issuer.example')
+  t.equal(c.sources.maxPayload, 'default')
+  t.equal(c.sources.listen, 'default')
+
+  const bare = load([])
+  for (const f of FLAGS) t.equal(bare.sources[f.key], 'default', `${f.name}: default when nothing sets it`)
+  for (const e of ENV_ONLY) t.equal(bare.sources[e.name], 'default', `${e.name}: default when nothing sets it`)
+
+  // A value a user gave counts as theirs even when it equals the default, or is blank.
+  t.equal(load(['--log-level', 'info']).sources.logLevel, 'flag')
+  t.equal(load([], { APP_SERVER_NO_TOKEN_CHECK: 'false' }).sources.noTokenCheck, 'env')
+  t.equal(load([], { APP_SERVER_ALLOW_ORIGIN: '' }).sources.allowOrigin, 'env')
+})
+
+t.test('every flag default is a value its own parser accepts, within its bounds', async (t) => {
+  const c = load([])
+  for (const f of FLAGS) {
+    if (f.defaultText !== undefined) t.same(f.parse(f.defaultText), f.defaultValue(), `--${f.name}: the default parses to the default value`)
+    if (f.bounds) {
+      const n = f.defaultValue() as number
+      t.ok(n >= f.bounds.min && n <= f.bounds.max, `--${f.name}: default ${n} within ${f.bounds.min}..${f.bounds.max}`)
+      t.equal(f.kind, 'integer')
+    }
+  }
+  t.same(c.limits, { httpPerMinute: 600, failedUpgradesPerMinute: 30, rpcRatePerSecond: 1000, rpcBurst: 2000, maxInFlight: 4096, maxOutboundBufferBytes: 16 * 1024 * 1024 })
+  t.equal(c.maxPayloadBytes, 16 * 1024 * 1024)
+  t.equal(c.pingIntervalMs, 0)
+  t.equal(c.remoteControlWaitMs, 30_000)
+  t.same(c.accounts, { credentialsStore: 'file', forcedLoginMethod: null, forcedWorkspaceIds: null, loginCallbackPort: 1455, loginClientId: 'app_EMoamEEZ73f0CkXaXp7hrann' })
+  t.equal(c.logLevel, 'info')
+  t.equal(c.chatgptBaseUrl, 'https://chatgpt.com/backend-api')
+  t.equal(c.authIssuer, 'https://auth.openai.com')
 })
 
 // ---------------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ import { InFlightLimit } from '../src/rpc/in-flight.js'
 import { defineMethod, type MethodDefinition } from '../src/rpc/method.js'
 import { RequestIdAllocator } from '../src/rpc/server-requests.js'
 import { Session, type SessionDeps, type SessionTransport } from '../src/rpc/session.js'
-import type { Timers } from '../src/rpc/timers.js'
 import { canary, leakedCanaries } from './helpers/canary.js'
 import { connect, type RpcClient } from './helpers/client.js'
+import { ManualClock } from './helpers/manual-clock.js'
 import { LogCapture, startServer, type TestServer } from './helpers/server.js'
 
 type Test = import('tap').Test
@@ -24,22 +24,6 @@ type Json = Record<string, unknown>
 type Services = { readonly tag: string }
 
 const CLIENT_INFO = { name: 'dispatcher-test', title: null, version: '1.0.0' }
-
-/** Timers that only fire when the test says so. */
-class FakeTimers implements Timers {
-  private t = 0
-  private seq = 0
-  private readonly scheduled = new Map<number, { at: number; fn: () => void }>()
-  setTimeout(fn: () => void, ms: number): unknown {
-    const h = ++this.seq
-    this.scheduled.set(h, { at: this.t + ms, fn })
-    return h
-  }
-  clearTimeout(handle: unknown): void {
-    this.scheduled.delete(handle as number)
-  }
-  now = (): number => this.t
-}
 
 /** A transport that records what the session sends. */
 class RecordingTransport implements SessionTransport {
@@ -138,7 +122,7 @@ function unit(extra: MethodDefinition<Services, any>[] = []): Unit {
     dispatcher,
     inFlight: new InFlightLimit(100),
     serverRequestIds: new RequestIdAllocator(),
-    timers: new FakeTimers(),
+    clock: new ManualClock(),
     ratePerSecond: 0,
     burst: 1,
   }

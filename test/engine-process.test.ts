@@ -17,9 +17,10 @@ import { EngineRpcClient } from '../src/engine/rpc-client.js'
 import { EngineSupervisor, type EngineExit, type EngineStatus, type EngineSupervisorOptions } from '../src/engine/supervisor.js'
 import { MAX_ENGINE_LINE_CHARS } from '../src/engine/output-log.js'
 import { createLogger } from '../src/log/logger.js'
-import { realTimers } from '../src/rpc/timers.js'
+import { systemClock } from '../src/clock.js'
 import { canary, leakedCanaries } from './helpers/canary.js'
-import { manualTimers, WaitableLogs, writeFakeEngine } from './helpers/engine-kit.js'
+import { WaitableLogs, writeFakeEngine } from './helpers/engine-kit.js'
+import { ManualClock } from './helpers/manual-clock.js'
 import { FakeModel } from './helpers/fake-model.js'
 
 type Test = import('tap').Test
@@ -56,7 +57,7 @@ function supervise(t: Test, binary: EngineBinary, extra: Partial<EngineSuperviso
     engineHome: extra.engineHome ?? tempDir(t, 'codex-home'),
     clientVersion: '0.1.0-test',
     log: createLogger('debug', logs),
-    timers: realTimers,
+    timers: systemClock,
     ...extra,
   })
   const states: EngineStatus[] = []
@@ -223,7 +224,7 @@ t.test('the real engine on a private unix socket', { skip: realEngineSkip }, asy
   )
 
   // A client of our own gets the same answer readiness saw.
-  const client = await EngineRpcClient.connect(h.supervisor.socketPath, { log: createLogger('debug', h.logs), timers: realTimers })
+  const client = await EngineRpcClient.connect(h.supervisor.socketPath, { log: createLogger('debug', h.logs), timers: systemClock })
   t.teardown(() => client.close())
   const init = (await client.call('initialize', { clientInfo: { name: 'engine-test', title: null, version: '1' } }, 10_000)) as Json
   // The engine keeps the first initializer (the readiness probe) as its originator.
@@ -294,7 +295,7 @@ t.test('start-up failures give unavailable with a short reason, logged with thei
   })
 
   t.test('an engine that never becomes ready is given up after the timeout and stopped', async (t) => {
-    const timers = manualTimers()
+    const timers = new ManualClock()
     const h = supervise(t, { path: writeFakeEngine(dir), version: null }, { timers, env: { FAKE_ENGINE_MODE: 'idle' }, readyTimeoutMs: 30_000 })
     const settled = h.supervisor.start()
     await h.logs.waitFor((l) => l.msg === 'fake engine: up')
@@ -322,7 +323,7 @@ t.test('start-up failures give unavailable with a short reason, logged with thei
 })
 
 t.test('stop: SIGTERM, then SIGKILL after 5 s (injected timer) for an engine that ignores SIGTERM', async (t) => {
-  const timers = manualTimers()
+  const timers = new ManualClock()
   const secret = canary('engine-stderr')
   const longLine = 'x'.repeat(MAX_ENGINE_LINE_CHARS * 3)
   const h = supervise(t, { path: writeFakeEngine(tempDir(t, 'bin')), version: null }, {
@@ -349,7 +350,7 @@ t.test('stop: SIGTERM, then SIGKILL after 5 s (injected timer) for an engine tha
 
   const stopped = h.supervisor.stop()
   await h.logs.waitFor((l) => l.msg === 'fake engine: got SIGTERM')
-  t.same(timers.delays(), [5_000], 'only the SIGKILL timer is waiting (readiness polling was cancelled)')
+  t.same(timers.pendingDelays(), [5_000], 'only the SIGKILL timer is waiting (readiness polling was cancelled)')
   t.same(h.exits, [], 'still running after SIGTERM')
   t.equal(h.supervisor.status.state, 'starting', 'still starting until it has exited')
   timers.advance(5_000)
@@ -378,7 +379,7 @@ t.test('a whole turn against the real engine through the rpc client and the fake
   const h = supervise(t, realBinary!, { configOverrides: [...model.engineConfigOverrides(), 'approval_policy="on-request"'] })
   t.equal((await h.supervisor.start()).state, 'running')
 
-  const client = await EngineRpcClient.connect(h.supervisor.socketPath, { log: createLogger('debug', h.logs), timers: realTimers })
+  const client = await EngineRpcClient.connect(h.supervisor.socketPath, { log: createLogger('debug', h.logs), timers: systemClock })
   t.teardown(() => client.close())
   const notes: { method: string; params: Json }[] = []
   const waiters: { method: string; resolve: (p: Json) => void }[] = []

@@ -13,9 +13,10 @@ import { WebSocketServer, type WebSocket } from 'ws'
 import { EngineRpcClient, EngineRpcError, EngineRpcUnanswered } from '../src/engine/rpc-client.js'
 import { createLogger } from '../src/log/logger.js'
 import { RpcError } from '../src/rpc/errors.js'
-import { realTimers, type Timers } from '../src/rpc/timers.js'
+import { systemClock, type Clock } from '../src/clock.js'
 import { canary, leakedCanaries } from './helpers/canary.js'
-import { manualTimers, WaitableLogs } from './helpers/engine-kit.js'
+import { WaitableLogs } from './helpers/engine-kit.js'
+import { ManualClock } from './helpers/manual-clock.js'
 
 type Test = import('tap').Test
 type Json = Record<string, any>
@@ -74,7 +75,7 @@ async function startPeer(t: Test): Promise<Peer> {
   return peer
 }
 
-async function connected(t: Test, peer: Peer, timers: Timers = realTimers): Promise<{ client: EngineRpcClient; logs: WaitableLogs }> {
+async function connected(t: Test, peer: Peer, timers: Clock = systemClock): Promise<{ client: EngineRpcClient; logs: WaitableLogs }> {
   const logs = new WaitableLogs()
   const client = await EngineRpcClient.connect(peer.socketPath, { log: createLogger('debug', logs), timers })
   t.teardown(() => client.close())
@@ -162,7 +163,7 @@ t.test('malformed frames are dropped with a WARN that does not quote them', asyn
 
 t.test('a call gives up at its timeout (injected timers); a late answer is dropped', async (t) => {
   const peer = await startPeer(t)
-  const timers = manualTimers()
+  const timers = new ManualClock()
   const { client, logs } = await connected(t, peer, timers)
   const call = client.call('model/list', {}, 2_000)
   const [frame] = await peer.frames(1)
@@ -174,7 +175,7 @@ t.test('a call gives up at its timeout (injected timers); a late answer is dropp
   t.equal((err as Error).message, 'engine did not answer model/list in time')
   peer.send(JSON.stringify({ id: frame!.id, result: {} }))
   await logs.waitFor((l) => l.event === 'engine.rpc.unmatched_response')
-  t.same(timers.delays(), [], 'no timer left behind')
+  t.same(timers.pendingDelays(), [], 'no timer left behind')
 })
 
 t.test('the connection ending rejects waiting calls and tells onClose; later calls fail at once', async (t) => {
@@ -199,6 +200,6 @@ t.test('the connection ending rejects waiting calls and tells onClose; later cal
 t.test('connecting to a socket nobody listens on rejects', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'engine-rpc-none-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const err = await EngineRpcClient.connect(join(dir, 'nothing.sock'), { log: createLogger('debug', new WaitableLogs()), timers: realTimers }).catch((e: unknown) => e)
+  const err = await EngineRpcClient.connect(join(dir, 'nothing.sock'), { log: createLogger('debug', new WaitableLogs()), timers: systemClock }).catch((e: unknown) => e)
   t.match(err, { code: 'ENOENT' })
 })

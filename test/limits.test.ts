@@ -1,17 +1,17 @@
 /**
  * Rate limits and load shedding (protocol.md "Rate limits and load shedding"): the limiter
- * units with fake clocks, then over real sockets the failed-upgrade throttle, the per-address
+ * units on a manual clock, then over real sockets the failed-upgrade throttle, the per-address
  * HTTP limit, the per-connection token bucket and the process-wide in-flight bound.
  */
 import t from 'tap'
 import { FailedUpgradeThrottle } from '../src/auth/upgrade-throttle.js'
 import { InFlightLimit } from '../src/rpc/in-flight.js'
 import { defineMethod, type MethodDefinition } from '../src/rpc/method.js'
-import type { Timers } from '../src/rpc/timers.js'
 import { TokenBucket } from '../src/rpc/token-bucket.js'
 import type { AppServices } from '../src/services.js'
 import { canary } from './helpers/canary.js'
 import { connect, httpGet, refuse, tryUpgrade, type RpcClient } from './helpers/client.js'
+import { ManualClock } from './helpers/manual-clock.js'
 import { startServer, type LogLine, type StartOptions, type TestServer } from './helpers/server.js'
 
 type Test = import('tap').Test
@@ -22,42 +22,6 @@ const OVERLOADED = { code: -32001, message: 'Server overloaded; retry later.' }
 const overloadedFrame = (id: number | string): string => JSON.stringify({ error: OVERLOADED, id })
 
 const WARN = 40
-
-/** A controllable clock in ms. */
-function fakeClock(start = 1_000_000): { now: () => number; advance: (ms: number) => void } {
-  let t = start
-  return { now: () => t, advance: (ms) => void (t += ms) }
-}
-
-/**
- * `Timers` driven by the test: `now()` moves only when told, timeouts fire only when the clock
- * passes them. Every member is a closure (callers may pass `now` around unbound).
- */
-function fakeTimers(start = 5_000_000): Timers & { advance(ms: number): void } {
-  let clock = start
-  let nextHandle = 1
-  const pending = new Map<number, { at: number; fn: () => void }>()
-  return {
-    now: () => clock,
-    setTimeout: (fn: () => void, ms: number): unknown => {
-      const h = nextHandle++
-      pending.set(h, { at: clock + ms, fn })
-      return h
-    },
-    clearTimeout: (handle: unknown): void => {
-      pending.delete(handle as number)
-    },
-    advance: (ms: number): void => {
-      clock += ms
-      for (const [h, p] of [...pending].sort((a, b) => a[1].at - b[1].at)) {
-        if (p.at <= clock) {
-          pending.delete(h)
-          p.fn()
-        }
-      }
-    },
-  }
-}
 
 /** A method that answers at once; does not touch the handshake. */
 const echo: MethodDefinition<AppServices, null> = defineMethod<AppServices, null>({
@@ -101,8 +65,8 @@ async function until(pred: () => boolean, what: string, ms = 3000): Promise<void
 // ---------------------------------------------------------------------------------------------
 
 t.test('TokenBucket: burst, refill rate, never above burst', async (t) => {
-  const clock = fakeClock()
-  const bucket = new TokenBucket(10, 5, clock.now)
+  const clock = new ManualClock({ monotonicMs: 1_000_000 })
+  const bucket = new TokenBucket(10, 5, clock.monotonicMs)
   const takes = (n: number): boolean[] => Array.from({ length: n }, () => bucket.take())
 
   t.same(takes(6), [true, true, true, true, true, false], 'a full bucket allows `burst` at once, then refuses')
@@ -123,16 +87,17 @@ t.test('TokenBucket: burst, refill rate, never above burst', async (t) => {
   clock.advance(1000)
   t.same(takes(6), [true, true, true, true, true, false], 'one second at 10/s is capped at burst 5')
 
-  const backwards = fakeClock(10_000)
-  const b2 = new TokenBucket(1, 1, backwards.now)
+  // A reading that jumps back (not something the manual clock, or a monotonic one, ever does).
+  let reading = 10_000
+  const b2 = new TokenBucket(1, 1, () => reading)
   t.ok(b2.take())
-  backwards.advance(-5000)
+  reading -= 5000
   t.notOk(b2.take(), 'a clock going backwards grants nothing')
 })
 
 t.test('FailedUpgradeThrottle: budget per window', async (t) => {
-  const clock = fakeClock()
-  const throttle = new FailedUpgradeThrottle(3, clock.now)
+  const clock = new ManualClock({ monotonicMs: 1_000_000 })
+  const throttle = new FailedUpgradeThrottle(3, clock.monotonicMs)
   t.ok(throttle.enabled)
   t.notOk(throttle.blocked('10.0.0.1'), 'an unknown address is not blocked')
   throttle.recordFailure('10.0.0.1')
@@ -151,8 +116,8 @@ t.test('FailedUpgradeThrottle: budget per window', async (t) => {
 })
 
 t.test('FailedUpgradeThrottle: window is fixed from the first failure', async (t) => {
-  const clock = fakeClock()
-  const throttle = new FailedUpgradeThrottle(2, clock.now, 1000)
+  const clock = new ManualClock({ monotonicMs: 1_000_000 })
+  const throttle = new FailedUpgradeThrottle(2, clock.monotonicMs, 1000)
   throttle.recordFailure('a')
   clock.advance(999)
   throttle.recordFailure('a')
@@ -162,16 +127,16 @@ t.test('FailedUpgradeThrottle: window is fixed from the first failure', async (t
 })
 
 t.test('FailedUpgradeThrottle: 0 disables it', async (t) => {
-  const clock = fakeClock()
-  const throttle = new FailedUpgradeThrottle(0, clock.now)
+  const clock = new ManualClock({ monotonicMs: 1_000_000 })
+  const throttle = new FailedUpgradeThrottle(0, clock.monotonicMs)
   t.notOk(throttle.enabled)
   for (let i = 0; i < 1000; i++) throttle.recordFailure('10.0.0.1')
   t.notOk(throttle.blocked('10.0.0.1'), 'never blocks')
 })
 
 t.test('FailedUpgradeThrottle: the table is bounded and evicts the oldest address', async (t) => {
-  const clock = fakeClock()
-  const throttle = new FailedUpgradeThrottle(1, clock.now, 60_000, 3)
+  const clock = new ManualClock({ monotonicMs: 1_000_000 })
+  const throttle = new FailedUpgradeThrottle(1, clock.monotonicMs, 60_000, 3)
   throttle.recordFailure('a')
   clock.advance(1)
   throttle.recordFailure('b')
@@ -186,7 +151,7 @@ t.test('FailedUpgradeThrottle: the table is bounded and evicts the oldest addres
   t.ok(['c', 'd', 'e'].every((r) => throttle.blocked(r)))
 
   // A flood of addresses never grows the table past its bound.
-  const big = new FailedUpgradeThrottle(1, clock.now, 60_000, 100)
+  const big = new FailedUpgradeThrottle(1, clock.monotonicMs, 60_000, 100)
   for (let i = 0; i < 10_000; i++) big.recordFailure(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`)
   const size = (big as unknown as { windows: Map<string, unknown> }).windows.size
   t.ok(size <= 100, `table holds ${size} entries (bound 100)`)
@@ -220,8 +185,8 @@ t.test('InFlightLimit', async (t) => {
 // ---------------------------------------------------------------------------------------------
 
 t.test('a token-guessing loop is throttled: 401 x5, then 429 even for the right token', async (t) => {
-  const clock = fakeClock(Date.now())
-  const server = await start(t, { argv: ['--failed-upgrade-limit', '5'], now: clock.now })
+  const clock = new ManualClock({ wallMs: Date.now() })
+  const server = await start(t, { argv: ['--failed-upgrade-limit', '5'], now: clock.wallMs })
   t.equal(server.config.limits.failedUpgradesPerMinute, 5)
 
   for (let i = 0; i < 5; i++) {
@@ -348,8 +313,8 @@ t.test('default limits never throttle a normal IDE', async (t) => {
 // ---------------------------------------------------------------------------------------------
 
 t.test('--rpc-rate 10 --rpc-burst 5: requests over the bucket get -32001, notifications are dropped', async (t) => {
-  const timers = fakeTimers()
-  const server = await start(t, { argv: ['--rpc-rate', '10', '--rpc-burst', '5'], timers, extraMethods: [echo] })
+  const clock = new ManualClock({ monotonicMs: 5_000_000 })
+  const server = await start(t, { argv: ['--rpc-rate', '10', '--rpc-burst', '5'], timers: clock, extraMethods: [echo] })
   t.equal(server.config.limits.rpcRatePerSecond, 10)
   t.equal(server.config.limits.rpcBurst, 5)
   const client = await open(t, server)
@@ -374,7 +339,7 @@ t.test('--rpc-rate 10 --rpc-burst 5: requests over the bucket get -32001, notifi
   t.same(still, { error: OVERLOADED, id: 'still-empty' }, 'no refill without time')
 
   // One second at 10/s refills, capped at the burst of 5.
-  timers.advance(1000)
+  clock.advance(1000)
   const refill = await Promise.all(Array.from({ length: 6 }, (_, i) => client.request('test/echo', undefined, 200 + i)))
   t.same(
     refill.slice(0, 5).map((r) => r.result),
@@ -385,14 +350,14 @@ t.test('--rpc-rate 10 --rpc-burst 5: requests over the bucket get -32001, notifi
 
   // Notifications: the bucket is full again after another second; 8 notifications use 5
   // tokens, the other 3 are dropped without a reply and with a WARN.
-  timers.advance(1000)
+  clock.advance(1000)
   const nmark = server.logs.lines.length
   const framesBefore = client.frames.length
   for (let i = 0; i < 8; i++) client.notify('initialized')
   // Frames are handled in order: this reply proves all eight were handled (and the bucket is empty).
   const sync = await client.request('test/echo', undefined, 'sync')
   t.same(sync, { error: OVERLOADED, id: 'sync' }, 'the notifications used up the bucket')
-  timers.advance(1000)
+  clock.advance(1000)
   const marker = await client.request('test/echo', undefined, 'marker')
   t.same(marker, { id: 'marker', result: { ok: true } }, 'the connection is still served')
   t.equal(client.frames.length, framesBefore + 2, 'no reply to any notification, dropped or not')

@@ -11,11 +11,10 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
 import { createServer, type Server } from 'node:http'
-import { BrowserLogin, LOGIN_TIMEOUT_MS, workspaceViolation, type BrowserLoginOptions, type BrowserLoginOutcome, type LoginTimers } from '../src/account/browser-login.js'
+import { BrowserLogin, LOGIN_TIMEOUT_MS, workspaceViolation, type BrowserLoginOptions, type BrowserLoginOutcome } from '../src/account/browser-login.js'
 import { readAccessTokenClaims, readIdTokenClaims } from '../src/account/jwt-claims.js'
 import { DEFAULT_LOGIN_PORT, FALLBACK_LOGIN_PORT, LoginServerError, startLoginServer, type CallbackFailure } from '../src/account/login-server.js'
 import {
-  DEFAULT_CLIENT_ID,
   OAuthClient,
   RefreshError,
   TokenExchangeError,
@@ -23,7 +22,9 @@ import {
   type RefreshedTokens,
 } from '../src/account/oauth-client.js'
 import { createPkce, createState, s256Challenge } from '../src/account/pkce.js'
+import { flagDefault } from '../src/config/flags.js'
 import { canary, leakedCanaries, record, registerCanary } from './helpers/canary.js'
+import { ManualClock } from './helpers/manual-clock.js'
 import { freePorts, getCallback, TestOAuthServer } from './helpers/oauth-server.js'
 
 const ACCESS_TTL = 90
@@ -108,33 +109,9 @@ function fakeJwt(payload: unknown): string {
   return registerCanary(`${enc({ alg: 'RS256', typ: 'JWT' })}.${enc(payload)}.${canary('sig')}`)
 }
 
-class FakeTimers implements LoginTimers {
-  readonly scheduled = new Map<number, { fn: () => void; ms: number }>()
-  readonly cleared: unknown[] = []
-  private next = 1
-
-  setTimeout(fn: () => void, ms: number): unknown {
-    const id = this.next++
-    this.scheduled.set(id, { fn, ms })
-    return id
-  }
-
-  clearTimeout(handle: unknown): void {
-    this.cleared.push(handle)
-    this.scheduled.delete(handle as number)
-  }
-
-  fireAll(): void {
-    for (const [id, timer] of [...this.scheduled]) {
-      this.scheduled.delete(id)
-      timer.fn()
-    }
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 t.test('authorize URL', async (t) => {
-  t.equal(DEFAULT_CLIENT_ID, 'app_EMoamEEZ73f0CkXaXp7hrann', "codex's public client id")
+  t.equal(flagDefault('loginClientId'), 'app_EMoamEEZ73f0CkXaXp7hrann', "codex's public client id")
   const client = new OAuthClient({ issuer: 'https://auth.example.test/', clientId: 'app_test' })
   const base = client.authorizeUrl({ redirectUri: 'http://localhost:1455/auth/callback', codeChallenge: 'CHALLENGE', state: 'STATE' })
   t.equal(
@@ -385,25 +362,26 @@ t.test('a code the server rejects: exchange_failed, with no code in the message'
   t.notMatch(outcome.ok ? '' : outcome.error.message, bogus)
 })
 
-t.test('timeout (fake timers): `Login timed out`, server closed', async (t) => {
-  const timers = new FakeTimers()
-  const login = await startLogin({ timers })
-  const [timer] = [...timers.scheduled.values()]
-  t.equal(timer?.ms, LOGIN_TIMEOUT_MS, '10 minutes by default')
+t.test('timeout (manual clock): `Login timed out`, server closed', async (t) => {
+  const clock = new ManualClock()
+  const login = await startLogin({ clock })
+  t.same(clock.pendingDelays(), [LOGIN_TIMEOUT_MS], '10 minutes by default')
   t.equal(LOGIN_TIMEOUT_MS, 600_000)
-  timers.fireAll()
+  clock.advance(LOGIN_TIMEOUT_MS - 1)
+  t.equal(login.isSettled, false, 'not a millisecond early')
+  clock.advance(1)
   const outcome = await outcomeOf(login)
   t.same(outcome.ok ? null : [outcome.error.reason, outcome.error.message], ['timeout', 'Login timed out'])
   t.ok(await refused(login.port))
 
-  const custom = new FakeTimers()
-  const ok = await startLogin({ timers: custom, timeoutMs: 1234 })
-  t.equal([...custom.scheduled.values()][0]?.ms, 1234)
+  const custom = new ManualClock()
+  const ok = await startLogin({ clock: custom, timeoutMs: 1234 })
+  t.same(custom.pendingDelays(), [1234])
   await srv.driveBrowserLogin(ok.authUrl, { accountId: 'ws-timer' })
   const done = await outcomeOf(ok)
   t.equal(done.ok, true)
-  t.equal(custom.scheduled.size, 0, 'the timer is cleared when the login ends')
-  custom.fireAll()
+  t.equal(custom.pendingCount, 0, 'the timer is cleared when the login ends')
+  custom.advance(1234)
 })
 
 t.test('cancel: by the service and by GET /cancel', async (t) => {

@@ -8,50 +8,12 @@ import {
   type ControllerOptions,
   type ServerTokens,
 } from '../src/remote-control/controller.js'
-import type { Clock, Enrollment, RemoteControlStatusView, ServerTokenGrant } from '../src/remote-control/types.js'
+import type { Enrollment, RemoteControlStatusView, ServerTokenGrant } from '../src/remote-control/types.js'
 import { createLogger } from '../src/log/logger.js'
 import { canary, record } from './helpers/canary.js'
+import { ManualClock, settle } from './helpers/manual-clock.js'
 
 const log = createLogger('debug', new Writable({ write: (c: Buffer, _e, done) => (record(c.toString()), done()) }))
-
-/** A clock the test advances by hand; timers fire in due order. */
-class ManualClock implements Clock {
-  private t = 1_000_000
-  private seq = 0
-  private timers = new Map<number, { at: number; fn: () => void }>()
-  now(): number {
-    return this.t
-  }
-  setTimeout(fn: () => void, ms: number): unknown {
-    const id = ++this.seq
-    this.timers.set(id, { at: this.t + ms, fn })
-    return id
-  }
-  clearTimeout(h: unknown): void {
-    this.timers.delete(h as number)
-  }
-  /** The delays of the pending timers, from now. */
-  pending(): number[] {
-    return [...this.timers.values()].map((x) => x.at - this.t).sort((a, b) => a - b)
-  }
-  async advance(ms: number): Promise<void> {
-    const end = this.t + ms
-    for (;;) {
-      const next = [...this.timers.entries()].filter(([, x]) => x.at <= end).sort((a, b) => a[1].at - b[1].at)[0]
-      if (!next) break
-      this.timers.delete(next[0])
-      this.t = next[1].at
-      next[1].fn()
-      await flush()
-    }
-    this.t = end
-    await flush()
-  }
-}
-
-async function flush(): Promise<void> {
-  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r))
-}
 
 class FakeSocket implements BackendSocket {
   sent: string[] = []
@@ -94,7 +56,7 @@ function setup(options: { kind?: 'none' | 'apiKey' | 'chatgpt'; openFails?: numb
     serverId: 'srv-1',
     environmentId: 'env-1',
     remoteControlToken: canary('rct'),
-    expiresAt: new Date(clock.now() + 3_600_000),
+    expiresAt: new Date(clock.wallMs() + 3_600_000),
   })
   const kind = options.kind ?? 'chatgpt'
   const tokens = (refresh: () => Promise<ServerTokenGrant>): ServerTokens => {
@@ -137,7 +99,7 @@ function setup(options: { kind?: 'none' | 'apiKey' | 'chatgpt'; openFails?: numb
     tokens,
     opener: {
       async open() {
-        opens.push(clock.now())
+        opens.push(clock.monotonicMs())
         if (failuresLeft > 0) {
           failuresLeft--
           throw Object.assign(new Error('handshake refused: 503'), { status: 503, body: null })
@@ -165,16 +127,16 @@ t.test('reconnect delay: 200 ms doubling, capped at 30 s, ±10 % jitter', async 
 t.test('handshake failures back off 200, 400, 800 ms; success resets the count', async (t) => {
   const { controller, clock, opens, sockets, statuses } = setup({ openFails: 3 })
   await controller.enable()
-  await flush()
+  await settle()
   t.equal(opens.length, 1)
   t.equal(controller.status().status, 'errored')
-  await clock.advance(199)
+  await clock.advanceSettling(199)
   t.equal(opens.length, 1, 'not before 200 ms')
-  await clock.advance(1)
+  await clock.advanceSettling(1)
   t.equal(opens.length, 2)
-  await clock.advance(400)
+  await clock.advanceSettling(400)
   t.equal(opens.length, 3)
-  await clock.advance(800)
+  await clock.advanceSettling(800)
   t.equal(opens.length, 4)
   t.equal(controller.status().status, 'connected')
   t.same(
@@ -183,8 +145,8 @@ t.test('handshake failures back off 200, 400, 800 ms; success resets the count',
   )
   // A drop after success starts over at 200 ms.
   sockets[0]!.close()
-  await flush()
-  await clock.advance(200)
+  await settle()
+  await clock.advanceSettling(200)
   t.equal(opens.length, 5, 'reset to the first delay after a success')
   t.ok(statuses.every((s, i) => i === 0 || JSON.stringify(s) !== JSON.stringify(statuses[i - 1])), 'status published only on change')
   await controller.close()
@@ -193,21 +155,21 @@ t.test('handshake failures back off 200, 400, 800 ms; success resets the count',
 t.test('keepalive: a ping every 10 s; no pong for 60 s closes the socket', async (t) => {
   const { controller, clock, sockets, opens } = setup()
   await controller.enable()
-  await flush()
+  await settle()
   const s = sockets[0]!
-  await clock.advance(10_000)
+  await clock.advanceSettling(10_000)
   t.equal(s.pings, 1)
   s.pong()
-  await clock.advance(30_000)
+  await clock.advanceSettling(30_000)
   t.equal(s.pings, 4)
   t.notOk(s.closed, 'pongs keep it open')
   s.pong()
   // Silence from here on: 60 s after the last pong the socket is dropped.
-  await clock.advance(59_000)
+  await clock.advanceSettling(59_000)
   t.notOk(s.closed)
-  await clock.advance(11_000)
+  await clock.advanceSettling(11_000)
   t.ok(s.closed, 'no pong in 60 s')
-  await clock.advance(200)
+  await clock.advanceSettling(200)
   t.equal(opens.length, 2, 'reconnected after backoff')
   await controller.close()
 })
@@ -215,7 +177,7 @@ t.test('keepalive: a ping every 10 s; no pong for 60 s closes the socket', async
 t.test('API keys are refused; no account waits quietly', async (t) => {
   const api = setup({ kind: 'apiKey' })
   await api.controller.enable()
-  await flush()
+  await settle()
   t.equal(api.controller.status().status, 'errored')
   t.equal(api.controller.error, API_KEY_REFUSAL)
   t.equal(api.opens.length, 0)
@@ -223,7 +185,7 @@ t.test('API keys are refused; no account waits quietly', async (t) => {
 
   const none = setup({ kind: 'none' })
   await none.controller.enable()
-  await none.clock.advance(5_000)
+  await none.clock.advanceSettling(5_000)
   t.equal(none.controller.status().status, 'connecting')
   t.equal(none.controller.error, null)
   t.equal(none.opens.length, 0)
@@ -234,7 +196,7 @@ t.test('API keys are refused; no account waits quietly', async (t) => {
 t.test('enrollment is persisted without its token and published', async (t) => {
   const { controller, rows, statuses } = setup()
   await controller.enable()
-  await flush()
+  await settle()
   const row = rows.get('acct-1')!
   t.match(row, { serverId: 'srv-1', environmentId: 'env-1', serverName: 'test-host', enabled: true })
   t.notOk(Object.keys(row).some((k) => /token|expir|cursor/i.test(k)), 'no token, expiry or cursor in the row')

@@ -33,8 +33,9 @@ import {
   RemoteControlTokenCacheClearedError,
   ServerTokenCache,
 } from '../src/remote-control/token-cache.js'
-import { RemoteControlHttpError, type ChatgptAuth, type Clock, type ServerTokenGrant } from '../src/remote-control/types.js'
+import { RemoteControlHttpError, type ChatgptAuth, type ServerTokenGrant } from '../src/remote-control/types.js'
 import { canary, leakedCanaries, record } from './helpers/canary.js'
+import { ManualClock } from './helpers/manual-clock.js'
 
 type TestT = Parameters<Parameters<typeof t.test>[0]>[0]
 
@@ -449,29 +450,15 @@ t.test('Retry-After parsing and the fallback deferral', async (t) => {
 // ---------------------------------------------------------------------------------------------
 // The token cache.
 
-class FakeClock implements Clock {
-  constructor(public t: number = T0) {}
-  now(): number {
-    return this.t
-  }
-  advance(ms: number): void {
-    this.t += ms
-  }
-  setTimeout(): unknown {
-    throw new Error('the token cache sets no timers')
-  }
-  clearTimeout(): void {}
-}
-
 interface CacheSetup {
-  readonly clock: FakeClock
+  readonly clock: ManualClock
   readonly cache: ServerTokenCache
   readonly deferrals: Array<{ required: boolean; retryAt: number }>
 }
 
 /** A cache whose refresh is a real refresh against the fake backend. */
 function cacheSetup(options: { random?: () => number; timeoutMs?: number } = {}): CacheSetup {
-  const clock = new FakeClock()
+  const clock = new ManualClock({ wallMs: T0 })
   const c = client(options.timeoutMs)
   const deferrals: Array<{ required: boolean; retryAt: number }> = []
   const cache = new ServerTokenCache({
@@ -487,8 +474,8 @@ function cacheSetup(options: { random?: () => number; timeoutMs?: number } = {})
 }
 
 /** The backend hands out a new grant expiring `ttlMs` after the fake clock's now. */
-function grantsFor(clock: FakeClock, ttlMs = HOUR_MS): void {
-  backend.fallback = () => ({ status: 200, body: grantBody(clock.now() + ttlMs) })
+function grantsFor(clock: ManualClock, ttlMs = HOUR_MS): void {
+  backend.fallback = () => ({ status: 200, body: grantBody(clock.wallMs() + ttlMs) })
 }
 
 t.test('cache: required when empty or expired, proactive within 300 s, otherwise cached', async (t) => {
@@ -502,19 +489,19 @@ t.test('cache: required when empty or expired, proactive within 300 s, otherwise
   t.equal(await cache.get(), first, 'cached')
   t.equal(backend.hits(), 1)
 
-  clock.t = T0 + HOUR_MS - 300_001
+  clock.advanceToWall(T0 + HOUR_MS - 300_001)
   t.equal(cache.requirement(), 'not-needed', 'just outside the window')
   t.equal(await cache.get(), first)
   t.equal(backend.hits(), 1)
 
-  clock.t = T0 + HOUR_MS - 300_000
+  clock.advanceToWall(T0 + HOUR_MS - 300_000)
   t.equal(cache.requirement(), 'proactive', 'exactly 300 s before expiry')
   const second = await cache.get()
   t.equal(backend.hits(), 2)
   t.not(second.remoteControlToken, first.remoteControlToken)
   t.equal(cache.current, second)
 
-  clock.t = second.expiresAt.getTime()
+  clock.advanceToWall(second.expiresAt.getTime())
   t.equal(cache.requirement(), 'required', 'expires_at <= now')
   const third = await cache.get()
   t.equal(backend.hits(), 3)
@@ -531,12 +518,12 @@ t.test('cache: proactive failure keeps the token; Retry-After seconds defer the 
   const { clock, cache, deferrals } = cacheSetup()
   grantsFor(clock)
   const first = await cache.get()
-  clock.t = T0 + HOUR_MS - 200_000
+  clock.advanceToWall(T0 + HOUR_MS - 200_000)
   backend.queue.push(() => ({ status: 503, body: 'busy', headers: { 'retry-after': '120' } }))
   t.equal(await cache.get(), first, 'still-valid token kept')
   t.equal(backend.hits(), 2)
-  t.equal(cache.nextRefreshAt, clock.t + 120_000)
-  t.same(deferrals, [{ required: false, retryAt: clock.t + 120_000 }])
+  t.equal(cache.nextRefreshAt, clock.wallMs() + 120_000)
+  t.same(deferrals, [{ required: false, retryAt: clock.wallMs() + 120_000 }])
 
   clock.advance(119_000)
   t.equal(cache.requirement(), 'not-needed', 'no proactive try during the deferral')
@@ -579,8 +566,8 @@ t.test('cache: an expired token fails fast too, and an HTTP-date Retry-After is 
   const { clock, cache } = cacheSetup()
   grantsFor(clock, 60_000)
   await cache.get()
-  clock.t = T0 + 60_000
-  backend.queue.push(() => ({ status: 429, body: 'slow down', headers: { 'retry-after': new Date(clock.t + 90_000).toUTCString() } }))
+  clock.advanceToWall(T0 + 60_000)
+  backend.queue.push(() => ({ status: 429, body: 'slow down', headers: { 'retry-after': new Date(clock.wallMs() + 90_000).toUTCString() } }))
   let err = await failure(t, cache.get())
   t.equal((err as RemoteControlHttpError).status, 429)
   t.equal(cache.nextRefreshAt, T0 + 60_000 + 90_000)
@@ -595,7 +582,7 @@ t.test('cache: an expired token fails fast too, and an HTTP-date Retry-After is 
 })
 
 t.test('cache: a past HTTP date falls back to 24–36 s (default random)', async (t) => {
-  const clock = new FakeClock()
+  const clock = new ManualClock({ wallMs: T0 })
   const c = client()
   const cache = new ServerTokenCache({ clock, refresh: () => c.refresh(auth, refreshRequest) })
   backend.queue.push(() => ({ status: 503, headers: { 'retry-after': new Date(T0 - 5_000).toUTCString() } }))
@@ -608,10 +595,10 @@ t.test('cache: a timeout is transient: deferred; proactive keeps the token', asy
   const { clock, cache } = cacheSetup({ timeoutMs: 200 })
   grantsFor(clock)
   const first = await cache.get()
-  clock.t = T0 + HOUR_MS - 100_000
+  clock.advanceToWall(T0 + HOUR_MS - 100_000)
   backend.queue.push(() => ({ status: 200, body: grantBody(T0 + 2 * HOUR_MS), delayMs: 1000 }))
   t.equal(await cache.get(), first)
-  t.equal(cache.nextRefreshAt, clock.t + DEFERRAL_MIN_SECONDS * 1000)
+  t.equal(cache.nextRefreshAt, clock.wallMs() + DEFERRAL_MIN_SECONDS * 1000)
 })
 
 t.test('cache: 401/403/404 clear the token, no deferral; 400 neither clears nor defers', async (t) => {
@@ -619,7 +606,7 @@ t.test('cache: 401/403/404 clear the token, no deferral; 400 neither clears nor 
     const { clock, cache } = cacheSetup()
     grantsFor(clock)
     await cache.get()
-    clock.t = T0 + HOUR_MS - 100_000
+    clock.advanceToWall(T0 + HOUR_MS - 100_000)
     backend.queue.push(() => ({ status, body: { detail: 'no' } }))
     const err = await failure(t, cache.get())
     t.equal((err as RemoteControlHttpError).status, status)
@@ -630,7 +617,7 @@ t.test('cache: 401/403/404 clear the token, no deferral; 400 neither clears nor 
   const { clock, cache } = cacheSetup()
   grantsFor(clock)
   const first = await cache.get()
-  clock.t = T0 + HOUR_MS - 100_000
+  clock.advanceToWall(T0 + HOUR_MS - 100_000)
   backend.queue.push(() => ({ status: 400, body: { detail: 'bad' } }))
   const err = await failure(t, cache.get())
   t.equal((err as RemoteControlHttpError).status, 400)
@@ -640,7 +627,7 @@ t.test('cache: 401/403/404 clear the token, no deferral; 400 neither clears nor 
 
 t.test('cache: a mismatched refresh is reported, not cached', async (t) => {
   const { clock, cache } = cacheSetup()
-  backend.queue.push(() => ({ status: 200, body: grantBody(clock.now() + HOUR_MS, { environment_id: 'env_other' }) }))
+  backend.queue.push(() => ({ status: 200, body: grantBody(clock.wallMs() + HOUR_MS, { environment_id: 'env_other' }) }))
   const err = await failure(t, cache.get())
   t.type(err, RemoteControlResponseError)
   t.equal(cache.current, null)
@@ -667,7 +654,7 @@ t.test('cache: clearIfSame keeps a deferral; clear() forgets it', async (t) => {
   const { clock, cache } = cacheSetup()
   grantsFor(clock)
   const a = await cache.get()
-  clock.t = T0 + HOUR_MS - 100_000
+  clock.advanceToWall(T0 + HOUR_MS - 100_000)
   backend.queue.push(() => ({ status: 503 }))
   t.equal(await cache.get(), a)
   t.ok(cache.clearIfSame(a.remoteControlToken))
@@ -682,14 +669,14 @@ t.test('cache: clearIfSame keeps a deferral; clear() forgets it', async (t) => {
 
 t.test('cache: concurrent callers share one refresh; clear() during a refresh discards it', async (t) => {
   const { clock, cache } = cacheSetup()
-  backend.queue.push(() => ({ status: 200, body: grantBody(clock.now() + HOUR_MS), delayMs: 100 }))
+  backend.queue.push(() => ({ status: 200, body: grantBody(clock.wallMs() + HOUR_MS), delayMs: 100 }))
   const [g1, g2, g3] = await Promise.all([cache.get(), cache.get(), cache.get()])
   t.equal(backend.hits(), 1)
   t.equal(g1, g2)
   t.equal(g2, g3)
 
-  clock.t = T0 + HOUR_MS
-  backend.queue.push(() => ({ status: 200, body: grantBody(clock.now() + HOUR_MS), delayMs: 100 }))
+  clock.advanceToWall(T0 + HOUR_MS)
+  backend.queue.push(() => ({ status: 200, body: grantBody(clock.wallMs() + HOUR_MS), delayMs: 100 }))
   const pending = cache.get()
   cache.clear()
   const err = await failure(t, pending)

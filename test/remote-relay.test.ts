@@ -23,8 +23,8 @@ import {
   serverMessagePieces,
 } from '../src/remote-control/envelopes.js'
 import { RemoteRelay, type RelayLimits, type RelaySession, type VirtualConnectionKey } from '../src/remote-control/relay.js'
-import type { Clock } from '../src/remote-control/types.js'
 import { canary, leakedCanaries } from './helpers/canary.js'
+import { ManualClock } from './helpers/manual-clock.js'
 import { LogCapture } from './helpers/server.js'
 
 type Json = Record<string, any>
@@ -32,38 +32,6 @@ type Test = import('tap').Test
 
 const KIB = 1024
 const TEN_MINUTES = 10 * 60 * 1000
-
-/** A clock whose timers fire only when the test advances it. */
-class FakeClock implements Clock {
-  private t = 0
-  private seq = 0
-  private readonly timers = new Map<number, { at: number; fn: () => void }>()
-  now(): number {
-    return this.t
-  }
-  setTimeout(fn: () => void, ms: number): unknown {
-    const h = ++this.seq
-    this.timers.set(h, { at: this.t + ms, fn })
-    return h
-  }
-  clearTimeout(handle: unknown): void {
-    this.timers.delete(handle as number)
-  }
-  get pending(): number {
-    return this.timers.size
-  }
-  advance(ms: number): void {
-    const end = this.t + ms
-    for (;;) {
-      const due = [...this.timers.entries()].filter(([, v]) => v.at <= end).sort((a, b) => a[1].at - b[1].at)[0]
-      if (due === undefined) break
-      this.timers.delete(due[0])
-      this.t = due[1].at
-      due[1].fn()
-    }
-    this.t = end
-  }
-}
 
 /** A session that records what it is handed and sends what the test tells it to. */
 class FakeSession implements RelaySession {
@@ -89,7 +57,7 @@ class FakeSession implements RelaySession {
 
 interface Harness {
   relay: RemoteRelay<FakeSession>
-  clock: FakeClock
+  clock: ManualClock
   logs: LogCapture
   sent: string[]
   sessions: FakeSession[]
@@ -102,7 +70,7 @@ interface Harness {
 }
 
 function harness(limits: Partial<RelayLimits> = {}): Harness {
-  const clock = new FakeClock()
+  const clock = new ManualClock()
   const logs = new LogCapture()
   const sent: string[] = []
   const sessions: FakeSession[] = []
@@ -362,7 +330,7 @@ t.test('a send that throws keeps the envelope for replay', async (t) => {
       if (!up) throw new Error('socket is down')
       sent.push(text)
     },
-    clock: new FakeClock(),
+    clock: new ManualClock(),
     log: createLogger('silent'),
   })
   relay.handleText(JSON.stringify(initialize('client-1', 'stream-1', 1)))
@@ -687,7 +655,7 @@ t.test('startIdleSweep sweeps on the clock until closeAll', async (t) => {
   h.relay.closeAll()
   t.ok(h.sessions[1]?.detached, 'closeAll ends every connection')
   t.equal(h.relay.connectionCount, 0)
-  t.equal(h.clock.pending, 0, 'and stops the sweep')
+  t.equal(h.clock.pendingCount, 0, 'and stops the sweep')
 })
 
 t.test('the latest cursor is remembered (memory only)', async (t) => {
@@ -766,7 +734,7 @@ t.test('an initialize through the relay gets a real initialize result', async (t
     dispatcher,
     inFlight: new InFlightLimit(100),
     serverRequestIds: new RequestIdAllocator(),
-    timers: { setTimeout: () => 0, clearTimeout: () => {}, now: () => 0 },
+    clock: new ManualClock(),
     ratePerSecond: 0,
     burst: 1,
   }
@@ -782,7 +750,7 @@ t.test('an initialize through the relay gets a real initialize result', async (t
     },
     sessionEnded: (s) => live.delete(s),
     send: (text) => sent.push(text),
-    clock: new FakeClock(),
+    clock: new ManualClock(),
     log,
   })
   const settle = () => new Promise((r) => setImmediate(r))

@@ -20,50 +20,15 @@ import {
   ServerRequestTimeout,
 } from '../src/rpc/server-requests.js'
 import { Session, type SessionDeps, type SessionTransport } from '../src/rpc/session.js'
-import type { Timers } from '../src/rpc/timers.js'
 import { canary, leakedCanaries } from './helpers/canary.js'
 import { connect, type RpcClient } from './helpers/client.js'
+import { ManualClock } from './helpers/manual-clock.js'
 import { LogCapture, startServer, type LogLine, type TestServer } from './helpers/server.js'
 
 type Test = import('tap').Test
 type Json = Record<string, unknown>
 
 const WARN = 40
-
-/** Timers that only fire when the test advances them. */
-class FakeTimers implements Timers {
-  private t = 0
-  private seq = 0
-  private readonly scheduled = new Map<number, { at: number; ms: number; fn: () => void }>()
-  setTimeout(fn: () => void, ms: number): unknown {
-    const h = ++this.seq
-    this.scheduled.set(h, { at: this.t + ms, ms, fn })
-    return h
-  }
-  clearTimeout(handle: unknown): void {
-    this.scheduled.delete(handle as number)
-  }
-  // An arrow: callers take `now` unbound (the token bucket does).
-  now = (): number => this.t
-  get pending(): number {
-    return this.scheduled.size
-  }
-  /** The delays of the timers still scheduled. */
-  delays(): number[] {
-    return [...this.scheduled.values()].map((s) => s.ms)
-  }
-  /** Moves the clock and fires every timer that is due, in order. */
-  advance(ms: number): void {
-    this.t += ms
-    for (;;) {
-      let due: [number, { at: number; fn: () => void }] | undefined
-      for (const e of this.scheduled) if (e[1].at <= this.t && (due === undefined || e[1].at < due[1].at)) due = e
-      if (due === undefined) return
-      this.scheduled.delete(due[0])
-      due[1].fn()
-    }
-  }
-}
 
 /** Observes a promise without letting its rejection go unhandled. */
 function track<T>(p: Promise<T>): { state: 'pending' | 'resolved' | 'rejected'; value?: T; error?: Error } {
@@ -92,10 +57,10 @@ function unitLog(): { logs: LogCapture; log: ReturnType<typeof createLogger> } {
 
 t.test('ids are integers from 0, increasing across connections sharing one allocator', async (t) => {
   const ids = new RequestIdAllocator()
-  const timers = new FakeTimers()
+  const clock = new ManualClock()
   const { log } = unitLog()
-  const a = new ServerRequests(ids, timers, log)
-  const b = new ServerRequests(ids, timers, log)
+  const a = new ServerRequests(ids, clock, log)
+  const b = new ServerRequests(ids, clock, log)
   const sent: [string, number][] = []
   const ps = [
     a.request('m', 1000, (id) => sent.push(['a', id])),
@@ -126,18 +91,18 @@ t.test('ids are integers from 0, increasing across connections sharing one alloc
 })
 
 t.test('a result reply resolves; an error reply rejects with ServerRequestError', async (t) => {
-  const timers = new FakeTimers()
+  const clock = new ManualClock()
   const { logs, log } = unitLog()
-  const sr = new ServerRequests(new RequestIdAllocator(), timers, log)
+  const sr = new ServerRequests(new RequestIdAllocator(), clock, log)
   let sentId = -1
   const p = track(sr.request('test/q', 10_000, (id) => (sentId = id)))
-  t.equal(timers.pending, 1, 'a timeout is scheduled')
-  t.strictSame(timers.delays(), [10_000], 'with exactly the timeout')
+  t.equal(clock.pendingCount, 1, 'a timeout is scheduled')
+  t.strictSame(clock.pendingDelays(), [10_000], 'with exactly the timeout')
   t.equal(sr.resolve(sentId, { answer: 42 }), true)
   await flush()
   t.equal(p.state, 'resolved')
   t.strictSame(p.value, { answer: 42 })
-  t.equal(timers.pending, 0, 'the timeout is cleared once answered')
+  t.equal(clock.pendingCount, 0, 'the timeout is cleared once answered')
   t.equal(sr.size, 0)
   t.equal(sr.resolve(sentId, { answer: 43 }), false, 'a second reply to the same id is dropped')
 
@@ -149,7 +114,7 @@ t.test('a result reply resolves; an error reply rejects with ServerRequestError'
   t.equal(q.error?.name, 'ServerRequestError')
   t.equal(q.error?.message, 'code=-1 message=nope')
   t.strictSame((q.error as ServerRequestError).error, { code: -1, message: 'nope' }, 'the error body is kept')
-  t.equal(timers.pending, 0)
+  t.equal(clock.pendingCount, 0)
 
   const withData = track(sr.request('test/q', 10_000, (id) => (sentId = id)))
   sr.reject(sentId, { code: -32600, message: 'Invalid request: nah', data: { x: 1 } })
@@ -159,16 +124,16 @@ t.test('a result reply resolves; an error reply rejects with ServerRequestError'
 })
 
 t.test('timeout: ServerRequestTimeout after exactly the timeout; a late reply is logged at WARN and dropped', async (t) => {
-  const timers = new FakeTimers()
+  const clock = new ManualClock()
   const { logs, log } = unitLog()
-  const sr = new ServerRequests(new RequestIdAllocator(), timers, log)
+  const sr = new ServerRequests(new RequestIdAllocator(), clock, log)
   let sentId = -1
   const p = track(sr.request('test/q', 10_000, (id) => (sentId = id)))
-  timers.advance(9_999)
+  clock.advance(9_999)
   await flush()
   t.equal(p.state, 'pending', 'still pending 1 ms before the timeout')
   t.equal(sr.size, 1)
-  timers.advance(1)
+  clock.advance(1)
   await flush()
   t.equal(p.state, 'rejected', 'rejected at exactly the timeout')
   t.ok(p.error instanceof ServerRequestTimeout)
@@ -190,9 +155,9 @@ t.test('timeout: ServerRequestTimeout after exactly the timeout; a late reply is
 })
 
 t.test('unknown ids are dropped with a WARN', async (t) => {
-  const timers = new FakeTimers()
+  const clock = new ManualClock()
   const { logs, log } = unitLog()
-  const sr = new ServerRequests(new RequestIdAllocator(), timers, log)
+  const sr = new ServerRequests(new RequestIdAllocator(), clock, log)
   const p = track(sr.request('test/q', 1000, () => {}))
   t.equal(sr.resolve(7, {}), false, 'unknown integer id')
   t.equal(sr.resolve('0', {}), false, 'a string id never matches (our ids are integers)')
@@ -213,15 +178,15 @@ t.test('unknown ids are dropped with a WARN', async (t) => {
 })
 
 t.test('abortAll rejects everything pending with ServerRequestAborted and clears the timers', async (t) => {
-  const timers = new FakeTimers()
+  const clock = new ManualClock()
   const { log } = unitLog()
-  const sr = new ServerRequests(new RequestIdAllocator(), timers, log)
+  const sr = new ServerRequests(new RequestIdAllocator(), clock, log)
   const ps = ['a/one', 'b/two', 'c/three'].map((m) => track(sr.request(m, 5_000, () => {})))
-  t.equal(timers.pending, 3)
+  t.equal(clock.pendingCount, 3)
   sr.abortAll()
   await flush()
   t.equal(sr.size, 0)
-  t.equal(timers.pending, 0, 'every timeout cleared')
+  t.equal(clock.pendingCount, 0, 'every timeout cleared')
   t.ok(ps.every((p) => p.state === 'rejected' && p.error instanceof ServerRequestAborted), 'all rejected with ServerRequestAborted')
   t.strictSame(
     ps.map((p) => p.error?.message),
@@ -231,16 +196,16 @@ t.test('abortAll rejects everything pending with ServerRequestAborted and clears
     ps.map((p) => (p.error as ServerRequestAborted).method),
     ['a/one', 'b/two', 'c/three'],
   )
-  timers.advance(10_000)
+  clock.advance(10_000)
   await flush()
   t.ok(ps.every((p) => p.error instanceof ServerRequestAborted), 'no timeout fires afterwards')
   t.equal(sr.resolve(0, {}), false, 'a reply after the abort is dropped')
 })
 
 t.test('a send that throws rejects the request and leaves nothing pending', async (t) => {
-  const timers = new FakeTimers()
+  const clock = new ManualClock()
   const { log } = unitLog()
-  const sr = new ServerRequests(new RequestIdAllocator(), timers, log)
+  const sr = new ServerRequests(new RequestIdAllocator(), clock, log)
   const p = track(
     sr.request('test/q', 1000, () => {
       throw new Error('socket gone')
@@ -250,7 +215,7 @@ t.test('a send that throws rejects the request and leaves nothing pending', asyn
   t.equal(p.state, 'rejected')
   t.equal(p.error?.message, 'socket gone')
   t.equal(sr.size, 0)
-  t.equal(timers.pending, 0)
+  t.equal(clock.pendingCount, 0)
 })
 
 // ---- units: through Session ----
@@ -264,13 +229,13 @@ class RecordingTransport implements SessionTransport {
 }
 
 t.test('Session.request: frames, replies through handleText, shared ids, close and detach', async (t) => {
-  const timers = new FakeTimers()
+  const clock = new ManualClock()
   const { logs, log } = unitLog()
   const deps: SessionDeps = {
     dispatcher: new Dispatcher<object>([], {}),
     inFlight: new InFlightLimit(10),
     serverRequestIds: new RequestIdAllocator(),
-    timers,
+    clock,
     ratePerSecond: 0,
     burst: 1,
   }
@@ -317,7 +282,7 @@ t.test('Session.request: frames, replies through handleText, shared ids, close a
   b.detach()
   await flush()
   t.ok(pb2.error instanceof ServerRequestAborted, 'detach aborts pending server requests')
-  t.equal(timers.pending, 0, 'no timers left')
+  t.equal(clock.pendingCount, 0, 'no timers left')
 })
 
 // ---- over real sockets ----
@@ -437,10 +402,10 @@ t.test('socket: a client error reply surfaces as code=C message=M', async (t) =>
   t.strictSame((o.error as ServerRequestError).error, { code: -1, message: 'nope' })
 })
 
-t.test('socket: no answer → ServerRequestTimeout at exactly the timeout (fake timers); a late reply is a WARN', async (t) => {
-  const timers = new FakeTimers()
+t.test('socket: no answer → ServerRequestTimeout at exactly the timeout (manual clock); a late reply is a WARN', async (t) => {
+  const clock = new ManualClock()
   const probe = askClientProbe()
-  const server = await startServer({ extraMethods: probe.methods, timers })
+  const server = await startServer({ extraMethods: probe.methods, timers: clock })
   t.teardown(() => server.close())
   const client = await open(t, server)
   await client.initialize()
@@ -449,12 +414,12 @@ t.test('socket: no answer → ServerRequestTimeout at exactly the timeout (fake 
   let answered = false
   void call.then(() => (answered = true))
   const q = await question(client, 0)
-  t.strictSame(timers.delays(), [10_000], 'the timeout is scheduled with exactly the given delay')
-  timers.advance(9_999)
+  t.strictSame(clock.pendingDelays(), [10_000], 'the timeout is scheduled with exactly the given delay')
+  clock.advance(9_999)
   await client.request('initialize', { clientInfo: { name: 'x', title: null, version: '1' } }) // a round trip
   t.notOk(answered, 'no reply 1 ms before the timeout')
   t.equal(probe.outcomes.length, 0)
-  timers.advance(1)
+  clock.advance(1)
   const reply = await call
   t.strictSame(reply, { error: { code: -32000, message: 'ServerRequestTimeout: test/question timed out after 10000ms' }, id: 'ask-timeout' })
   const o = await probe.outcome(1)

@@ -13,7 +13,7 @@ import { SessionRegistry } from '../src/rpc/registry.js'
 import { RequestIdAllocator } from '../src/rpc/server-requests.js'
 import { SessionFactory } from '../src/rpc/session-factory.js'
 import type { SessionTransport } from '../src/rpc/session.js'
-import { realTimers } from '../src/rpc/timers.js'
+import { systemClock } from '../src/clock.js'
 import { connect } from './helpers/client.js'
 import { LogCapture, startServer } from './helpers/server.js'
 
@@ -31,7 +31,7 @@ class RecordingTransport implements SessionTransport {
 const log = createLogger('debug', new LogCapture())
 
 function factory(registry = new SessionRegistry()): SessionFactory {
-  const settings = { inFlight: new InFlightLimit(100), serverRequestIds: new RequestIdAllocator(), timers: realTimers, ratePerSecond: 0, burst: 1 }
+  const settings = { inFlight: new InFlightLimit(100), serverRequestIds: new RequestIdAllocator(), clock: systemClock, ratePerSecond: 0, burst: 1 }
   return new SessionFactory(settings, registry)
 }
 

@@ -7,6 +7,7 @@
  * cancelled or superseded leaves nothing behind.
  */
 import { randomUUID } from 'node:crypto'
+import { systemClock, type Clock } from '../clock.js'
 import { readIdTokenClaims, type TokenClaims } from './jwt-claims.js'
 import { startLoginServer, type BindRetry, type CallbackFailureReason, type CodeResult, type LoginServer } from './login-server.js'
 import { TokenExchangeError, type OAuthClient } from './oauth-client.js'
@@ -14,17 +15,6 @@ import { createPkce, createState } from './pkce.js'
 import type { ManagedTokens } from './types.js'
 
 export const LOGIN_TIMEOUT_MS = 10 * 60 * 1000
-
-/** Just what the login schedules with, so tests can drive the clock. */
-export interface LoginTimers {
-  setTimeout(fn: () => void, ms: number): unknown
-  clearTimeout(handle: unknown): void
-}
-
-const realTimers: LoginTimers = {
-  setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-}
 
 export type LoginErrorReason = CallbackFailureReason | 'timeout' | 'workspace' | 'exchange_failed'
 
@@ -45,7 +35,7 @@ export type BrowserLoginOutcome =
 
 export interface BrowserLoginOptions {
   readonly oauth: OAuthClient
-  /** Callback server port (default 1455, 0 in tests), fallback and bind address. */
+  /** Callback server port (0 in tests), fallback and bind address; `startLoginServer`'s defaults. */
   readonly port?: number
   readonly fallbackPort?: number | null
   readonly host?: string
@@ -53,7 +43,8 @@ export interface BrowserLoginOptions {
   /** `forcedChatgptWorkspaceId`: the id token's `chatgpt_account_id` must be one of these. */
   readonly allowedWorkspaceIds?: readonly string[] | null
   readonly timeoutMs?: number
-  readonly timers?: LoginTimers
+  /** Runs the login's deadline (tests drive it). */
+  readonly clock?: Clock
   readonly originator?: string
 }
 
@@ -105,8 +96,7 @@ export class BrowserLogin {
     this.port = server.port
     this.redirectUri = server.redirectUri
     this.done = new Promise((resolve) => (this.resolveDone = resolve))
-    const timers = options.timers ?? realTimers
-    this.timer = timers.setTimeout(
+    this.timer = (options.clock ?? systemClock).setTimeout(
       () => this.finish({ ok: false, error: new LoginError('timeout', 'Login timed out') }, true),
       options.timeoutMs ?? LOGIN_TIMEOUT_MS,
     )
@@ -154,7 +144,7 @@ export class BrowserLogin {
   private finish(outcome: BrowserLoginOutcome, force: boolean): void {
     if (this.settled) return
     this.settled = true
-    ;(this.options.timers ?? realTimers).clearTimeout(this.timer)
+    ;(this.options.clock ?? systemClock).clearTimeout(this.timer)
     const closing = force ? this.server.close() : this.server.closed
     void closing.then(() => this.resolveDone(outcome))
   }

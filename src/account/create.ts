@@ -46,8 +46,8 @@ export async function createAccountService(config: Config, wiring: AccountWiring
     },
     browserLogin: {
       async start({ allowedWorkspaceIds }) {
-        const port = settings.loginCallbackPort
-        const login = await BrowserLogin.start({ oauth, port, fallbackPort: port === 1455 ? 1457 : null, allowedWorkspaceIds })
+        // The callback server picks the fallback port (only for the default port).
+        const login = await BrowserLogin.start({ oauth, port: settings.loginCallbackPort, allowedWorkspaceIds })
         return {
           loginId: login.loginId,
           authUrl: login.authUrl,

@@ -10,9 +10,12 @@
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { timingSafeEqual } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
+import { systemClock } from '../clock.js'
+import { flagDefault } from '../config/flags.js'
 
-export const DEFAULT_LOGIN_PORT = 1455
-/** Codex's second registered redirect port, tried when 1455 stays busy. */
+/** Codex's registered redirect port (`--login-callback-port`'s default). */
+export const DEFAULT_LOGIN_PORT = flagDefault('loginCallbackPort')
+/** Codex's second registered redirect port, tried when the default one stays busy. */
 export const FALLBACK_LOGIN_PORT = 1457
 export const CALLBACK_PATH = '/auth/callback'
 
@@ -35,9 +38,9 @@ export interface BindRetry {
 }
 
 export interface LoginServerOptions {
-  /** Default 1455; 0 takes any free port (tests). */
+  /** Default `DEFAULT_LOGIN_PORT`; 0 takes any free port (tests). */
   readonly port?: number
-  /** Tried when `port` stays busy. Default 1457 for the default port, none otherwise; null for none. */
+  /** Tried when `port` stays busy. Default `FALLBACK_LOGIN_PORT` for the default port, none otherwise; null for none. */
   readonly fallbackPort?: number | null
   readonly host?: string
   readonly state: string
@@ -91,7 +94,7 @@ export async function startLoginServer(options: LoginServerOptions): Promise<Log
       if (force) server.closeAllConnections()
       else {
         server.closeIdleConnections()
-        setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS).unref()
+        systemClock.setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS)
       }
     }
     return closed
@@ -299,5 +302,5 @@ function sendCancel(host: string, port: number, timeoutMs: number): Promise<void
 }
 
 function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref())
+  return new Promise((resolve) => systemClock.setTimeout(resolve, ms))
 }

@@ -7,8 +7,6 @@
  * characters and scrubbed of the secrets the request carried, in case a server echoes them.
  */
 
-/** Codex's public client id; configurable because a test or another deployment has its own. */
-export const DEFAULT_CLIENT_ID = 'app_EMoamEEZ73f0CkXaXp7hrann'
 /** What codex sends as `originator` unless a client named itself. */
 export const DEFAULT_ORIGINATOR = 'codex_cli_rs'
 /** The spec's scope. Codex also asks for `api.connectors.*`; the spec wins. */

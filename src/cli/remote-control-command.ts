@@ -1,18 +1,17 @@
+import { systemClock } from '../clock.js'
 import type { AppLogger } from '../log/logger.js'
 import type { RemoteControlApi } from '../remote-control/methods.js'
 import type { RemoteControlStatusView } from '../remote-control/types.js'
 
-/** How long `app-server remote-control` waits for the backend before reporting `connecting`. */
-export const CONNECT_WAIT_MS = 30_000
 const POLL_MS = 100
 
 /**
  * `app-server remote-control [--json]`: the server runs in the foreground with remote control
- * enabled; once connected (or after the wait) one line says so.
+ * enabled; once connected (or after `waitMs`, `--remote-control-wait-seconds`) one line says so.
  */
 export async function announceRemoteControl(
   rc: RemoteControlApi,
-  options: { json: boolean; stdout: NodeJS.WritableStream; log: AppLogger; waitMs?: number },
+  options: { json: boolean; stdout: NodeJS.WritableStream; log: AppLogger; waitMs: number },
 ): Promise<void> {
   let view: RemoteControlStatusView
   try {
@@ -22,9 +21,9 @@ export async function announceRemoteControl(
     if (options.json) options.stdout.write(JSON.stringify({ mode: 'foreground', status: 'connecting', serverName: '', environmentId: null, timedOut: true }) + '\n')
     return
   }
-  const deadline = Date.now() + (options.waitMs ?? CONNECT_WAIT_MS)
-  while (view.status !== 'connected' && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, POLL_MS))
+  const deadline = systemClock.monotonicMs() + options.waitMs
+  while (view.status !== 'connected' && systemClock.monotonicMs() < deadline) {
+    await new Promise<void>((resolve) => systemClock.setTimeout(resolve, POLL_MS))
     view = rc.status()
   }
   const connected = view.status === 'connected'

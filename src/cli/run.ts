@@ -43,8 +43,9 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
 
   if (command !== null) {
     const [{ runAccountCommand }, { createLogger }, { pino }] = await Promise.all([import('./account-commands.js'), import('../log/logger.js'), import('pino')])
-    // Commands print for a person; their logs go to stderr at warn unless asked otherwise.
-    const level = rest.some((a) => a.startsWith('--log-level')) || io.env.APP_SERVER_LOG_LEVEL ? config.logLevel : 'warn'
+    // Commands print for a person; their logs go to stderr at warn unless a flag, the
+    // environment or .env asked for a level.
+    const level = config.sources.logLevel === 'default' ? 'warn' : config.logLevel
     const logger = createLogger(level, pino.destination({ fd: 2, sync: true }))
     return runAccountCommand(command, { withApiKey }, config, logger, { ...io, stdin: io.stdin ?? process.stdin })
   }

@@ -1,62 +1,195 @@
 /**
- * The command-line flags of `app-server`, each with its environment twin.
+ * The settings of `app-server`: every command-line flag with its environment twin, and the few
+ * settings that exist only in the environment.
  *
- * This table is the single source for argument parsing, environment loading,
- * `--help` and `.env.example` (a test keeps that file in step with it).
+ * This table is the single source of each setting's kind, default, bounds and parser. Argument
+ * parsing, environment and `.env` loading, `--help` and `.env.example` (a test keeps that file
+ * in step) are all derived from it; no other file repeats a default. A default is written once,
+ * as a user would write the value, and goes through the same parser as a user's value.
  */
+import { oneOf, parseAbsolutePath, parseBlankAsNull, parseClientId, parseHome, parseInteger, parseListen, parseLogLevel, parseOrigin, parseSwitch } from './parsers.js'
 
-export type FlagKind = 'string' | 'boolean' | 'list'
+export type FlagKind = 'string' | 'integer' | 'boolean' | 'list'
 
-export interface FlagSpec {
+/** What the command line or the environment gave: text, or the items of a repeatable flag. */
+export type RawSetting = string | readonly string[]
+
+export interface FlagSpec<T = unknown> {
   /** Long flag name without the leading dashes. */
   readonly name: string
   readonly kind: FlagKind
-  /** Default shown in `--help` and `.env.example`; `undefined` means unset. */
-  readonly defaultText?: string
   readonly valueName?: string
   readonly help: string
+  /** The default as a user would write it (`--help`, `.env.example`); absent: unset. */
+  readonly defaultText?: string
+  /** Inclusive bounds of an integer flag. */
+  readonly bounds?: { readonly min: number; readonly max: number }
+  /** The value a flag, the environment or `.env` gave → the typed value (throws `ConfigError`). */
+  readonly parse: (raw: RawSetting) => T
+  /** The value when nothing sets the flag. */
+  readonly defaultValue: () => T
 }
 
-export const FLAGS: readonly FlagSpec[] = [
-  { name: 'listen', kind: 'string', valueName: 'ws://IP:PORT', defaultText: 'ws://127.0.0.1:4500', help: 'address to listen on (literal IP; port 0 picks a free port)' },
-  { name: 'ws-auth', kind: 'string', valueName: 'MODE', help: 'bearer auth mode: capability-token | signed-bearer-token (absent: generated query token)' },
-  { name: 'ws-token-file', kind: 'string', valueName: 'PATH', help: 'absolute path of a file holding the capability token' },
-  { name: 'ws-token-sha256', kind: 'string', valueName: 'HEX', help: 'SHA-256 (64 hex chars) of the capability token' },
-  { name: 'ws-shared-secret-file', kind: 'string', valueName: 'PATH', help: 'absolute path of the HS256 secret (at least 32 bytes)' },
-  { name: 'ws-issuer', kind: 'string', valueName: 'ISS', help: 'required JWT issuer (blank: not checked)' },
-  { name: 'ws-audience', kind: 'string', valueName: 'AUD', help: 'required JWT audience (blank: not checked)' },
-  { name: 'ws-max-clock-skew-seconds', kind: 'string', valueName: 'N', defaultText: '30', help: 'clock skew allowed on JWT exp and nbf' },
-  { name: 'no-token-check', kind: 'boolean', defaultText: 'false', help: 'accept connections without a valid query token (loopback only; degraded scopes)' },
-  { name: 'allow-origin', kind: 'list', valueName: 'ORIGIN', help: 'admit browser requests from this exact origin (repeatable; env: comma-separated)' },
-  { name: 'url-file', kind: 'string', valueName: 'PATH', help: 'also write the connection URL to PATH (mode 0600)' },
-  { name: 'log-level', kind: 'string', valueName: 'LEVEL', defaultText: 'info', help: 'fatal | error | warn | info | debug | trace | silent' },
-  { name: 'home', kind: 'string', valueName: 'DIR', defaultText: '~/.app-server', help: 'state directory' },
-  { name: 'max-payload', kind: 'string', valueName: 'BYTES', defaultText: '16777216', help: 'largest inbound WebSocket message; larger closes with 1009' },
-  { name: 'ping-interval-seconds', kind: 'string', valueName: 'N', defaultText: '0', help: 'server ping interval that closes dead peers (0: off)' },
-  { name: 'max-outbound-buffer', kind: 'string', valueName: 'BYTES', defaultText: '16777216', help: 'bytes queued to a client that does not read before it is closed (1008 slow consumer)' },
-  { name: 'http-rate-limit', kind: 'string', valueName: 'N', defaultText: '600', help: 'health requests and upgrade attempts per minute per remote address (0: off)' },
-  { name: 'failed-upgrade-limit', kind: 'string', valueName: 'N', defaultText: '30', help: 'failed upgrades per minute per remote address before all its upgrades get 429 (0: off)' },
-  { name: 'rpc-rate', kind: 'string', valueName: 'N', defaultText: '1000', help: 'JSON-RPC messages per second per connection (0: off)' },
-  { name: 'rpc-burst', kind: 'string', valueName: 'N', defaultText: '2000', help: 'JSON-RPC messages a connection may send at once above its rate' },
-  { name: 'max-in-flight', kind: 'string', valueName: 'N', defaultText: '4096', help: 'JSON-RPC requests handled at once by the whole process' },
-  { name: 'credentials-store', kind: 'string', valueName: 'MODE', defaultText: 'file', help: 'where credentials live: file | keyring | auto | ephemeral' },
-  { name: 'forced-login-method', kind: 'string', valueName: 'METHOD', help: 'allow only this login method: chatgpt | api' },
-  { name: 'forced-chatgpt-workspace-id', kind: 'list', valueName: 'ID', help: 'allow only these ChatGPT workspaces (repeatable; env: comma-separated)' },
-  { name: 'login-callback-port', kind: 'string', valueName: 'PORT', defaultText: '1455', help: 'local port of the browser login callback (1457 when busy; 0: any)' },
-  { name: 'remote-control-wait-seconds', kind: 'string', valueName: 'N', defaultText: '30', help: '`remote-control`: how long to wait for the backend before reporting `connecting`' },
-  { name: 'login-client-id', kind: 'string', valueName: 'ID', defaultText: 'app_EMoamEEZ73f0CkXaXp7hrann', help: 'public OAuth client id for ChatGPT login' },
-]
+type Help = { readonly valueName?: string; readonly help: string }
+
+/** A string flag; without a default it is `null` when unset. */
+function text<T>(name: string, o: Help & { readonly parse: (text: string, flag: string, valueName?: string) => T }): FlagSpec<T | null>
+function text<T>(name: string, o: Help & { readonly default: string; readonly parse: (text: string, flag: string, valueName?: string) => T }): FlagSpec<T>
+function text<T>(name: string, o: Help & { readonly default?: string; readonly parse: (text: string, flag: string, valueName?: string) => T }): FlagSpec<T | null> {
+  const parse = (raw: RawSetting) => o.parse(single(raw), name, o.valueName)
+  const dflt = o.default
+  return {
+    name,
+    kind: 'string',
+    valueName: o.valueName,
+    help: o.help,
+    ...(dflt !== undefined ? { defaultText: dflt } : {}),
+    parse,
+    defaultValue: () => (dflt === undefined ? null : parse(dflt)),
+  }
+}
+
+function integer(name: string, o: Help & { readonly default: number; readonly min: number; readonly max: number }): FlagSpec<number> {
+  const { min, max } = o
+  return {
+    name,
+    kind: 'integer',
+    valueName: o.valueName,
+    help: o.help,
+    defaultText: String(o.default),
+    bounds: { min, max },
+    parse: (raw) => parseInteger(single(raw), name, min, max),
+    defaultValue: () => o.default,
+  }
+}
+
+/** A switch: present on the command line, or a yes/no word in the environment. */
+function toggle(name: string, help: string): FlagSpec<boolean> {
+  return { name, kind: 'boolean', help, defaultText: 'false', parse: (raw) => parseSwitch(single(raw), envName(name)), defaultValue: () => false }
+}
+
+/** Repeatable on the command line, comma-separated in the environment; empty when unset. */
+function list<T>(name: string, o: Help & { readonly parse: (items: readonly string[]) => T; readonly empty: T }): FlagSpec<T> {
+  return { name, kind: 'list', valueName: o.valueName, help: o.help, parse: (raw) => o.parse(typeof raw === 'string' ? [raw] : raw), defaultValue: () => o.empty }
+}
+
+function single(raw: RawSetting): string {
+  return typeof raw === 'string' ? raw : raw.join(',')
+}
+
+const asGiven = (text: string) => text
+const MAX_PAYLOAD_CEILING = 1024 * 1024 * 1024
+const DAY_SECONDS = 86_400
+
+const TABLE = {
+  listen: text('listen', { valueName: 'ws://IP:PORT', default: 'ws://127.0.0.1:4500', parse: parseListen, help: 'address to listen on (literal IP; port 0 picks a free port)' }),
+  // The auth flags are read raw: which combinations are allowed, and in which order they are
+  // checked, is the auth rule in load.ts.
+  wsAuth: text('ws-auth', { valueName: 'MODE', parse: asGiven, help: 'bearer auth mode: capability-token | signed-bearer-token (absent: generated query token)' }),
+  wsTokenFile: text('ws-token-file', { valueName: 'PATH', parse: parseAbsolutePath, help: 'absolute path of a file holding the capability token' }),
+  wsTokenSha256: text('ws-token-sha256', { valueName: 'HEX', parse: asGiven, help: 'SHA-256 (64 hex chars) of the capability token' }),
+  wsSharedSecretFile: text('ws-shared-secret-file', { valueName: 'PATH', parse: parseAbsolutePath, help: 'absolute path of the HS256 secret (at least 32 bytes)' }),
+  wsIssuer: text('ws-issuer', { valueName: 'ISS', parse: parseBlankAsNull, help: 'required JWT issuer (blank: not checked)' }),
+  wsAudience: text('ws-audience', { valueName: 'AUD', parse: parseBlankAsNull, help: 'required JWT audience (blank: not checked)' }),
+  wsMaxClockSkewSeconds: integer('ws-max-clock-skew-seconds', { valueName: 'N', default: 30, min: 0, max: DAY_SECONDS, help: 'clock skew allowed on JWT exp and nbf' }),
+  noTokenCheck: toggle('no-token-check', 'accept connections without a valid query token (loopback only; degraded scopes)'),
+  allowOrigin: list('allow-origin', {
+    valueName: 'ORIGIN',
+    parse: (items): readonly string[] => items.map(parseOrigin),
+    empty: [],
+    help: 'admit browser requests from this exact origin (repeatable; env: comma-separated)',
+  }),
+  urlFile: text('url-file', { valueName: 'PATH', parse: parseAbsolutePath, help: 'also write the connection URL to PATH (mode 0600)' }),
+  logLevel: text('log-level', { valueName: 'LEVEL', default: 'info', parse: parseLogLevel, help: 'fatal | error | warn | info | debug | trace | silent' }),
+  home: text('home', { valueName: 'DIR', default: '~/.app-server', parse: parseHome, help: 'state directory' }),
+  maxPayload: integer('max-payload', { valueName: 'BYTES', default: 16 * 1024 * 1024, min: 1, max: MAX_PAYLOAD_CEILING, help: 'largest inbound WebSocket message; larger closes with 1009' }),
+  pingIntervalSeconds: integer('ping-interval-seconds', { valueName: 'N', default: 0, min: 0, max: DAY_SECONDS, help: 'server ping interval that closes dead peers (0: off)' }),
+  maxOutboundBuffer: integer('max-outbound-buffer', {
+    valueName: 'BYTES',
+    default: 16 * 1024 * 1024,
+    min: 1024,
+    max: MAX_PAYLOAD_CEILING,
+    help: 'bytes queued to a client that does not read before it is closed (1008 slow consumer)',
+  }),
+  httpRateLimit: integer('http-rate-limit', { valueName: 'N', default: 600, min: 0, max: 10_000_000, help: 'health requests and upgrade attempts per minute per remote address (0: off)' }),
+  failedUpgradeLimit: integer('failed-upgrade-limit', {
+    valueName: 'N',
+    default: 30,
+    min: 0,
+    max: 10_000_000,
+    help: 'failed upgrades per minute per remote address before all its upgrades get 429 (0: off)',
+  }),
+  rpcRate: integer('rpc-rate', { valueName: 'N', default: 1000, min: 0, max: 100_000_000, help: 'JSON-RPC messages per second per connection (0: off)' }),
+  rpcBurst: integer('rpc-burst', { valueName: 'N', default: 2000, min: 1, max: 100_000_000, help: 'JSON-RPC messages a connection may send at once above its rate' }),
+  maxInFlight: integer('max-in-flight', { valueName: 'N', default: 4096, min: 1, max: 10_000_000, help: 'JSON-RPC requests handled at once by the whole process' }),
+  credentialsStore: text('credentials-store', {
+    valueName: 'MODE',
+    default: 'file',
+    parse: oneOf(['file', 'keyring', 'auto', 'ephemeral'], 'file, keyring, auto or ephemeral'),
+    help: 'where credentials live: file | keyring | auto | ephemeral',
+  }),
+  forcedLoginMethod: text('forced-login-method', { valueName: 'METHOD', parse: oneOf(['chatgpt', 'api'], 'chatgpt or api'), help: 'allow only this login method: chatgpt | api' }),
+  forcedChatgptWorkspaceId: list('forced-chatgpt-workspace-id', {
+    valueName: 'ID',
+    parse: (items): readonly string[] | null => {
+      const ids = items.map((w) => w.trim()).filter((w) => w.length > 0)
+      return ids.length > 0 ? ids : null
+    },
+    empty: null,
+    help: 'allow only these ChatGPT workspaces (repeatable; env: comma-separated)',
+  }),
+  // Codex's registered redirect port; login-server.ts falls back to its second one when busy.
+  loginCallbackPort: integer('login-callback-port', { valueName: 'PORT', default: 1455, min: 0, max: 65535, help: 'local port of the browser login callback (1457 when busy; 0: any)' }),
+  remoteControlWaitSeconds: integer('remote-control-wait-seconds', {
+    valueName: 'N',
+    default: 30,
+    min: 0,
+    max: DAY_SECONDS,
+    help: '`remote-control`: how long to wait for the backend before reporting `connecting`',
+  }),
+  // Codex's public client id; configurable because a test or another deployment has its own.
+  loginClientId: text('login-client-id', { valueName: 'ID', default: 'app_EMoamEEZ73f0CkXaXp7hrann', parse: parseClientId, help: 'public OAuth client id for ChatGPT login' }),
+} as const
+
+export type Flags = typeof TABLE
+export type FlagKey = keyof Flags
+/** The typed value of a flag once loaded. */
+export type FlagValue<K extends FlagKey> = ReturnType<Flags[K]['parse']> | ReturnType<Flags[K]['defaultValue']>
+
+/** Every flag, in `--help` order, keyed by its camel-case name. */
+export const FLAG_TABLE: Flags = TABLE
+export const FLAGS: readonly (FlagSpec & { readonly key: FlagKey })[] = (Object.keys(TABLE) as FlagKey[]).map((key) => ({ key, ...(TABLE[key] as FlagSpec) }))
+
+/** A flag's value when nothing sets it (for code that needs the default outside a config). */
+export function flagDefault<K extends FlagKey>(key: K): ReturnType<Flags[K]['defaultValue']> {
+  return TABLE[key].defaultValue() as ReturnType<Flags[K]['defaultValue']>
+}
 
 /** `--ws-auth` → `APP_SERVER_WS_AUTH`. */
 export function envName(flag: string): string {
   return 'APP_SERVER_' + flag.toUpperCase().replaceAll('-', '_')
 }
 
-/** Settings that exist only as environment variables. */
-export const ENV_ONLY: readonly { name: string; defaultText: string; help: string }[] = [
+export interface EnvOnlySpec {
+  readonly name: string
+  readonly defaultText: string
+  readonly help: string
+}
+
+/** Settings that exist only as environment variables (used as given). */
+export const ENV_ONLY = [
   { name: 'CHATGPT_BASE_URL', defaultText: 'https://chatgpt.com/backend-api', help: 'ChatGPT backend base URL' },
   { name: 'AUTH_ISSUER', defaultText: 'https://auth.openai.com', help: 'OAuth issuer for ChatGPT login' },
-]
+] as const satisfies readonly EnvOnlySpec[]
+
+export type EnvOnlyName = (typeof ENV_ONLY)[number]['name']
+
+export function envOnlyDefault(name: EnvOnlyName): string {
+  return ENV_ONLY.find((e) => e.name === name)!.defaultText
+}
+
+/** Every setting a config records the source of. */
+export type SettingName = FlagKey | EnvOnlyName
 
 export function helpText(): string {
   const lines = [

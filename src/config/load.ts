@@ -1,149 +1,74 @@
+/**
+ * Flags + environment (+ `.env`) → one validated config, or a one-line refusal.
+ *
+ * Each setting is parsed by its flag-table parser when it is first read, in a fixed order
+ * (listen, auth, origins, the rest in table order, then accounts), so the first refusal a user
+ * sees does not depend on how the command line was spelled. The cross-setting rules (which
+ * auth flags go with which mode) are here; a setting's own rules are in its parser.
+ */
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { homedir } from 'node:os'
-import { isAbsolute, join, resolve } from 'node:path'
-import { parseArgs } from 'node:util'
-import envSchema from 'env-schema'
-import { ENV_ONLY, envName, FLAGS } from './flags.js'
-import { parseListenUrl } from './listen.js'
-import { LOG_LEVELS, type AccountSettings, type Config, type LogLevel, type WsAuthConfig } from './types.js'
+import { ConfigError, shown } from './errors.js'
+import { envOnlyDefault, FLAG_TABLE, type FlagKey, type FlagValue } from './flags.js'
+import { readSources, sourcesOf, type RawSettings, type SourceOptions } from './sources.js'
+import type { AccountSettings, Config, WsAuthConfig } from './types.js'
 
-/** A refusal to start: one line for stderr, exit code 2 (as clap does in codex). */
-export class ConfigError extends Error {
-  readonly exitCode = 2
-  override name = 'ConfigError'
-}
-
-export interface LoadConfigOptions {
-  /** The process environment (tests pass their own). */
-  readonly env: Readonly<Record<string, string | undefined>>
-  /** `.env` file read below the environment; `null` reads none. Default `./.env`. */
-  readonly dotenvPath?: string | null
-}
-
-type RawValue = string | boolean | string[] | undefined
+export { ConfigError } from './errors.js'
+export type LoadConfigOptions = SourceOptions
 
 const MIN_SIGNED_SECRET_BYTES = 32
-const MAX_PAYLOAD_CEILING = 1024 * 1024 * 1024
 
-/** Flags + environment (+ `.env`) → one validated config. Throws `ConfigError` on any refusal. */
+/** A setting's typed value: its parser over what a layer gave, or its default. */
+type Reader = <K extends FlagKey>(key: K) => FlagValue<K>
+
+/** Throws `ConfigError` on any refusal. */
 export function loadConfig(argv: readonly string[], options: LoadConfigOptions): Config {
-  const cli = parseCommandLine(argv)
-  const env = readEnvironment(options)
-  const raw = (name: string): RawValue => cli[name] ?? fromEnv(name, env[envName(name)])
+  const settings = readSources(argv, options)
+  const value: Reader = (key) => {
+    const given = settings.flag(key)
+    const spec = FLAG_TABLE[key]
+    return (given === null ? spec.defaultValue() : spec.parse(given.raw)) as FlagValue<typeof key>
+  }
 
-  const listenText = str(raw('listen')) ?? 'ws://127.0.0.1:4500'
-  const listen = parseListenUrl(listenText)
-  if (!listen) throw new ConfigError(`invalid websocket --listen URL \`${shown(listenText)}\`; expected \`ws://IP:PORT\``)
-
-  const auth = resolveAuth(raw, listen.loopback)
-
+  const listen = value('listen')
+  const auth = resolveAuth(settings, value, listen.loopback)
   return {
     listen,
     auth,
-    allowOrigins: (raw('allow-origin') as string[] | undefined ?? []).map(checkOrigin),
-    urlFile: absolutePathOrNull('url-file', str(raw('url-file'))),
-    logLevel: logLevel(str(raw('log-level')) ?? 'info'),
-    home: resolveHome(str(raw('home'))),
-    maxPayloadBytes: integerFlag('max-payload', str(raw('max-payload')), 16 * 1024 * 1024, 1, MAX_PAYLOAD_CEILING),
-    pingIntervalMs: 1000 * integerFlag('ping-interval-seconds', str(raw('ping-interval-seconds')), 0, 0, 86_400),
+    allowOrigins: value('allowOrigin'),
+    urlFile: value('urlFile'),
+    logLevel: value('logLevel'),
+    home: value('home'),
+    maxPayloadBytes: value('maxPayload'),
+    pingIntervalMs: 1000 * value('pingIntervalSeconds'),
     limits: {
-      httpPerMinute: integerFlag('http-rate-limit', str(raw('http-rate-limit')), 600, 0, 10_000_000),
-      failedUpgradesPerMinute: integerFlag('failed-upgrade-limit', str(raw('failed-upgrade-limit')), 30, 0, 10_000_000),
-      rpcRatePerSecond: integerFlag('rpc-rate', str(raw('rpc-rate')), 1000, 0, 100_000_000),
-      rpcBurst: integerFlag('rpc-burst', str(raw('rpc-burst')), 2000, 1, 100_000_000),
-      maxInFlight: integerFlag('max-in-flight', str(raw('max-in-flight')), 4096, 1, 10_000_000),
-      maxOutboundBufferBytes: integerFlag('max-outbound-buffer', str(raw('max-outbound-buffer')), 16 * 1024 * 1024, 1024, MAX_PAYLOAD_CEILING),
+      httpPerMinute: value('httpRateLimit'),
+      failedUpgradesPerMinute: value('failedUpgradeLimit'),
+      rpcRatePerSecond: value('rpcRate'),
+      rpcBurst: value('rpcBurst'),
+      maxInFlight: value('maxInFlight'),
+      maxOutboundBufferBytes: value('maxOutboundBuffer'),
     },
-    accounts: resolveAccounts(raw),
-    remoteControlWaitMs: 1000 * integerFlag('remote-control-wait-seconds', str(raw('remote-control-wait-seconds')), 30, 0, 86_400),
-    chatgptBaseUrl: env.CHATGPT_BASE_URL ?? defaultOf('CHATGPT_BASE_URL'),
-    authIssuer: env.AUTH_ISSUER ?? defaultOf('AUTH_ISSUER'),
+    accounts: resolveAccounts(value),
+    remoteControlWaitMs: 1000 * value('remoteControlWaitSeconds'),
+    chatgptBaseUrl: settings.envOnly('CHATGPT_BASE_URL')?.raw ?? envOnlyDefault('CHATGPT_BASE_URL'),
+    authIssuer: settings.envOnly('AUTH_ISSUER')?.raw ?? envOnlyDefault('AUTH_ISSUER'),
+    sources: sourcesOf(settings),
   }
 }
 
-function parseCommandLine(argv: readonly string[]): Record<string, RawValue> {
-  const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = {}
-  for (const f of FLAGS) {
-    options[f.name] = f.kind === 'boolean' ? { type: 'boolean' } : { type: 'string', multiple: f.kind === 'list' }
-  }
-  try {
-    const { values } = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false })
-    return values as Record<string, RawValue>
-  } catch (err) {
-    throw new ConfigError(describeArgError(err))
-  }
-}
+/**
+ * The auth mode and its flags, checked in this order: flags given without a mode; the
+ * `--no-token-check` combinations; then the chosen mode's own flags.
+ */
+function resolveAuth(settings: RawSettings, value: Reader, loopback: boolean): WsAuthConfig {
+  const isSet = (key: FlagKey) => settings.flag(key) !== null
+  const mode = value('wsAuth')
+  const noTokenCheck = value('noTokenCheck')
+  const jwtFlagSet = isSet('wsSharedSecretFile') || isSet('wsIssuer') || isSet('wsAudience') || isSet('wsMaxClockSkewSeconds')
+  const tokenFlagSet = isSet('wsTokenFile') || isSet('wsTokenSha256')
 
-function describeArgError(err: unknown): string {
-  const e = err as { code?: string; message?: string }
-  const message = e.message ?? String(err)
-  if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
-    const flag = /'([^']+)'/.exec(message)?.[1] ?? 'argument'
-    return `unexpected argument '${flag}' found (see --help)`
-  }
-  if (e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
-    const arg = /'([^']+)'/.exec(message)?.[1] ?? 'argument'
-    return `unexpected argument '${arg}' found (see --help)`
-  }
-  // parseArgs' own wording for a flag with a missing value or a value on a boolean flag.
-  return message.split('\n')[0] ?? 'invalid arguments'
-}
-
-function readEnvironment(options: LoadConfigOptions): Record<string, string | undefined> {
-  const properties: Record<string, { type: 'string' }> = {}
-  for (const f of FLAGS) properties[envName(f.name)] = { type: 'string' }
-  for (const e of ENV_ONLY) properties[e.name] = { type: 'string' }
-  const dotenvPath = options.dotenvPath === undefined ? '.env' : options.dotenvPath
-  try {
-    return envSchema({
-      schema: { type: 'object', properties },
-      data: [{ ...options.env }],
-      env: false,
-      dotenv: dotenvPath === null ? false : { path: dotenvPath },
-    }) as Record<string, string | undefined>
-  } catch (err) {
-    throw new ConfigError(`failed to read environment: ${(err as Error).message}`)
-  }
-}
-
-function fromEnv(flag: string, value: string | undefined): RawValue {
-  if (value === undefined) return undefined
-  const spec = FLAGS.find((f) => f.name === flag)
-  if (spec?.kind === 'boolean') {
-    const v = value.trim().toLowerCase()
-    if (['1', 'true', 'yes', 'on'].includes(v)) return true
-    if (['', '0', 'false', 'no', 'off'].includes(v)) return undefined
-    throw new ConfigError(`${envName(flag)} must be true or false`)
-  }
-  if (spec?.kind === 'list') {
-    return value.split(',').map((s) => s.trim()).filter((s) => s.length > 0)
-  }
-  return value
-}
-
-function str(v: RawValue): string | undefined {
-  return typeof v === 'string' ? v : undefined
-}
-
-function defaultOf(name: string): string {
-  return ENV_ONLY.find((e) => e.name === name)?.defaultText ?? ''
-}
-
-function resolveAuth(raw: (name: string) => RawValue, loopback: boolean): WsAuthConfig {
-  const mode = str(raw('ws-auth'))
-  const tokenFile = str(raw('ws-token-file'))
-  const tokenSha256 = str(raw('ws-token-sha256'))
-  const secretFile = str(raw('ws-shared-secret-file'))
-  const issuer = str(raw('ws-issuer'))
-  const audience = str(raw('ws-audience'))
-  const skew = str(raw('ws-max-clock-skew-seconds'))
-  const noTokenCheck = raw('no-token-check') === true
-
-  const jwtFlagSet = secretFile !== undefined || issuer !== undefined || audience !== undefined || skew !== undefined
-  const tokenFlagSet = tokenFile !== undefined || tokenSha256 !== undefined
-
-  if (mode === undefined) {
+  if (mode === null) {
     if (jwtFlagSet || tokenFlagSet) {
       throw new ConfigError('websocket auth flags require `--ws-auth capability-token` or `--ws-auth signed-bearer-token`')
     }
@@ -158,14 +83,16 @@ function resolveAuth(raw: (name: string) => RawValue, loopback: boolean): WsAuth
         '`--ws-shared-secret-file`, `--ws-issuer`, `--ws-audience`, and `--ws-max-clock-skew-seconds` require `--ws-auth signed-bearer-token`',
       )
     }
-    if (tokenFile !== undefined && tokenSha256 !== undefined) {
+    if (isSet('wsTokenFile') && isSet('wsTokenSha256')) {
       throw new ConfigError('`--ws-token-file` and `--ws-token-sha256` are mutually exclusive')
     }
-    if (tokenFile !== undefined) {
-      const token = readTrimmedSecret(absolutePath('ws-token-file', tokenFile))
+    const tokenFile = value('wsTokenFile')
+    if (tokenFile !== null) {
+      const token = readTrimmedSecret(tokenFile)
       return { mode: 'capabilityToken', tokenSha256: sha256(Buffer.from(token, 'utf8')) }
     }
-    if (tokenSha256 !== undefined) {
+    const tokenSha256 = value('wsTokenSha256')
+    if (tokenSha256 !== null) {
       if (!/^[0-9a-fA-F]{64}$/.test(tokenSha256)) {
         throw new ConfigError('--ws-token-sha256 must be a 64-character hex SHA-256 digest')
       }
@@ -178,10 +105,10 @@ function resolveAuth(raw: (name: string) => RawValue, loopback: boolean): WsAuth
     if (tokenFlagSet) {
       throw new ConfigError('`--ws-token-file` and `--ws-token-sha256` require `--ws-auth capability-token`, not `signed-bearer-token`')
     }
-    if (secretFile === undefined) {
+    const path = value('wsSharedSecretFile')
+    if (path === null) {
       throw new ConfigError('`--ws-shared-secret-file` is required when `--ws-auth signed-bearer-token` is set')
     }
-    const path = absolutePath('ws-shared-secret-file', secretFile)
     const secret = Buffer.from(readTrimmedSecret(path), 'utf8')
     if (secret.length < MIN_SIGNED_SECRET_BYTES) {
       throw new ConfigError(`signed websocket bearer secret ${shown(path)} must be at least ${MIN_SIGNED_SECRET_BYTES} bytes`)
@@ -189,42 +116,22 @@ function resolveAuth(raw: (name: string) => RawValue, loopback: boolean): WsAuth
     return {
       mode: 'signedBearerToken',
       sharedSecret: new Uint8Array(secret),
-      issuer: blankToNull(issuer),
-      audience: blankToNull(audience),
-      maxClockSkewSeconds: integerFlag('ws-max-clock-skew-seconds', skew, 30, 0, 86_400),
+      issuer: value('wsIssuer'),
+      audience: value('wsAudience'),
+      maxClockSkewSeconds: value('wsMaxClockSkewSeconds'),
     }
   }
 
   throw new ConfigError(`invalid value '${shown(mode)}' for '--ws-auth <MODE>': expected capability-token or signed-bearer-token`)
 }
 
-/**
- * A value echoed in a refusal: control characters escaped (so the refusal stays one line and
- * cannot forge log lines), and cut at 200 characters.
- */
-function shown(value: string): string {
-  const escaped = value.replace(/[\x00-\x1f\x7f]/g, (c) => (c === '\n' ? '\\n' : c === '\r' ? '\\r' : c === '\t' ? '\\t' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`))
-  return escaped.length > 200 ? escaped.slice(0, 200) + '...' : escaped
-}
-
-function resolveAccounts(raw: (name: string) => RawValue): AccountSettings {
-  const store = (str(raw('credentials-store')) ?? 'file').trim()
-  if (store !== 'file' && store !== 'keyring' && store !== 'auto' && store !== 'ephemeral') {
-    throw new ConfigError(`invalid value '${shown(store)}' for '--credentials-store <MODE>': expected file, keyring, auto or ephemeral`)
-  }
-  const forced = str(raw('forced-login-method'))?.trim()
-  if (forced !== undefined && forced !== 'chatgpt' && forced !== 'api') {
-    throw new ConfigError(`invalid value '${shown(forced)}' for '--forced-login-method <METHOD>': expected chatgpt or api`)
-  }
-  const workspaces = (raw('forced-chatgpt-workspace-id') as string[] | undefined)?.map((w) => w.trim()).filter((w) => w.length > 0)
-  const clientId = (str(raw('login-client-id')) ?? 'app_EMoamEEZ73f0CkXaXp7hrann').trim()
-  if (!/^[\x21-\x7e]{1,200}$/.test(clientId)) throw new ConfigError('--login-client-id must be 1 to 200 visible ASCII characters')
+function resolveAccounts(value: Reader): AccountSettings {
   return {
-    credentialsStore: store,
-    forcedLoginMethod: forced ?? null,
-    forcedWorkspaceIds: workspaces && workspaces.length > 0 ? workspaces : null,
-    loginCallbackPort: integerFlag('login-callback-port', str(raw('login-callback-port')), 1455, 0, 65535),
-    loginClientId: clientId,
+    credentialsStore: value('credentialsStore'),
+    forcedLoginMethod: value('forcedLoginMethod'),
+    forcedWorkspaceIds: value('forcedChatgptWorkspaceId'),
+    loginClientId: value('loginClientId'),
+    loginCallbackPort: value('loginCallbackPort'),
   }
 }
 
@@ -248,53 +155,4 @@ function describeIoError(err: unknown): string {
 
 function sha256(data: Buffer): Buffer {
   return createHash('sha256').update(data).digest()
-}
-
-function absolutePath(flag: string, value: string): string {
-  if (!isAbsolute(value)) throw new ConfigError(`--${flag} must be an absolute path`)
-  return value
-}
-
-function absolutePathOrNull(flag: string, value: string | undefined): string | null {
-  return value === undefined ? null : absolutePath(flag, value)
-}
-
-function blankToNull(value: string | undefined): string | null {
-  const t = value?.trim()
-  return t ? t : null
-}
-
-function integerFlag(flag: string, value: string | undefined, dflt: number, min: number, max: number): number {
-  if (value === undefined) return dflt
-  const t = value.trim()
-  const n = /^\d{1,12}$/.test(t) ? Number(t) : NaN
-  if (!Number.isSafeInteger(n) || n < min || n > max) {
-    throw new ConfigError(`invalid value for --${flag}: expected an integer from ${min} to ${max}`)
-  }
-  return n
-}
-
-function logLevel(value: string): LogLevel {
-  const v = value.trim().toLowerCase()
-  if ((LOG_LEVELS as readonly string[]).includes(v)) return v as LogLevel
-  throw new ConfigError(`invalid value for --log-level: expected one of ${LOG_LEVELS.join(', ')}`)
-}
-
-function checkOrigin(value: string): string {
-  let origin: string | null = null
-  try {
-    const url = new URL(value)
-    if ((url.protocol === 'http:' || url.protocol === 'https:') && url.origin === value) origin = value
-  } catch {
-    origin = null
-  }
-  if (origin === null) throw new ConfigError(`invalid --allow-origin \`${shown(value)}\`; expected an exact origin scheme://host[:port]`)
-  return origin
-}
-
-function resolveHome(value: string | undefined): string {
-  if (value === undefined || value.trim() === '') return join(homedir(), '.app-server')
-  const v = value.trim()
-  if (v === '~' || v.startsWith('~/')) return join(homedir(), v.slice(1))
-  return resolve(v)
 }

@@ -1,4 +1,8 @@
 /** The validated, typed configuration the whole server is built from. */
+import type { SettingName } from './flags.js'
+
+/** Where a setting's value came from: a flag, the environment, the `.env` file, or the default. */
+export type ValueSource = 'flag' | 'env' | '.env' | 'default'
 
 export type AuthModeName = 'queryToken' | 'capabilityToken' | 'signedBearerToken'
 
@@ -43,6 +47,8 @@ export interface Config {
   readonly remoteControlWaitMs: number
   readonly chatgptBaseUrl: string
   readonly authIssuer: string
+  /** The layer each setting came from (a user's choice, or the default). */
+  readonly sources: Readonly<Record<SettingName, ValueSource>>
 }
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const

@@ -17,7 +17,7 @@
 import WebSocket from 'ws'
 import { withheldError, type AppLogger } from '../log/logger.js'
 import { INTERNAL_ERROR, RpcError } from '../rpc/errors.js'
-import type { Timers } from '../rpc/timers.js'
+import type { Clock } from '../clock.js'
 import { encodeError, encodeNotification, encodeRequest, encodeResult, parseIncoming, type RequestId, type RpcErrorBody } from '../rpc/wire.js'
 
 const METHOD_NOT_FOUND = -32601
@@ -46,7 +46,7 @@ export class EngineRpcUnanswered extends Error {
 
 export interface EngineRpcClientOptions {
   readonly log: AppLogger
-  readonly timers: Timers
+  readonly timers: Clock
   /** How long the WebSocket handshake over the socket may take. */
   readonly connectTimeoutMs?: number
 }
@@ -69,7 +69,7 @@ export class EngineRpcClient {
   private constructor(
     private readonly ws: WebSocket,
     private readonly log: AppLogger,
-    private readonly timers: Timers,
+    private readonly timers: Clock,
   ) {
     ws.on('message', (data, isBinary) => this.receive(data, isBinary))
     ws.on('close', () => this.ended())

@@ -27,7 +27,7 @@ import { lstatSync, mkdirSync, unlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import type { AppLogger } from '../log/logger.js'
-import type { Timers } from '../rpc/timers.js'
+import type { Clock } from '../clock.js'
 import type { EngineBinary } from './binary.js'
 import { EngineOutputLog } from './output-log.js'
 import { EngineRpcClient } from './rpc-client.js'
@@ -59,7 +59,7 @@ export interface EngineSupervisorOptions {
   /** The gateway's version, sent in the readiness `initialize`'s clientInfo. */
   readonly clientVersion: string
   readonly log: AppLogger
-  readonly timers: Timers
+  readonly timers: Clock
   /** The environment the engine starts from (`APP_SERVER_*` removed); defaults to `process.env`. */
   readonly env?: NodeJS.ProcessEnv
   readonly readyTimeoutMs?: number
@@ -248,7 +248,7 @@ export class EngineSupervisor {
       markExited()
     })
     this.log.info({ event: 'engine.spawn', pid: child.pid ?? null }, 'engine starting')
-    const deadline = this.options.timers.now() + (this.options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS)
+    const deadline = this.options.timers.monotonicMs() + (this.options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS)
     this.pollReadiness(run, deadline)
   }
 
@@ -256,7 +256,7 @@ export class EngineSupervisor {
     run.pollTimer = this.options.timers.setTimeout(() => {
       run.pollTimer = null
       if (this.run !== run || run.stopping) return
-      if (this.options.timers.now() >= deadline) return this.readinessTimedOut(run)
+      if (this.options.timers.monotonicMs() >= deadline) return this.readinessTimedOut(run)
       void this.tryInitialize(run).then((ok) => {
         if (this.run !== run || run.stopping) return
         if (ok) this.becameReady(run)

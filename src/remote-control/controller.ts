@@ -1,8 +1,9 @@
 import { CredentialRejected } from '../account/errors.js'
+import type { Clock } from '../clock.js'
 import type { AppLogger } from '../log/logger.js'
 import { withheldError } from '../log/logger.js'
 import { reconnectDelayMs } from './backoff.js'
-import { RemoteControlHttpError, type ChatgptAuth, type Clock, type Enrollment, type RemoteControlStatus, type RemoteControlStatusView, type ServerTokenGrant } from './types.js'
+import { RemoteControlHttpError, type ChatgptAuth, type Enrollment, type RemoteControlStatus, type RemoteControlStatusView, type ServerTokenGrant } from './types.js'
 
 /** The ChatGPT side the controller needs from the account service. */
 export interface AccountAccess {
@@ -268,7 +269,7 @@ export class RemoteControlController {
       environmentId: grant.environmentId,
       serverName: this.o.serverName,
       enabled: true,
-      updatedAt: new Date(this.o.clock.now()),
+      updatedAt: new Date(this.o.clock.wallMs()),
     }
     this.o.store.upsert(enrollment)
     this.enrollment = enrollment
@@ -307,11 +308,11 @@ export class RemoteControlController {
     this.failures = 0
     this.lastError = null
     this.setState('connected')
-    let lastPong = this.o.clock.now()
+    let lastPong = this.o.clock.monotonicMs()
     return new Promise<void>((resolve) => {
       let ping: unknown = null
       const keepalive = () => {
-        if (this.o.clock.now() - lastPong > PONG_TIMEOUT_MS) {
+        if (this.o.clock.monotonicMs() - lastPong > PONG_TIMEOUT_MS) {
           this.o.log.warn('remote control backend missed its pongs; reconnecting')
           socket.close()
           return
@@ -320,7 +321,7 @@ export class RemoteControlController {
         ping = this.o.clock.setTimeout(keepalive, PING_INTERVAL_MS)
       }
       ping = this.o.clock.setTimeout(keepalive, PING_INTERVAL_MS)
-      socket.onPong(() => (lastPong = this.o.clock.now()))
+      socket.onPong(() => (lastPong = this.o.clock.monotonicMs()))
       socket.onMessage((text) => this.o.relay.handleEnvelope(text))
       socket.onClose(() => {
         this.o.clock.clearTimeout(ping)

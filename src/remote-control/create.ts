@@ -1,6 +1,7 @@
 import { hostname } from 'node:os'
 import { fullPrincipal } from '../auth/principal.js'
 import type { AccountService } from '../account/service.js'
+import { systemClock, type Clock } from '../clock.js'
 import type { AppLogger } from '../log/logger.js'
 import { lazyChild } from '../log/logger.js'
 import type { Session } from '../rpc/session.js'
@@ -14,7 +15,7 @@ import { loadOrCreateInstallationId } from './installation-id.js'
 import { describeHttpFailure } from './preview.js'
 import { RemoteRelay } from './relay.js'
 import { ServerTokenCache } from './token-cache.js'
-import type { Clock, RemoteControlStatusView } from './types.js'
+import type { RemoteControlStatusView } from './types.js'
 import { wsOpener } from './ws-opener.js'
 
 export interface RemoteControlWiring {
@@ -31,15 +32,6 @@ export interface RemoteControlWiring {
   readonly serverName?: string
 }
 
-export const realClock: Clock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => {
-    const t = setTimeout(fn, ms)
-    t.unref()
-    return t
-  },
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
-}
 
 /**
  * Builds remote control from its parts: the enrollment client and SQLite identity store, the
@@ -47,7 +39,7 @@ export const realClock: Clock = {
  * `remote`) in the same registry and dispatcher, and the controller that keeps the socket up.
  */
 export async function createRemoteControl(w: RemoteControlWiring): Promise<{ controller: RemoteControlController; close(): Promise<void> }> {
-  const clock = w.clock ?? realClock
+  const clock = w.clock ?? systemClock
   const urls = remoteControlUrls(w.chatgptBaseUrl)
   const installationId = await loadOrCreateInstallationId(w.home, { warn: (m) => w.log.warn(m) })
   const store = EnrollmentStore.open(w.home)

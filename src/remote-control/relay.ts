@@ -36,7 +36,7 @@ import {
   type JsonObject,
   type OutboundPiece,
 } from './envelopes.js'
-import type { Clock } from './types.js'
+import type { Clock } from '../clock.js'
 
 export interface VirtualConnectionKey {
   readonly clientId: string
@@ -189,7 +189,7 @@ export class RemoteRelay<S extends RelaySession = RelaySession> {
 
   /** Closes virtual connections idle for `idleTimeoutMs`. */
   sweep(): void {
-    const now = this.opts.clock.now()
+    const now = this.opts.clock.monotonicMs()
     for (const stream of [...this.streams.values()]) {
       if (now - stream.conn.lastActivity >= this.limits.idleTimeoutMs) this.close(stream, 'idle remote client closed')
     }
@@ -290,7 +290,7 @@ export class RemoteRelay<S extends RelaySession = RelaySession> {
       return
     }
     const conn = stream.conn
-    conn.lastActivity = this.opts.clock.now()
+    conn.lastActivity = this.opts.clock.monotonicMs()
     if (env.seqId !== null) conn.lastInboundSeq = env.seqId
     // The session parses the text itself, exactly as a local socket's frame.
     conn.session?.handleText(JSON.stringify(env.message))
@@ -316,7 +316,7 @@ export class RemoteRelay<S extends RelaySession = RelaySession> {
   private handlePing(clientId: string, streamId: string): void {
     const stream = this.streams.get(mapKeyOf(clientId, streamId))
     if (stream !== undefined) {
-      stream.conn.lastActivity = this.opts.clock.now()
+      stream.conn.lastActivity = this.opts.clock.monotonicMs()
       this.enqueue(stream, { kind: 'pong' })
       return
     }
@@ -332,7 +332,7 @@ export class RemoteRelay<S extends RelaySession = RelaySession> {
   /** Opens (or replaces) the connection of `key`; undefined when its session cannot be made. */
   private open(key: VirtualConnectionKey, existing: Stream<S> | undefined): Stream<S> | undefined {
     const mapKey = mapKeyOf(key.clientId, key.streamId)
-    const conn: Connection<S> = { session: null, lastInboundSeq: null, lastActivity: this.opts.clock.now() }
+    const conn: Connection<S> = { session: null, lastInboundSeq: null, lastActivity: this.opts.clock.monotonicMs() }
     let stream = existing
     if (stream !== undefined) {
       this.endSession(stream)

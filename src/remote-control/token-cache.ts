@@ -15,7 +15,8 @@
  * cache only knows about the token. The token is never persisted, logged or put in a message.
  */
 import { isTransientRemoteControlError } from './enrollment-client.js'
-import { RemoteControlHttpError, type Clock, type ServerTokenGrant } from './types.js'
+import type { Clock } from '../clock.js'
+import { RemoteControlHttpError, type ServerTokenGrant } from './types.js'
 
 /** Codex's `REMOTE_CONTROL_SERVER_TOKEN_REFRESH_SKEW_SECS` (5 minutes). */
 export const PROACTIVE_REFRESH_WINDOW_MS = 300_000
@@ -26,8 +27,8 @@ export const DEFERRAL_MAX_SECONDS = 36
 export type RefreshRequirement = 'required' | 'proactive' | 'not-needed'
 
 export interface ServerTokenCacheOptions {
-  /** Only `now()` is used. */
-  readonly clock: Pick<Clock, 'now'>
+  /** Only the wall reading is used: expiry and `Retry-After` are instants the backend named. */
+  readonly clock: Pick<Clock, 'wallMs'>
   /** Enroll or refresh, as the caller sees fit; its errors decide what the cache does. */
   readonly refresh: () => Promise<ServerTokenGrant>
   /** In [0, 1), for the 24–36 s deferral; defaults to Math.random. */
@@ -69,7 +70,7 @@ export class ServerTokenCache {
   private inflight: Promise<ServerTokenGrant> | null = null
   /** Bumped by `clear()`, so a refresh started before it cannot repopulate the cache. */
   private epoch = 0
-  private readonly clock: Pick<Clock, 'now'>
+  private readonly clock: Pick<Clock, 'wallMs'>
   private readonly refreshFn: () => Promise<ServerTokenGrant>
   private readonly random: () => number
   private readonly onDeferred: ServerTokenCacheOptions['onDeferred']
@@ -92,7 +93,7 @@ export class ServerTokenCache {
   }
 
   /** Codex's classification: a deferral in the future turns a proactive refresh into none. */
-  requirement(now: number = this.clock.now()): RefreshRequirement {
+  requirement(now: number = this.clock.wallMs()): RefreshRequirement {
     const expiresAt = this.grant?.expiresAt.getTime()
     // An unparsable expiry (NaN) counts as no expiry.
     if (this.grant === null || expiresAt === undefined || !Number.isFinite(expiresAt) || expiresAt <= now) return 'required'
@@ -107,7 +108,7 @@ export class ServerTokenCache {
    * or `RemoteControlTokenCacheClearedError`. Concurrent callers share one refresh.
    */
   async get(): Promise<ServerTokenGrant> {
-    const now = this.clock.now()
+    const now = this.clock.wallMs()
     const requirement = this.requirement(now)
     if (requirement === 'not-needed' && this.grant !== null) return this.grant
     if (requirement === 'required' && this.retryAt !== null && this.retryAt > now) {
@@ -168,7 +169,7 @@ export class ServerTokenCache {
       // caller to see, as codex does, without a deferral.
       if (!isTransientRemoteControlError(err)) throw err
       // Judged again now: the token may have expired while the request was out.
-      const now = this.clock.now()
+      const now = this.clock.wallMs()
       const required = this.requirement(now) === 'required'
       const retryAfter = err instanceof RemoteControlHttpError ? err.retryAfter : null
       this.retryAt = refreshDeferral(retryAfter, now, this.random)

@@ -54,9 +54,3 @@ export class RemoteControlHttpError extends Error {
     super(message)
   }
 }
-
-export interface Clock {
-  now(): number
-  setTimeout(fn: () => void, ms: number): unknown
-  clearTimeout(handle: unknown): void
-}

@@ -1,5 +1,5 @@
 import type { AppLogger } from '../log/logger.js'
-import type { Timers } from './timers.js'
+import type { Clock } from '../clock.js'
 import type { RpcErrorBody } from './wire.js'
 
 /** The client answered a server request with an error. */
@@ -50,7 +50,7 @@ export class ServerRequests {
 
   constructor(
     private readonly ids: RequestIdAllocator,
-    private readonly timers: Timers,
+    private readonly clock: Clock,
     private readonly log: AppLogger,
   ) {}
 
@@ -62,7 +62,7 @@ export class ServerRequests {
   request(method: string, timeoutMs: number, send: (id: number) => void): Promise<unknown> {
     const id = this.ids.allocate()
     return new Promise((resolve, reject) => {
-      const timer = this.timers.setTimeout(() => {
+      const timer = this.clock.setTimeout(() => {
         if (this.pending.delete(id)) reject(new ServerRequestTimeout(method, timeoutMs))
       }, timeoutMs)
       this.pending.set(id, { method, resolve, reject, timer })
@@ -100,7 +100,7 @@ export class ServerRequests {
   /** The connection closed: every waiting request fails at once. */
   abortAll(): void {
     for (const [id, p] of this.pending) {
-      this.timers.clearTimeout(p.timer)
+      this.clock.clearTimeout(p.timer)
       this.pending.delete(id)
       p.reject(new ServerRequestAborted(p.method))
     }
@@ -110,7 +110,7 @@ export class ServerRequests {
     const p = this.pending.get(id)
     if (p === undefined) return undefined
     this.pending.delete(id)
-    this.timers.clearTimeout(p.timer)
+    this.clock.clearTimeout(p.timer)
     return p
   }
 }

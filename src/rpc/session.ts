@@ -4,7 +4,7 @@ import type { Dispatcher } from './dispatcher.js'
 import { INTERNAL_ERROR, OVERLOADED, OVERLOADED_MESSAGE } from './errors.js'
 import type { InFlightLimit } from './in-flight.js'
 import { ServerRequestAborted, ServerRequests, type RequestIdAllocator } from './server-requests.js'
-import type { Timers } from './timers.js'
+import type { Clock } from '../clock.js'
 import { TokenBucket } from './token-bucket.js'
 import { encodeError, encodeNotification, encodeRequest, encodeResult, parseIncoming, type RequestId } from './wire.js'
 
@@ -24,7 +24,7 @@ export interface ClientInfo {
 export interface SessionSettings {
   readonly inFlight: InFlightLimit
   readonly serverRequestIds: RequestIdAllocator
-  readonly timers: Timers
+  readonly clock: Clock
   /** Messages per second per connection (0: unlimited) and the burst above it. */
   readonly ratePerSecond: number
   readonly burst: number
@@ -60,8 +60,8 @@ export class Session {
     readonly log: AppLogger,
     private readonly deps: SessionDeps,
   ) {
-    this.bucket = deps.ratePerSecond > 0 ? new TokenBucket(deps.ratePerSecond, deps.burst, () => deps.timers.now()) : null
-    this.serverRequests = new ServerRequests(deps.serverRequestIds, deps.timers, log)
+    this.bucket = deps.ratePerSecond > 0 ? new TokenBucket(deps.ratePerSecond, deps.burst, deps.clock.monotonicMs) : null
+    this.serverRequests = new ServerRequests(deps.serverRequestIds, deps.clock, log)
   }
 
   get initialized(): boolean {
@@ -171,7 +171,7 @@ export class Session {
   }
 
   private warnDropped(what: string): void {
-    const now = this.deps.timers.now()
+    const now = this.deps.clock.monotonicMs()
     if (now - this.lastDropWarning < DROP_WARN_INTERVAL_MS) return
     this.lastDropWarning = now
     this.log.warn(what)

@@ -8,7 +8,7 @@
 import type { RawData, WebSocket, WebSocketServer } from 'ws'
 import { withheldError, type AppLogger } from '../log/logger.js'
 import type { Session, SessionTransport } from './session.js'
-import { realTimers, type Timers } from './timers.js'
+import { systemClock, type Clock } from '../clock.js'
 
 /** How long a slow consumer's close handshake may take before the socket is destroyed. */
 export const SLOW_CONSUMER_GRACE_MS = 5_000
@@ -17,7 +17,7 @@ export const SLOW_CONSUMER_GRACE_MS = 5_000
  * Sends through the socket until more than `maxBytes` wait in its outbound buffer; then the
  * socket is closed and nothing more is sent.
  */
-export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLogger, timers: Pick<Timers, 'setTimeout'> = realTimers): SessionTransport {
+export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLogger, timers: Pick<Clock, 'setTimeout'> = systemClock): SessionTransport {
   let closing = false
   return {
     send(text) {

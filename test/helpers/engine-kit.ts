@@ -5,7 +5,6 @@
  */
 import { chmodSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import type { Timers } from '../../src/rpc/timers.js'
 import { LogCapture, type LogLine } from './server.js'
 
 /** A `LogCapture` whose lines can be waited for (no polling, no sleeping). */
@@ -33,37 +32,6 @@ export class WaitableLogs extends LogCapture {
       w.resolve(line)
       return false
     })
-  }
-}
-
-export interface ManualTimers extends Timers {
-  /** Moves the clock by `ms` and runs every timeout that is then due, earliest first. */
-  advance(ms: number): void
-  /** The delays of the timeouts still waiting. */
-  delays(): number[]
-}
-
-export function manualTimers(): ManualTimers {
-  let clock = 0
-  let seq = 0
-  const waiting = new Map<number, { at: number; ms: number; run: () => void }>()
-  const advance = (ms: number): void => {
-    clock += ms
-    const due = [...waiting].filter(([, w]) => w.at <= clock).sort((a, b) => a[1].at - b[1].at)
-    for (const [handle, w] of due) {
-      if (!waiting.delete(handle)) continue
-      w.run()
-    }
-  }
-  return {
-    now: () => clock,
-    setTimeout: (run, ms) => {
-      waiting.set(++seq, { at: clock + ms, ms, run })
-      return seq
-    },
-    clearTimeout: (handle) => void waiting.delete(handle as number),
-    advance,
-    delays: () => [...waiting.values()].map((w) => w.ms),
   }
 }
 

@@ -23,7 +23,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { generateKeyPairSync } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import Provider, { type Adapter, type AdapterPayload, type Configuration, type JWK } from 'oidc-provider'
-import { DEFAULT_CLIENT_ID } from '../../src/account/oauth-client.js'
+import { flagDefault } from '../../src/config/flags.js'
 import { canary, record, registerCanary } from './canary.js'
 
 export interface TestAccount {
@@ -87,7 +87,7 @@ export class TestOAuthServer {
   }
 
   static async start(options: OAuthServerOptions = {}): Promise<TestOAuthServer> {
-    const clientId = options.clientId ?? DEFAULT_CLIENT_ID
+    const clientId = options.clientId ?? flagDefault('loginClientId')
     const server = createServer()
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
     const issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`

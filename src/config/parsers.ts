@@ -1,0 +1,86 @@
+/**
+ * How one setting's text becomes its typed value: the parsers the flag table names. Each
+ * refuses with a `ConfigError` whose wording users and tests rely on; a value echoed back goes
+ * through `shown` first. Rules that span several settings (auth modes) live in `load.ts`.
+ */
+import { homedir } from 'node:os'
+import { isAbsolute, join, resolve } from 'node:path'
+import { ConfigError, shown } from './errors.js'
+import { parseListenUrl } from './listen.js'
+import { LOG_LEVELS, type ListenAddress, type LogLevel } from './types.js'
+
+export function parseListen(text: string): ListenAddress {
+  const listen = parseListenUrl(text)
+  if (!listen) throw new ConfigError(`invalid websocket --listen URL \`${shown(text)}\`; expected \`ws://IP:PORT\``)
+  return listen
+}
+
+/** Digits only (no sign, exponent or fraction), within the flag's bounds. */
+export function parseInteger(text: string, flag: string, min: number, max: number): number {
+  const t = text.trim()
+  const n = /^\d{1,12}$/.test(t) ? Number(t) : NaN
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new ConfigError(`invalid value for --${flag}: expected an integer from ${min} to ${max}`)
+  }
+  return n
+}
+
+/** An environment switch: the usual spellings of yes and no; blank is no. */
+export function parseSwitch(text: string, envName: string): boolean {
+  const v = text.trim().toLowerCase()
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true
+  if (['', '0', 'false', 'no', 'off'].includes(v)) return false
+  throw new ConfigError(`${envName} must be true or false`)
+}
+
+export function parseAbsolutePath(text: string, flag: string): string {
+  if (!isAbsolute(text)) throw new ConfigError(`--${flag} must be an absolute path`)
+  return text
+}
+
+/** Trimmed; blank means "not checked". */
+export function parseBlankAsNull(text: string): string | null {
+  const t = text.trim()
+  return t ? t : null
+}
+
+export function parseLogLevel(text: string): LogLevel {
+  const v = text.trim().toLowerCase()
+  if ((LOG_LEVELS as readonly string[]).includes(v)) return v as LogLevel
+  throw new ConfigError(`invalid value for --log-level: expected one of ${LOG_LEVELS.join(', ')}`)
+}
+
+/** `~` and `~/…` are the user's home; anything else resolves against the working directory. */
+export function parseHome(text: string): string {
+  const v = text.trim()
+  if (v === '') return join(homedir(), '.app-server')
+  if (v === '~' || v.startsWith('~/')) return join(homedir(), v.slice(1))
+  return resolve(v)
+}
+
+/** One of `choices`, trimmed; the refusal names the flag with its value name, as clap does. */
+export function oneOf<const C extends string>(choices: readonly C[], spelled: string): (text: string, flag: string, valueName?: string) => C {
+  return (text, flag, valueName) => {
+    const v = text.trim()
+    if ((choices as readonly string[]).includes(v)) return v as C
+    throw new ConfigError(`invalid value '${shown(v)}' for '--${flag} <${valueName ?? 'VALUE'}>': expected ${spelled}`)
+  }
+}
+
+export function parseOrigin(value: string): string {
+  let origin: string | null = null
+  try {
+    const url = new URL(value)
+    if ((url.protocol === 'http:' || url.protocol === 'https:') && url.origin === value) origin = value
+  } catch {
+    origin = null
+  }
+  if (origin === null) throw new ConfigError(`invalid --allow-origin \`${shown(value)}\`; expected an exact origin scheme://host[:port]`)
+  return origin
+}
+
+export function parseClientId(text: string): string {
+  const clientId = text.trim()
+  if (!/^[\x21-\x7e]{1,200}$/.test(clientId)) throw new ConfigError('--login-client-id must be 1 to 200 visible ASCII characters')
+  return clientId
+}
