@@ -301,7 +301,8 @@ t.test('start-up failures give unavailable with a short reason, logged with thei
     await h.logs.waitFor((l) => l.msg === 'fake engine: up')
     t.equal(h.supervisor.status.state, 'starting')
     const pid = h.supervisor.pid!
-    timers.advance(30_000)
+    // Each readiness poll reschedules after its failed connect: let those callbacks run between timeouts.
+    await timers.advanceSettling(30_000)
     t.same(await settled, { state: 'unavailable', version: null, reason: 'engine not ready after 30 s' })
     t.match(
       h.logs.lines.find((l) => l.event === 'engine.not_ready'),
