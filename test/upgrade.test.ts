@@ -18,7 +18,7 @@ import { startServer, type LogLine, type TestServer } from './helpers/server.js'
 type TestT = Parameters<Parameters<typeof t.test>[0]>[0]
 type Mode = 'queryToken' | 'capabilityToken' | 'signedBearerToken'
 
-const ALL_SCOPES = ['account:read', 'account:write', 'remote:write', 'session']
+const ALL_SCOPES = ['account:read', 'account:write', 'config:read', 'config:write', 'exec', 'fs:read', 'fs:write', 'remote:write', 'session', 'thread:read', 'thread:write']
 
 /** A temp dir removed when the test ends. */
 function tempDir(t: TestT): string {

@@ -4,7 +4,20 @@
  * execution authority).
  */
 
-export const SCOPES = ['session', 'account:read', 'account:write', 'remote:write'] as const
+export const SCOPES = [
+  'session',
+  'account:read',
+  'account:write',
+  'remote:write',
+  // What a connection may ask of the engine (src/engine/scopes.ts classifies its methods).
+  'thread:read',
+  'thread:write',
+  'fs:read',
+  'fs:write',
+  'exec',
+  'config:read',
+  'config:write',
+] as const
 export type Scope = (typeof SCOPES)[number]
 
 export type PrincipalKind = 'queryToken' | 'capabilityToken' | 'signedBearerToken' | 'degraded' | 'remote'
