@@ -8,7 +8,7 @@ import { createLogger } from '../src/log/logger.js'
 import { EngineUpstream, type TokenRefreshHandler } from '../src/engine/upstream.js'
 import { RpcError } from '../src/rpc/errors.js'
 import { RequestIdAllocator } from '../src/rpc/server-requests.js'
-import { realTimers } from '../src/rpc/timers.js'
+import { systemClock } from '../src/clock.js'
 import { canary, leakedCanaries } from './helpers/canary.js'
 import { FAKE_ENGINE_INITIALIZE_RESULT, FakeEngine, type FakeEngineConnection, type Frame } from './helpers/fake-engine.js'
 import { LogCapture } from './helpers/server.js'
@@ -94,7 +94,7 @@ async function harness(t: TestT): Promise<Harness> {
         client,
         serverRequestIds: ids,
         onTokenRefresh: options.onTokenRefresh ?? (() => Promise.reject(new Error('no refresh handler in this test'))),
-        timers: realTimers,
+        timers: systemClock,
         log,
       })
       t.teardown(() => upstream.close())
@@ -137,7 +137,7 @@ t.test('open fails with EngineUnavailableError when nothing listens', async (t) 
     client,
     serverRequestIds: h.ids,
     onTokenRefresh: () => Promise.resolve({}),
-    timers: realTimers,
+    timers: systemClock,
     log: createLogger('debug', h.logs),
   })
   await t.rejects(upstream.open(INIT_PARAMS), { name: 'EngineUnavailableError', message: 'engine connection failed' })

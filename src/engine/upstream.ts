@@ -28,7 +28,7 @@ import WebSocket from 'ws'
 import { withheldError, type AppLogger } from '../log/logger.js'
 import { INTERNAL_ERROR, RpcError } from '../rpc/errors.js'
 import type { RequestIdAllocator } from '../rpc/server-requests.js'
-import type { Timers } from '../rpc/timers.js'
+import type { Clock } from '../clock.js'
 import { encodeError, encodeNotification, encodeRequest, encodeResult, parseIncoming, type RequestId, type RpcErrorBody } from '../rpc/wire.js'
 import { declineResult } from './approval-decline.js'
 import { withFrameId } from './frame-id.js'
@@ -53,7 +53,7 @@ export interface EngineUpstreamOptions {
   /** The process-wide allocator the gateway's own server requests use. */
   readonly serverRequestIds: RequestIdAllocator
   readonly onTokenRefresh: TokenRefreshHandler
-  readonly timers: Timers
+  readonly timers: Clock
   readonly log: AppLogger
   /** How long `open` waits for the engine's `initialize` answer. */
   readonly openTimeoutMs?: number
