@@ -3,8 +3,10 @@ import WebSocket from 'ws'
 import { rssBytes } from './targets.js'
 
 const INIT = JSON.stringify({ id: 0, method: 'initialize', params: { clientInfo: { name: 'bench', title: null, version: '1.0.0' } } })
+const INITIALIZED = JSON.stringify({ method: 'initialized' })
 
-function open(url: string): Promise<WebSocket> {
+/** Opens a WebSocket: `ws://…` or, straight to an engine, `ws+unix://SOCKET:/`. */
+export function open(url: string): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, { perMessageDeflate: false })
     ws.once('open', () => resolve(ws))
@@ -20,7 +22,23 @@ function oneReply(ws: WebSocket, frame: string): Promise<void> {
   })
 }
 
-function closed(ws: WebSocket): Promise<void> {
+/** `initialize` answered, then the `initialized` notification, as a codex client does. */
+export function initialized(ws: WebSocket): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (data: WebSocket.RawData) => {
+      const reply = parseReply(data.toString())
+      if (reply?.id !== 0) return
+      ws.off('message', onMessage)
+      if (reply.error !== null) return reject(new Error(`initialize refused: ${reply.error}`))
+      ws.send(INITIALIZED)
+      resolve()
+    }
+    ws.on('message', onMessage)
+    ws.send(INIT)
+  })
+}
+
+export function closed(ws: WebSocket): Promise<void> {
   return new Promise((resolve) => {
     if (ws.readyState === WebSocket.CLOSED) return resolve()
     ws.once('close', () => resolve())
@@ -81,41 +99,60 @@ function settle(): Promise<void> {
 
 export interface RoundTripResult {
   readonly perSecond: number
+  /** Latency percentiles of the answered requests (errors excluded). */
   readonly p50Ms: number
   readonly p99Ms: number
+  /** Requests answered with a result. */
   readonly count: number
+  /** Requests answered with a JSON-RPC error (e.g. the engine shedding load); not in `perSecond`. */
+  readonly errors: number
+  /** The first error's message, to say why. */
+  readonly firstError: string | null
 }
 
 /**
- * Request/response throughput and latency: `connections` sockets, each initialized once, each
- * keeping `inFlight` copies of `frame` outstanding for `durationMs`.
+ * Request/response throughput and latency: `connections` sockets, each initialized once
+ * (`initialize`, then the `initialized` notification), each keeping `inFlight` requests for
+ * `method` outstanding for `durationMs`. Every request has its own id and its answer is matched
+ * by id, so a server that answers out of order is measured right; frames without an id
+ * (notifications) are not answers.
  */
-export async function roundTrips(url: string, connections: number, inFlight: number, durationMs: number, frame: string): Promise<RoundTripResult> {
+export async function roundTrips(url: string, connections: number, inFlight: number, durationMs: number, method: string, params: unknown = {}): Promise<RoundTripResult> {
   const sockets = await Promise.all(Array.from({ length: connections }, () => open(url)))
-  await Promise.all(sockets.map((ws) => oneReply(ws, INIT)))
+  await Promise.all(sockets.map((ws) => initialized(ws)))
+  const tail = `,"method":${JSON.stringify(method)},"params":${JSON.stringify(params)}}`
   const latencies: number[] = []
   let count = 0
+  let errors = 0
+  let firstError: string | null = null
   const start = performance.now()
   const deadline = start + durationMs
   await Promise.all(
     sockets.map(
       (ws) =>
         new Promise<void>((resolve) => {
-          const sentAt: number[] = []
-          let outstanding = 0
+          const sentAt = new Map<number, number>()
+          let nextId = 1
           const sendOne = () => {
-            sentAt.push(performance.now())
-            outstanding++
-            ws.send(frame)
+            const id = nextId++
+            sentAt.set(id, performance.now())
+            ws.send(`{"id":${id}${tail}`)
           }
-          ws.on('message', () => {
-            const t0 = sentAt.shift()!
+          ws.on('message', (data) => {
+            const reply = parseReply(data.toString())
+            const t0 = reply === null ? undefined : sentAt.get(reply.id)
+            if (reply === null || t0 === undefined) return
+            sentAt.delete(reply.id)
             const now = performance.now()
-            latencies.push(now - t0)
-            count++
-            outstanding--
+            if (reply.error === null) {
+              latencies.push(now - t0)
+              count++
+            } else {
+              errors++
+              firstError ??= reply.error
+            }
             if (now < deadline) sendOne()
-            else if (outstanding === 0) resolve()
+            else if (sentAt.size === 0) resolve()
           })
           for (let i = 0; i < inFlight; i++) sendOne()
         }),
@@ -125,5 +162,18 @@ export async function roundTrips(url: string, connections: number, inFlight: num
   await Promise.all(sockets.map(closed))
   latencies.sort((a, b) => a - b)
   const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? 0
-  return { perSecond: count / seconds, p50Ms: pct(50), p99Ms: pct(99), count }
+  return { perSecond: count / seconds, p50Ms: pct(50), p99Ms: pct(99), count, errors, firstError }
+}
+
+/** A response's id and, for an error, its message; null for anything that is not a response. */
+function parseReply(text: string): { id: number; error: string | null } | null {
+  let msg: { id?: unknown; method?: unknown; error?: { code?: unknown; message?: unknown } }
+  try {
+    msg = JSON.parse(text) as typeof msg
+  } catch {
+    return null
+  }
+  if (typeof msg.id !== 'number' || msg.method !== undefined) return null
+  if (msg.error === undefined) return { id: msg.id, error: null }
+  return { id: msg.id, error: `${String(msg.error.code)} ${String(msg.error.message)}` }
 }

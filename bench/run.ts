@@ -3,9 +3,15 @@
  * both started and measured in this run, printed as ratios. Optional: `--peer PATH` adds the
  * real codex app-server binary (shared/spec/peer.md) as a third column.
  *
+ * Then the engine section (engine-section.ts): the codex engine through the gateway against
+ * the same engine reached directly. `--engine-only` runs just that; `--no-engine` skips it.
+ *
  *   npm run bench -- [--duration 5] [--concurrency 16] [--connections 1000] [--peer /path/to/codex]
+ *                    [--engine-only | --no-engine] [--engine-bin PATH] [--engine-duration 3]
+ *                    [--engine-rounds 3] [--deltas 4000]
  */
 import { parseArgs } from 'node:util'
+import { runEngineBench } from './engine-section.js'
 import { handshakes, idleMemory, roundTrips, type RoundTripResult } from './measure.js'
 import { bareTarget, codexTarget, projectTarget, startTarget, type Target } from './targets.js'
 
@@ -15,6 +21,12 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '16' },
     connections: { type: 'string', default: '1000' },
     peer: { type: 'string' },
+    'engine-only': { type: 'boolean', default: false },
+    'no-engine': { type: 'boolean', default: false },
+    'engine-bin': { type: 'string' },
+    'engine-duration': { type: 'string', default: '3' },
+    'engine-rounds': { type: 'string', default: '3' },
+    deltas: { type: 'string', default: '4000' },
   },
 })
 const durationMs = Number(values.duration) * 1000
@@ -31,7 +43,7 @@ interface Row {
 
 // The round trip is `account/read` (no credential: `{account:null, requiresOpenaiAuth:true}`),
 // the same answer the bare server sends as its fixed JSON.
-const REQUEST = JSON.stringify({ id: 1, method: 'account/read', params: {} })
+const METHOD = 'account/read'
 
 async function measure(target: Target): Promise<Row> {
   // Memory first, on a fresh process: load tests grow the heap, and idle connections would
@@ -46,9 +58,9 @@ async function measure(target: Target): Promise<Row> {
   const t = await startTarget(target)
   try {
     await handshakes(t.url, 500, concurrency) // warm-up
-    await roundTrips(t.url, 4, 8, 500, REQUEST) // warm-up
-    const one = await roundTrips(t.url, 1, 8, durationMs, REQUEST)
-    const many = await roundTrips(t.url, 32, 8, durationMs, REQUEST)
+    await roundTrips(t.url, 4, 8, 500, METHOD) // warm-up
+    const one = await roundTrips(t.url, 1, 8, durationMs, METHOD)
+    const many = await roundTrips(t.url, 32, 8, durationMs, METHOD)
     const hs = await handshakes(t.url, durationMs, concurrency)
     return { name: t.name, handshakesPerSecond: hs.perSecond, bytesPerConnection: mem.bytesPerConnection, one, many }
   } finally {
@@ -56,34 +68,47 @@ async function measure(target: Target): Promise<Row> {
   }
 }
 
-const targets: Target[] = [projectTarget(), bareTarget()]
-if (values.peer) targets.push(codexTarget(values.peer))
+async function gatewaySection(): Promise<void> {
+  const targets: Target[] = [projectTarget(), bareTarget()]
+  if (values.peer) targets.push(codexTarget(values.peer))
 
-const rows: Row[] = []
-for (const target of targets) rows.push(await measure(target))
-const [project, bare] = rows as [Row, Row, ...Row[]]
+  const rows: Row[] = []
+  for (const target of targets) rows.push(await measure(target))
+  const [project, bare] = rows as [Row, Row, ...Row[]]
 
-const kib = (b: number) => (b / 1024).toFixed(1)
-const f0 = (n: number) => n.toFixed(0)
-const f1 = (n: number) => n.toFixed(1)
-const ratio = (a: number, b: number) => (a / b).toFixed(2) + 'x'
-console.log('\napp-server runs with --http-rate-limit 0 --rpc-rate 0 (one client address, thousands of requests).')
-console.log(`round trips: 1 and 32 connections x 8 in flight for ${durationMs / 1000}s each (request: account/read)`)
-console.log(`handshakes: ${concurrency} concurrent for ${durationMs / 1000}s; idle memory: ${connections} connections, each after one initialize\n`)
-console.log('target        1conn req/s  p50ms  p99ms   32conn req/s  p50ms  p99ms   handshakes/s  KiB/idle conn')
-for (const r of rows) {
-  console.log(
-    `${r.name.padEnd(13)} ${f0(r.one.perSecond).padStart(11)} ${f1(r.one.p50Ms).padStart(6)} ${f1(r.one.p99Ms).padStart(6)}   ${f0(r.many.perSecond).padStart(12)} ${f1(r.many.p50Ms).padStart(6)} ${f1(r.many.p99Ms).padStart(6)}   ${f0(r.handshakesPerSecond).padStart(12)}  ${kib(r.bytesPerConnection).padStart(13)}`,
-  )
+  const kib = (b: number) => (b / 1024).toFixed(1)
+  const f0 = (n: number) => n.toFixed(0)
+  const f1 = (n: number) => n.toFixed(1)
+  const ratio = (a: number, b: number) => (a / b).toFixed(2) + 'x'
+  console.log('\napp-server runs with --http-rate-limit 0 --rpc-rate 0 (one client address, thousands of requests).')
+  console.log(`round trips: 1 and 32 connections x 8 in flight for ${durationMs / 1000}s each (request: account/read)`)
+  console.log(`handshakes: ${concurrency} concurrent for ${durationMs / 1000}s; idle memory: ${connections} connections, each after one initialize\n`)
+  console.log('target        1conn req/s  p50ms  p99ms   32conn req/s  p50ms  p99ms   handshakes/s  KiB/idle conn')
+  for (const r of rows) {
+    console.log(
+      `${r.name.padEnd(13)} ${f0(r.one.perSecond).padStart(11)} ${f1(r.one.p50Ms).padStart(6)} ${f1(r.one.p99Ms).padStart(6)}   ${f0(r.many.perSecond).padStart(12)} ${f1(r.many.p50Ms).padStart(6)} ${f1(r.many.p99Ms).padStart(6)}   ${f0(r.handshakesPerSecond).padStart(12)}  ${kib(r.bytesPerConnection).padStart(13)}`,
+    )
+  }
+  function ratios(label: string, a: Row, b: Row): void {
+    console.log(
+      `${label}: throughput 1conn ${ratio(a.one.perSecond, b.one.perSecond)}, 32conn ${ratio(a.many.perSecond, b.many.perSecond)}; ` +
+        `p99 1conn ${ratio(a.one.p99Ms, b.one.p99Ms)}, 32conn ${ratio(a.many.p99Ms, b.many.p99Ms)}; ` +
+        `handshakes ${ratio(a.handshakesPerSecond, b.handshakesPerSecond)}; memory/conn ${ratio(a.bytesPerConnection, b.bytesPerConnection)}`,
+    )
+  }
+  console.log('')
+  ratios('app-server / bare ws', project, bare)
+  const codex = rows[2]
+  if (codex) ratios('app-server / codex  ', project, codex)
 }
-function ratios(label: string, a: Row, b: Row): void {
-  console.log(
-    `${label}: throughput 1conn ${ratio(a.one.perSecond, b.one.perSecond)}, 32conn ${ratio(a.many.perSecond, b.many.perSecond)}; ` +
-      `p99 1conn ${ratio(a.one.p99Ms, b.one.p99Ms)}, 32conn ${ratio(a.many.p99Ms, b.many.p99Ms)}; ` +
-      `handshakes ${ratio(a.handshakesPerSecond, b.handshakesPerSecond)}; memory/conn ${ratio(a.bytesPerConnection, b.bytesPerConnection)}`,
-  )
+
+if (values['engine-only'] && values['no-engine']) throw new Error('--engine-only and --no-engine exclude each other')
+if (!values['engine-only']) await gatewaySection()
+if (!values['no-engine']) {
+  await runEngineBench({
+    binaryPath: values['engine-bin'] ?? null,
+    durationMs: Number(values['engine-duration']) * 1000,
+    rounds: Number(values['engine-rounds']),
+    deltas: Number(values.deltas),
+  })
 }
-console.log('')
-ratios('app-server / bare ws', project, bare)
-const codex = rows[2]
-if (codex) ratios('app-server / codex  ', project, codex)

@@ -1,6 +1,13 @@
-/** Starting the servers under test as subprocesses, and reading their memory. */
+/**
+ * Starting the servers under test as subprocesses, and reading their memory.
+ *
+ * Nothing outlives the benchmark: every process started here (and every engine the benchmark
+ * starts itself, see `trackProcess`) is remembered until it has exited. Should the run end
+ * any other way — an exception, Ctrl-C, SIGTERM — each remembered process is killed with its
+ * whole tree on the way out, so a gateway killed this way takes its engine with it.
+ */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -49,12 +56,67 @@ export function codexTarget(bin: string): Target {
   }
 }
 
+const running = new Set<number>()
+
+/** Remembers `pid` until `untrack`, so it is killed (with its descendants) if the run ends early. */
+export function trackProcess(pid: number): () => void {
+  running.add(pid)
+  return () => running.delete(pid)
+}
+
+function killLeftovers(): void {
+  for (const pid of running) killTree(pid)
+  running.clear()
+}
+process.once('exit', killLeftovers)
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    process.stderr.write(`bench: ${signal}, stopping what it started\n`)
+    process.exit(130)
+  })
+}
+
+/** SIGKILL to `pid` and every descendant (Linux /proc), children first found, all killed. */
+function killTree(pid: number): void {
+  const all: number[] = []
+  const visit = (p: number): void => {
+    all.push(p)
+    let tasks: string[] = []
+    try {
+      tasks = readdirSync(`/proc/${p}/task`)
+    } catch {
+      return // gone already
+    }
+    for (const task of tasks) {
+      let children = ''
+      try {
+        children = readFileSync(`/proc/${p}/task/${task}/children`, 'utf8')
+      } catch {
+        continue
+      }
+      for (const child of children.split(/\s+/).filter(Boolean)) visit(Number(child))
+    }
+  }
+  visit(pid)
+  for (const p of all) {
+    try {
+      process.kill(p, 'SIGKILL')
+    } catch {
+      // exited meanwhile
+    }
+  }
+}
+
 export function startTarget(target: Target): Promise<RunningTarget> {
   return new Promise((resolve, reject) => {
     const child: ChildProcess = spawn(target.command, [...target.args()], {
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...target.env },
       stdio: ['ignore', 'ignore', 'pipe'],
     })
+    if (child.pid !== undefined) {
+      const untrack = trackProcess(child.pid)
+      child.once('exit', untrack)
+    }
     let stderr = ''
     const timer = setTimeout(() => {
       child.kill('SIGKILL')

@@ -1,0 +1,190 @@
+/**
+ * The engine section of `npm run bench`: the codex engine through the gateway against the same
+ * engine reached directly, both started in this run, printed as gateway/direct ratios.
+ *
+ * (a) A cheap engine method (`thread/loaded/list`, answered from the engine's memory):
+ *     throughput and p50/p99 at 32 connections x 8 in flight. The engine sheds load itself
+ *     (-32001 `Server overloaded; retry later.`) past a few dozen requests in flight; errors
+ *     are counted apart from the answers, and when the direct run has any at 32x8 both sides
+ *     are measured at the largest setting of `FALLBACK_SETTINGS` where a direct probe had
+ *     none — a ratio against an engine that is refusing work would flatter the gateway.
+ * (b) A streamed turn: the fake model sends `deltas` small text deltas and each side counts
+ *     the `item/agentMessage/delta` notifications until `turn/completed`.
+ *
+ * Both sides share one fake Responses API (loopback) and get the same `-c` overrides. After a
+ * warm-up, `rounds` rounds alternate which side goes first; each figure is the median of its
+ * rounds, so a burst of load from elsewhere on a shared machine moves one round, not the
+ * ratio. Everything started here is stopped before the section returns, on error too.
+ */
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { resolveEngineBinary } from '../src/engine/binary.js'
+import { FakeModel } from '../test/helpers/fake-model.js'
+import { CHEAP_METHOD, startDirectEngine, startGatewayEngine, type EngineEndpoint } from './engine-targets.js'
+import { streamedTurn, type StreamResult } from './engine-stream.js'
+import { roundTrips, type RoundTripResult } from './measure.js'
+
+export interface EngineBenchOptions {
+  /** `--engine-bin`: the codex binary; default: the installed `@openai/codex`. */
+  readonly binaryPath: string | null
+  readonly durationMs: number
+  readonly rounds: number
+  /** Text deltas the fake model streams in the measured turn. */
+  readonly deltas: number
+}
+
+interface Setting {
+  readonly connections: number
+  readonly inFlight: number
+}
+
+const GOAL_SETTING: Setting = { connections: 32, inFlight: 8 }
+/** Tried in order, largest first, when the direct engine sheds load at the goal setting. */
+const FALLBACK_SETTINGS: readonly Setting[] = [
+  { connections: 32, inFlight: 4 },
+  { connections: 16, inFlight: 4 },
+  { connections: 32, inFlight: 2 },
+  { connections: 16, inFlight: 2 },
+  { connections: 8, inFlight: 2 },
+  { connections: 8, inFlight: 1 },
+  { connections: 4, inFlight: 1 },
+  { connections: 1, inFlight: 1 },
+]
+const PROBE_MS = 1_000
+const WARMUP_MS = 1_000
+const TURN_TIMEOUT_MS = 120_000
+/** The text of each streamed delta. */
+const DELTA_TEXT = 'word'
+
+const GOAL_THROUGHPUT = 0.9
+const GOAL_P99_EXTRA_MS = 1
+const GOAL_DELTA_RATE = 0.95
+
+export async function runEngineBench(options: EngineBenchOptions): Promise<void> {
+  const resolved = resolveEngineBinary({ explicitPath: options.binaryPath })
+  if (!resolved.ok) {
+    console.log(`\nengine benchmark skipped: ${resolved.reason}`)
+    return
+  }
+  const binary = resolved.binary
+  const model = await FakeModel.start({ defaultText: DELTA_TEXT.repeat(options.deltas), defaultDeltas: options.deltas })
+  const started: EngineEndpoint[] = []
+  const cwd = mkdtempSync(join(tmpdir(), 'bench-cwd-'))
+  try {
+    const overrides = model.engineConfigOverrides()
+    const direct = await startDirectEngine(binary, overrides)
+    started.push(direct)
+    const gatewayStart = await startGatewayEngine(binary, overrides)
+    if (gatewayStart.ok) started.push(gatewayStart.endpoint)
+    const gateway = gatewayStart.ok ? gatewayStart.endpoint : null
+
+    console.log(`\nengine: codex ${binary.version ?? '(version unknown)'}, ${options.rounds} rounds (median), sides alternating; fake model on loopback`)
+    if (!gatewayStart.ok) console.log(`gateway engine path unavailable: ${gatewayStart.reason}`)
+    const sides = gateway === null ? [direct] : [direct, gateway]
+
+    for (const side of sides) {
+      await roundTrips(side.url, 4, 4, WARMUP_MS, CHEAP_METHOD)
+      await streamedTurn(side.url, cwd, options.deltas, TURN_TIMEOUT_MS)
+    }
+    const { setting, why } = await chooseSetting(direct, options.durationMs)
+    const calls = await inRounds(sides, options.rounds, (side) => roundTrips(side.url, setting.connections, setting.inFlight, options.durationMs, CHEAP_METHOD))
+    const streams = await inRounds(sides, options.rounds, (side) => streamedTurn(side.url, cwd, options.deltas, TURN_TIMEOUT_MS))
+    printCalls(setting, why, options.durationMs, calls)
+    printStreams(options.deltas, streams)
+  } finally {
+    for (const endpoint of started.reverse()) await endpoint.stop()
+    await model.close()
+    rmSync(cwd, { recursive: true, force: true })
+  }
+}
+
+/** The goal setting, or the largest fallback where the direct engine answered every request. */
+async function chooseSetting(direct: EngineEndpoint, durationMs: number): Promise<{ setting: Setting; why: string | null }> {
+  const atGoal = await roundTrips(direct.url, GOAL_SETTING.connections, GOAL_SETTING.inFlight, durationMs, CHEAP_METHOD)
+  if (atGoal.errors === 0) return { setting: GOAL_SETTING, why: null }
+  const shed = `direct at ${label(GOAL_SETTING)} had ${atGoal.errors} errors (${atGoal.firstError}) beside ${atGoal.count} answers`
+  for (const setting of FALLBACK_SETTINGS) {
+    const probe = await roundTrips(direct.url, setting.connections, setting.inFlight, PROBE_MS, CHEAP_METHOD)
+    if (probe.errors === 0) return { setting, why: `${shed}; ${label(setting)} is the largest setting tried where direct had none` }
+  }
+  const last = FALLBACK_SETTINGS[FALLBACK_SETTINGS.length - 1]!
+  return { setting: last, why: `${shed}; direct had errors at every setting tried, measured at the smallest` }
+}
+
+/** Per side, one result per round; odd rounds reverse the order so neither side always goes first. */
+async function inRounds<T>(sides: readonly EngineEndpoint[], rounds: number, measure: (side: EngineEndpoint) => Promise<T>): Promise<Map<EngineEndpoint, T[]>> {
+  const results = new Map<EngineEndpoint, T[]>(sides.map((s) => [s, []]))
+  for (let round = 0; round < rounds; round++) {
+    const order = round % 2 === 0 ? sides : [...sides].reverse()
+    for (const side of order) results.get(side)!.push(await measure(side))
+  }
+  return results
+}
+
+const median = (values: readonly number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
+const label = (s: Setting) => `${s.connections}x${s.inFlight}`
+const f0 = (n: number) => n.toFixed(0)
+const f2 = (n: number) => n.toFixed(2)
+const verdict = (met: boolean) => (met ? 'met' : 'NOT met')
+
+interface CallFigures {
+  readonly perSecond: number
+  readonly p50Ms: number
+  readonly p99Ms: number
+  readonly errors: number
+  readonly answers: number
+}
+
+function callFigures(runs: readonly RoundTripResult[]): CallFigures {
+  return {
+    perSecond: median(runs.map((r) => r.perSecond)),
+    p50Ms: median(runs.map((r) => r.p50Ms)),
+    p99Ms: median(runs.map((r) => r.p99Ms)),
+    errors: runs.reduce((n, r) => n + r.errors, 0),
+    answers: runs.reduce((n, r) => n + r.count, 0),
+  }
+}
+
+function printCalls(setting: Setting, why: string | null, durationMs: number, calls: Map<EngineEndpoint, RoundTripResult[]>): void {
+  console.log(`\n(a) ${CHEAP_METHOD}: ${setting.connections} connections x ${setting.inFlight} in flight, ${durationMs / 1000}s per run`)
+  console.log(why === null ? `    setting: ${label(GOAL_SETTING)}, the goal setting (direct had no errors there)` : `    setting: ${label(setting)} because ${why}`)
+  console.log('    side         req/s   p50ms   p99ms   errors/answers (all rounds)')
+  const figures = new Map<string, CallFigures>()
+  for (const [side, runs] of calls) {
+    const f = callFigures(runs)
+    figures.set(side.name, f)
+    console.log(`    ${side.name.padEnd(9)} ${f0(f.perSecond).padStart(8)} ${f2(f.p50Ms).padStart(7)} ${f2(f.p99Ms).padStart(7)}   ${f.errors}/${f.answers}`)
+    const firstError = runs.find((r) => r.firstError !== null)?.firstError
+    if (firstError) console.log(`    ${side.name} errors were: ${firstError}`)
+  }
+  const direct = figures.get('direct')!
+  const gateway = figures.get('gateway')
+  if (gateway === undefined) return
+  const throughput = gateway.perSecond / direct.perSecond
+  const p99Extra = gateway.p99Ms - direct.p99Ms
+  console.log(
+    `    gateway / direct: throughput ${f2(throughput)}x (goal >= ${GOAL_THROUGHPUT}x: ${verdict(throughput >= GOAL_THROUGHPUT)}); ` +
+      `p99 ${p99Extra >= 0 ? '+' : ''}${f2(p99Extra)} ms (goal <= +${GOAL_P99_EXTRA_MS} ms: ${verdict(p99Extra <= GOAL_P99_EXTRA_MS)}); ` +
+      `p50 ${gateway.p50Ms - direct.p50Ms >= 0 ? '+' : ''}${f2(gateway.p50Ms - direct.p50Ms)} ms`,
+  )
+}
+
+function printStreams(deltas: number, streams: Map<EngineEndpoint, StreamResult[]>): void {
+  console.log(`\n(b) item/agentMessage/delta: one turn of ${deltas} deltas (${DELTA_TEXT.length} characters each) per run, rate from the first delta to turn/completed`)
+  console.log('    side       deltas/s   (each round)')
+  const rates = new Map<string, number>()
+  for (const [side, runs] of streams) {
+    const rate = median(runs.map((r) => r.perSecond))
+    rates.set(side.name, rate)
+    console.log(`    ${side.name.padEnd(9)} ${f0(rate).padStart(9)}   (${runs.map((r) => f0(r.perSecond)).join(', ')})`)
+  }
+  const gateway = rates.get('gateway')
+  if (gateway === undefined) return
+  const ratio = gateway / rates.get('direct')!
+  console.log(`    gateway / direct: delta rate ${f2(ratio)}x (goal >= ${GOAL_DELTA_RATE}x: ${verdict(ratio >= GOAL_DELTA_RATE)})`)
+}
