@@ -6,8 +6,8 @@
  *     throughput and p50/p99 at 32 connections x 8 in flight. The engine sheds load itself
  *     (-32001 `Server overloaded; retry later.`) past a few dozen requests in flight; errors
  *     are counted apart from the answers, and when the direct run has any at 32x8 both sides
- *     are measured at the largest setting of `FALLBACK_SETTINGS` where a direct probe had
- *     none — a ratio against an engine that is refusing work would flatter the gateway.
+ *     are measured at the largest setting of `FALLBACK_SETTINGS` where a direct probe (as
+ *     long as a measured run: shedding comes in bursts) had none — a ratio against an engine that is refusing work would flatter the gateway.
  * (b) A streamed turn: the fake model sends `deltas` small text deltas and each side counts
  *     the `item/agentMessage/delta` notifications until `turn/completed`.
  *
@@ -51,7 +51,6 @@ const FALLBACK_SETTINGS: readonly Setting[] = [
   { connections: 4, inFlight: 1 },
   { connections: 1, inFlight: 1 },
 ]
-const PROBE_MS = 1_000
 const WARMUP_MS = 1_000
 const TURN_TIMEOUT_MS = 120_000
 /** The text of each streamed delta. */
@@ -77,15 +76,16 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<void>
     started.push(direct)
     const gatewayStart = await startGatewayEngine(binary, overrides)
     if (gatewayStart.ok) started.push(gatewayStart.endpoint)
-    const gateway = gatewayStart.ok ? gatewayStart.endpoint : null
 
     console.log(`\nengine: codex ${binary.version ?? '(version unknown)'}, ${options.rounds} rounds (median), sides alternating; fake model on loopback`)
     if (!gatewayStart.ok) console.log(`gateway engine path unavailable: ${gatewayStart.reason}`)
-    const sides = gateway === null ? [direct] : [direct, gateway]
+    const sides = new Sides(direct, gatewayStart.ok ? gatewayStart.endpoint : null)
 
-    for (const side of sides) {
-      await roundTrips(side.url, 4, 4, WARMUP_MS, CHEAP_METHOD)
-      await streamedTurn(side.url, cwd, options.deltas, TURN_TIMEOUT_MS)
+    for (const side of sides.inOrder(0)) {
+      await sides.attempt(side, async () => {
+        await roundTrips(side.url, 4, 4, WARMUP_MS, CHEAP_METHOD)
+        await streamedTurn(side.url, cwd, options.deltas, TURN_TIMEOUT_MS)
+      })
     }
     const { setting, why } = await chooseSetting(direct, options.durationMs)
     const calls = await inRounds(sides, options.rounds, (side) => roundTrips(side.url, setting.connections, setting.inFlight, options.durationMs, CHEAP_METHOD))
@@ -105,20 +105,57 @@ async function chooseSetting(direct: EngineEndpoint, durationMs: number): Promis
   if (atGoal.errors === 0) return { setting: GOAL_SETTING, why: null }
   const shed = `direct at ${label(GOAL_SETTING)} had ${atGoal.errors} errors (${atGoal.firstError}) beside ${atGoal.count} answers`
   for (const setting of FALLBACK_SETTINGS) {
-    const probe = await roundTrips(direct.url, setting.connections, setting.inFlight, PROBE_MS, CHEAP_METHOD)
+    const probe = await roundTrips(direct.url, setting.connections, setting.inFlight, durationMs, CHEAP_METHOD)
     if (probe.errors === 0) return { setting, why: `${shed}; ${label(setting)} is the largest setting tried where direct had none` }
   }
   const last = FALLBACK_SETTINGS[FALLBACK_SETTINGS.length - 1]!
   return { setting: last, why: `${shed}; direct had errors at every setting tried, measured at the smallest` }
 }
 
-/** Per side, one result per round; odd rounds reverse the order so neither side always goes first. */
-async function inRounds<T>(sides: readonly EngineEndpoint[], rounds: number, measure: (side: EngineEndpoint) => Promise<T>): Promise<Map<EngineEndpoint, T[]>> {
-  const results = new Map<EngineEndpoint, T[]>(sides.map((s) => [s, []]))
-  for (let round = 0; round < rounds; round++) {
-    const order = round % 2 === 0 ? sides : [...sides].reverse()
-    for (const side of order) results.get(side)!.push(await measure(side))
+/**
+ * The sides being measured. The direct engine is the reference: its failure ends the run. The
+ * gateway's first failure is reported and the gateway is left out of what follows, so the
+ * direct figures are still printed.
+ */
+class Sides {
+  constructor(
+    readonly direct: EngineEndpoint,
+    private gateway: EngineEndpoint | null,
+  ) {}
+
+  /** Both sides (or just direct); odd rounds reverse the order so neither side always goes first. */
+  inOrder(round: number): EngineEndpoint[] {
+    const sides = this.gateway === null ? [this.direct] : [this.direct, this.gateway]
+    return round % 2 === 0 ? sides : sides.reverse()
   }
+
+  /** `measure()`'s result, or undefined when the gateway failed it (and is dropped). */
+  async attempt<T>(side: EngineEndpoint, measure: () => Promise<T>): Promise<T | undefined> {
+    if (side === this.direct) return measure()
+    try {
+      return await measure()
+    } catch (err) {
+      console.log(`gateway engine path failed, measuring direct only: ${err instanceof Error ? err.message : String(err)}`)
+      this.gateway = null
+      return undefined
+    }
+  }
+
+  has(side: EngineEndpoint): boolean {
+    return side === this.direct || side === this.gateway
+  }
+}
+
+/** Per side still measured, one result per round. */
+async function inRounds<T>(sides: Sides, rounds: number, measure: (side: EngineEndpoint) => Promise<T>): Promise<Map<EngineEndpoint, T[]>> {
+  const results = new Map<EngineEndpoint, T[]>()
+  for (let round = 0; round < rounds; round++) {
+    for (const side of sides.inOrder(round)) {
+      const result = await sides.attempt(side, () => measure(side))
+      if (result !== undefined) results.set(side, [...(results.get(side) ?? []), result])
+    }
+  }
+  for (const side of results.keys()) if (!sides.has(side)) results.delete(side)
   return results
 }
 

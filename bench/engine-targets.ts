@@ -19,6 +19,7 @@ import { EngineSupervisor } from '../src/engine/supervisor.js'
 import { createLogger } from '../src/log/logger.js'
 import { systemClock } from '../src/clock.js'
 import { VERSION } from '../src/version.js'
+import { INTERNAL_ERROR } from '../src/rpc/errors.js'
 import { roundTrips } from './measure.js'
 import { startTarget, trackProcess } from './targets.js'
 
@@ -35,6 +36,7 @@ export const CHEAP_METHOD = 'thread/loaded/list'
 const GATEWAY_READY_TIMEOUT_MS = 40_000
 const PROBE_TIMEOUT_MS = 5_000
 const PROBE_RETRY_MS = 250
+const MAX_REASON_CHARS = 200
 
 const mainJs = fileURLToPath(new URL('../src/main.js', import.meta.url))
 
@@ -96,7 +98,7 @@ export async function startGatewayEngine(binary: EngineBinary, configOverrides: 
     running = await startTarget({ name: 'gateway', command: process.execPath, args: () => args })
   } catch (err) {
     cleanup()
-    return { ok: false, reason: firstLine(err) }
+    return { ok: false, reason: shortReason(err) }
   }
   const stop = async (): Promise<void> => {
     await running.stop()
@@ -113,22 +115,25 @@ export async function startGatewayEngine(binary: EngineBinary, configOverrides: 
 /**
  * Asks for `CHEAP_METHOD` over a fresh connection until it is answered with a result (null)
  * or `timeoutMs` has passed (the last reason). The engine behind a gateway may still be
- * starting when the gateway already listens.
+ * starting when the gateway already listens: a refused connection or -32603 (`engine
+ * unavailable`) is tried again; any other error (say -32601, a gateway that does not forward
+ * the method) is the answer and ends the wait at once.
  */
-async function cheapMethodAnswered(url: string, timeoutMs: number): Promise<string | null> {
+export async function cheapMethodAnswered(url: string, timeoutMs: number): Promise<string | null> {
   const deadline = performance.now() + timeoutMs
   let reason = 'no answer'
   while (performance.now() < deadline) {
     try {
       const probe = await withTimeout(roundTrips(url, 1, 1, 0, CHEAP_METHOD), PROBE_TIMEOUT_MS, `${CHEAP_METHOD} not answered in ${PROBE_TIMEOUT_MS / 1000} s`)
       if (probe.count === 1) return null
-      reason = `${CHEAP_METHOD} answered ${probe.firstError ?? 'with nothing'}`
+      reason = shortReason(`${CHEAP_METHOD} answered ${probe.firstError ?? 'with nothing'}`)
+      if (!probe.firstError?.startsWith(`${INTERNAL_ERROR} `)) return reason
     } catch (err) {
-      reason = firstLine(err)
+      reason = shortReason(err)
     }
     await new Promise((r) => setTimeout(r, PROBE_RETRY_MS))
   }
-  return `${reason} (after ${timeoutMs / 1000} s)`
+  return `${reason} (still so after ${timeoutMs / 1000} s)`
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, why: string): Promise<T> {
@@ -139,7 +144,8 @@ function withTimeout<T>(promise: Promise<T>, ms: number, why: string): Promise<T
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
 
-function firstLine(err: unknown): string {
+function shortReason(err: unknown): string {
   const text = err instanceof Error ? err.message : String(err)
-  return text.replace(/\x1b\[[0-9;]*m/g, '').split('\n').map((l) => l.trim()).filter(Boolean).slice(0, 2).join(' ') || 'unknown error'
+  const line = text.replace(/\x1b\[[0-9;]*m/g, '').split('\n').map((l) => l.trim()).filter(Boolean).slice(0, 2).join(' ') || 'unknown error'
+  return line.length > MAX_REASON_CHARS ? `${line.slice(0, MAX_REASON_CHARS)}…` : line
 }

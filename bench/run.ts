@@ -8,7 +8,7 @@
  *
  *   npm run bench -- [--duration 5] [--concurrency 16] [--connections 1000] [--peer /path/to/codex]
  *                    [--engine-only | --no-engine] [--engine-bin PATH] [--engine-duration 3]
- *                    [--engine-rounds 3] [--deltas 4000]
+ *                    [--engine-rounds 3] [--deltas 8000]
  */
 import { parseArgs } from 'node:util'
 import { runEngineBench } from './engine-section.js'
@@ -26,7 +26,7 @@ const { values } = parseArgs({
     'engine-bin': { type: 'string' },
     'engine-duration': { type: 'string', default: '3' },
     'engine-rounds': { type: 'string', default: '3' },
-    deltas: { type: 'string', default: '4000' },
+    deltas: { type: 'string', default: '8000' },
   },
 })
 const durationMs = Number(values.duration) * 1000
