@@ -7,7 +7,9 @@
  *     (-32001 `Server overloaded; retry later.`) past a few dozen requests in flight; errors
  *     are counted apart from the answers, and when the direct run has any at 32x8 both sides
  *     are measured at the largest setting of `FALLBACK_SETTINGS` where a direct probe (as
- *     long as a measured run: shedding comes in bursts) had none — a ratio against an engine that is refusing work would flatter the gateway.
+ *     long as a measured run: shedding comes in bursts) had none. A ratio against an engine
+ *     that refuses part of the work would compare unlike things; the setting used and why
+ *     are printed with the figures.
  * (b) A streamed turn: the fake model sends `deltas` small text deltas and each side counts
  *     the `item/agentMessage/delta` notifications until `turn/completed`.
  *
@@ -16,14 +18,12 @@
  * rounds, so a burst of load from elsewhere on a shared machine moves one round, not the
  * ratio. Everything started here is stopped before the section returns, on error too.
  */
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { resolveEngineBinary } from '../src/engine/binary.js'
 import { FakeModel } from '../test/helpers/fake-model.js'
 import { CHEAP_METHOD, startDirectEngine, startGatewayEngine, type EngineEndpoint } from './engine-targets.js'
 import { streamedTurn, type StreamResult } from './engine-stream.js'
 import { roundTrips, type RoundTripResult } from './measure.js'
+import { benchTempDir } from './targets.js'
 
 export interface EngineBenchOptions {
   /** `--engine-bin`: the codex binary; default: the installed `@openai/codex`. */
@@ -69,7 +69,7 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<void>
   const binary = resolved.binary
   const model = await FakeModel.start({ defaultText: DELTA_TEXT.repeat(options.deltas), defaultDeltas: options.deltas })
   const started: EngineEndpoint[] = []
-  const cwd = mkdtempSync(join(tmpdir(), 'bench-cwd-'))
+  const cwd = benchTempDir('cwd')
   try {
     const overrides = model.engineConfigOverrides()
     const direct = await startDirectEngine(binary, overrides)
@@ -84,18 +84,18 @@ export async function runEngineBench(options: EngineBenchOptions): Promise<void>
     for (const side of sides.inOrder(0)) {
       await sides.attempt(side, async () => {
         await roundTrips(side.url, 4, 4, WARMUP_MS, CHEAP_METHOD)
-        await streamedTurn(side.url, cwd, options.deltas, TURN_TIMEOUT_MS)
+        await streamedTurn(side.url, cwd.path, options.deltas, TURN_TIMEOUT_MS)
       })
     }
     const { setting, why } = await chooseSetting(direct, options.durationMs)
     const calls = await inRounds(sides, options.rounds, (side) => roundTrips(side.url, setting.connections, setting.inFlight, options.durationMs, CHEAP_METHOD))
-    const streams = await inRounds(sides, options.rounds, (side) => streamedTurn(side.url, cwd, options.deltas, TURN_TIMEOUT_MS))
+    const streams = await inRounds(sides, options.rounds, (side) => streamedTurn(side.url, cwd.path, options.deltas, TURN_TIMEOUT_MS))
     printCalls(setting, why, options.durationMs, calls)
     printStreams(options.deltas, streams)
   } finally {
     for (const endpoint of started.reverse()) await endpoint.stop()
     await model.close()
-    rmSync(cwd, { recursive: true, force: true })
+    cwd.remove()
   }
 }
 

@@ -10,9 +10,6 @@
  * through it; until then the caller gets the reason (a refused flag, an engine that never came
  * up, an error for the method) instead of a target, and reports it.
  */
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { EngineBinary } from '../src/engine/binary.js'
 import { EngineSupervisor } from '../src/engine/supervisor.js'
@@ -21,7 +18,7 @@ import { systemClock } from '../src/clock.js'
 import { VERSION } from '../src/version.js'
 import { INTERNAL_ERROR } from '../src/rpc/errors.js'
 import { roundTrips } from './measure.js'
-import { startTarget, trackProcess } from './targets.js'
+import { benchTempDir, startTarget, trackProcess } from './targets.js'
 
 export interface EngineEndpoint {
   readonly name: string
@@ -40,15 +37,10 @@ const MAX_REASON_CHARS = 200
 
 const mainJs = fileURLToPath(new URL('../src/main.js', import.meta.url))
 
-function tempDir(label: string): { path: string; remove(): void } {
-  const path = mkdtempSync(join(tmpdir(), `bench-${label}-`))
-  return { path, remove: () => rmSync(path, { recursive: true, force: true }) }
-}
-
 /** The engine straight from the supervisor; its log lines (errors only) go to stderr. */
 export async function startDirectEngine(binary: EngineBinary, configOverrides: readonly string[]): Promise<EngineEndpoint> {
-  const gatewayHome = tempDir('direct-home')
-  const engineHome = tempDir('direct-codex')
+  const gatewayHome = benchTempDir('direct-home')
+  const engineHome = benchTempDir('direct-codex')
   const supervisor = new EngineSupervisor({
     binary,
     gatewayHome: gatewayHome.path,
@@ -82,8 +74,8 @@ export async function startDirectEngine(binary: EngineBinary, configOverrides: r
  * engine path yet; never leaves a process running in that case.
  */
 export async function startGatewayEngine(binary: EngineBinary, configOverrides: readonly string[]): Promise<GatewayStart> {
-  const home = tempDir('gateway-home')
-  const engineHome = tempDir('gateway-codex')
+  const home = benchTempDir('gateway-home')
+  const engineHome = benchTempDir('gateway-codex')
   const cleanup = () => {
     home.remove()
     engineHome.remove()

@@ -4,10 +4,11 @@
  * Nothing outlives the benchmark: every process started here (and every engine the benchmark
  * starts itself, see `trackProcess`) is remembered until it has exited. Should the run end
  * any other way — an exception, Ctrl-C, SIGTERM — each remembered process is killed with its
- * whole tree on the way out, so a gateway killed this way takes its engine with it.
+ * whole tree on the way out, so a gateway killed this way takes its engine with it. The
+ * temporary directories made with `benchTempDir` go on the way out too.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs'
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -37,7 +38,7 @@ export function projectTarget(): Target {
     // One client address opening thousands of sockets would be throttled by design: the
     // per-address and per-connection limits are off for the measurement.
     args: () => [here('../src/main.js'), '--listen', 'ws://127.0.0.1:0', '--log-level', 'warn', '--http-rate-limit', '0', '--rpc-rate', '0'],
-    env: { APP_SERVER_HOME: mkdtempSync(join(tmpdir(), 'bench-home-')) },
+    env: { APP_SERVER_HOME: benchTempDir('home').path },
   }
 }
 
@@ -52,11 +53,25 @@ export function codexTarget(bin: string): Target {
     command: bin,
     // A fresh port each start, below the ephemeral range the benchmark's client sockets fill.
     args: () => ['app-server', '--listen', `ws://127.0.0.1:${20_000 + Math.floor(Math.random() * 10_000)}`],
-    env: { CODEX_HOME: mkdtempSync(join(tmpdir(), 'bench-codex-')) },
+    env: { CODEX_HOME: benchTempDir('codex').path },
   }
 }
 
 const running = new Set<number>()
+const tempDirs = new Set<string>()
+
+/** A fresh directory under the system temp dir, removed by `remove()` or, at the latest, on exit. */
+export function benchTempDir(label: string): { readonly path: string; remove(): void } {
+  const path = mkdtempSync(join(tmpdir(), `bench-${label}-`))
+  tempDirs.add(path)
+  return {
+    path,
+    remove: () => {
+      rmSync(path, { recursive: true, force: true })
+      tempDirs.delete(path)
+    },
+  }
+}
 
 /** Remembers `pid` until `untrack`, so it is killed (with its descendants) if the run ends early. */
 export function trackProcess(pid: number): () => void {
@@ -67,6 +82,7 @@ export function trackProcess(pid: number): () => void {
 function killLeftovers(): void {
   for (const pid of running) killTree(pid)
   running.clear()
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true })
 }
 process.once('exit', killLeftovers)
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
