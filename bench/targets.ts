@@ -3,12 +3,14 @@
  *
  * Nothing outlives the benchmark: every process started here (and every engine the benchmark
  * starts itself, see `trackProcess`) is remembered until it has exited. Should the run end
- * any other way — an exception, Ctrl-C, SIGTERM — each remembered process is killed with its
- * whole tree on the way out, so a gateway killed this way takes its engine with it. The
- * temporary directories made with `benchTempDir` go on the way out too.
+ * any other way — an exception, Ctrl-C, SIGTERM — each remembered process is killed on the way
+ * out. Targets run in a process group of their own and are killed as a group, so a gateway
+ * killed this way takes its engine with it; when a target exits, whatever it left in its
+ * group (the engine of a gateway that crashed) is killed then. The temporary directories
+ * made with `benchTempDir` go on the way out too.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -57,7 +59,8 @@ export function codexTarget(bin: string): Target {
   }
 }
 
-const running = new Set<number>()
+/** Process ids, and whether each leads a process group of its own (killed as a whole). */
+const running = new Map<number, { readonly group: boolean }>()
 const tempDirs = new Set<string>()
 
 /** A fresh directory under the system temp dir, removed by `remove()` or, at the latest, on exit. */
@@ -73,14 +76,25 @@ export function benchTempDir(label: string): { readonly path: string; remove(): 
   }
 }
 
-/** Remembers `pid` until `untrack`, so it is killed (with its descendants) if the run ends early. */
-export function trackProcess(pid: number): () => void {
-  running.add(pid)
+/**
+ * Remembers `pid` until `untrack`, so it is killed if the run ends early: with its whole
+ * process group when `group` (a target spawned detached, whose engine is in that group).
+ */
+export function trackProcess(pid: number, group = false): () => void {
+  running.set(pid, { group })
   return () => running.delete(pid)
 }
 
+function kill(pid: number, group: boolean): void {
+  try {
+    process.kill(group ? -pid : pid, 'SIGKILL')
+  } catch {
+    // exited meanwhile
+  }
+}
+
 function killLeftovers(): void {
-  for (const pid of running) killTree(pid)
+  for (const [pid, { group }] of running) kill(pid, group)
   running.clear()
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true })
 }
@@ -92,46 +106,21 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   })
 }
 
-/** SIGKILL to `pid` and every descendant (Linux /proc), children first found, all killed. */
-function killTree(pid: number): void {
-  const all: number[] = []
-  const visit = (p: number): void => {
-    all.push(p)
-    let tasks: string[] = []
-    try {
-      tasks = readdirSync(`/proc/${p}/task`)
-    } catch {
-      return // gone already
-    }
-    for (const task of tasks) {
-      let children = ''
-      try {
-        children = readFileSync(`/proc/${p}/task/${task}/children`, 'utf8')
-      } catch {
-        continue
-      }
-      for (const child of children.split(/\s+/).filter(Boolean)) visit(Number(child))
-    }
-  }
-  visit(pid)
-  for (const p of all) {
-    try {
-      process.kill(p, 'SIGKILL')
-    } catch {
-      // exited meanwhile
-    }
-  }
-}
-
 export function startTarget(target: Target): Promise<RunningTarget> {
   return new Promise((resolve, reject) => {
     const child: ChildProcess = spawn(target.command, [...target.args()], {
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...target.env },
       stdio: ['ignore', 'ignore', 'pipe'],
+      // A process group of its own, so whatever it starts (the gateway's engine) can be killed with it.
+      detached: true,
     })
     if (child.pid !== undefined) {
-      const untrack = trackProcess(child.pid)
-      child.once('exit', untrack)
+      const pid = child.pid
+      const untrack = trackProcess(pid, true)
+      child.once('exit', () => {
+        untrack()
+        kill(pid, true)
+      })
     }
     let stderr = ''
     const timer = setTimeout(() => {
