@@ -115,7 +115,8 @@ export interface RoundTripResult {
  * (`initialize`, then the `initialized` notification), each keeping `inFlight` requests for
  * `method` outstanding for `durationMs`. Every request has its own id and its answer is matched
  * by id, so a server that answers out of order is measured right; frames without an id
- * (notifications) are not answers.
+ * (notifications) are not answers. Errors (and requests left unanswered by a connection the
+ * server closed) are counted apart from the answers.
  */
 export async function roundTrips(url: string, connections: number, inFlight: number, durationMs: number, method: string, params: unknown = {}): Promise<RoundTripResult> {
   const sockets = await Promise.all(Array.from({ length: connections }, () => open(url)))
@@ -153,6 +154,13 @@ export async function roundTrips(url: string, connections: number, inFlight: num
             }
             if (now < deadline) sendOne()
             else if (sentAt.size === 0) resolve()
+          })
+          // A connection the server closes ends its loop; what it left unanswered counts as errors.
+          ws.once('close', (code) => {
+            errors += sentAt.size
+            if (sentAt.size > 0) firstError ??= `connection closed (${code})`
+            sentAt.clear()
+            resolve()
           })
           for (let i = 0; i < inFlight; i++) sendOne()
         }),
