@@ -21,6 +21,7 @@ import { connect, refuse } from './helpers/client.js'
 import { codexErrors } from './helpers/codex-schemas.js'
 import { ENROLL_PATH, FakeRemoteBackend, WEBSOCKET_PATH, type BackendRequest, type Json } from './helpers/fake-remote-backend.js'
 import { startCli, type RunningServer } from './helpers/process.js'
+import { until } from './helpers/wait.js'
 
 type TestT = Parameters<Parameters<typeof t.test>[0]>[0]
 
@@ -86,14 +87,6 @@ function chatgptHome(): { home: string; access: string; idToken: string; refresh
     { mode: 0o600 },
   )
   return { home, access, idToken, refresh }
-}
-
-async function until(cond: () => boolean, label: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${label}`)
-    await sleep(20)
-  }
 }
 
 /**

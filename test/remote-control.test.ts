@@ -42,6 +42,7 @@ import {
   type Json,
 } from './helpers/fake-remote-backend.js'
 import { LogCapture } from './helpers/server.js'
+import { until } from './helpers/wait.js'
 
 type TestT = Parameters<Parameters<typeof t.test>[0]>[0]
 
@@ -59,14 +60,6 @@ const RECONNECT_WAIT_MS = 10_000
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
-
-async function until(cond: () => boolean, label: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${label}`)
-    await sleep(10)
-  }
-}
 
 /** An unsigned, never-verified JWT-shaped ChatGPT access token (third segment junk), registered as a canary. */
 function chatgptToken(accountId = ACCOUNT_ID): string {

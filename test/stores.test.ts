@@ -29,6 +29,7 @@ import { StoreError, type AuthDotJson } from '../src/account/types.js'
 import { createLogger } from '../src/log/logger.js'
 import { canary, leakedCanaries, record } from './helpers/canary.js'
 import { tempDir } from './helpers/temp-dir.js'
+import { gate } from './helpers/wait.js'
 
 type Test = import('tap').Test
 
@@ -362,12 +363,15 @@ t.test('file lock: a live lock makes the second caller wait', async (t) => {
 
   // Within one process too: B's save waits for A's critical section to end.
   const events: string[] = []
+  const aIn = gate()
   const a = withFileLock(home, async () => {
     events.push('A in')
+    aIn.open()
+    // Long enough for B to find the lock taken and retry at least once.
     await sleep(300)
     events.push('A out')
   })
-  await sleep(50)
+  await aIn.opened
   const b = new FileStore(home).save(apiKeyDoc()).then(() => events.push('B saved'))
   await Promise.all([a, b])
   t.same(events, ['A in', 'A out', 'B saved'], 'second caller ran after the first released')
@@ -402,12 +406,15 @@ t.test('file lock: bounded wait, re-entrant, kept fresh while held', async (t) =
 
   // A holder slower than staleMs refreshes its lock, so it is not broken under it.
   const events: string[] = []
+  const slowIn = gate()
   const slow = withFileLock(home, async () => {
     events.push('slow in')
+    slowIn.open()
+    // Three times staleMs: staleness is judged on the lock file's mtime, so real time must pass.
     await sleep(900)
     events.push('slow out')
   }, { staleMs: 300 })
-  await sleep(50)
+  await slowIn.opened
   const other = withFileLock(home, async () => void events.push('other'), { staleMs: 300 })
   await Promise.all([slow, other])
   t.same(events, ['slow in', 'slow out', 'other'], 'a live holder is not taken for stale')
