@@ -21,6 +21,7 @@ import { codexErrors } from './helpers/codex-schemas.js'
 import { contextTest, type Conn, type Ctx, type Json, type TestT } from './helpers/rpc-context.js'
 import { getCallback, TestOAuthServer } from './helpers/oauth-server.js'
 import { MAIN } from './helpers/process.js'
+import { tempDir } from './helpers/temp-dir.js'
 
 
 const AUTH_CLAIM = 'https://api.openai.com/auth'
@@ -707,7 +708,7 @@ interface Spawned {
 
 function spawnCli(args: readonly string[], env: Record<string, string>, timeoutMs = 15_000): Spawned {
   const child = spawn(process.execPath, [MAIN, ...args], {
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+    env: { PATH: process.env.PATH ?? '', HOME: tempDir('cli-user-home'), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let stdout = ''

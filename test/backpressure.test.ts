@@ -9,6 +9,7 @@ import { defineMethod } from '../src/rpc/method.js'
 import type { AppServices } from '../src/services.js'
 import { connect, type RpcClient } from './helpers/client.js'
 import { startServer, type TestServer } from './helpers/server.js'
+import { until, withTimeout } from './helpers/wait.js'
 
 type Test = import('tap').Test
 
@@ -50,24 +51,6 @@ function tcpSocket(client: RpcClient): Socket {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms))
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<T>((_resolve, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms)
-    }),
-  ])
-}
-
-async function until(pred: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(5)
-  }
 }
 
 function percentile(sorted: readonly number[], p: number): number {

@@ -1,14 +1,20 @@
-import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+/**
+ * The start-up banner. Its strings are checked against the formatter directly (every shape:
+ * IPv4/IPv6 loopback, beyond localhost, bearer modes, enforcement off); two real CLI starts
+ * check the wiring around it: the facts come from the bound listener, the URL file, the token
+ * printed once and enforced, JSON logs without secrets, a clean exit on SIGTERM.
+ */
+import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
+import { connectionUrl, formatBanner, type BannerFacts } from '../src/banner.js'
 import { canary, registerCanary } from './helpers/canary.js'
 import { connect, httpGet, refuse } from './helpers/client.js'
-import { nowSeconds, signJwt } from './helpers/jwt.js'
 import { startCli, type RunningServer } from './helpers/process.js'
+import { startServer } from './helpers/server.js'
+import { tempDir } from './helpers/temp-dir.js'
 
-const tmp = mkdtempSync(join(tmpdir(), 'app-server-banner-test-'))
-t.teardown(() => rmSync(tmp, { recursive: true, force: true }))
+const tmp = tempDir('banner', t)
 
 /** A subtest's `t`. */
 type Subtest = Parameters<Parameters<typeof t.test>[0]>[0]
@@ -31,13 +37,6 @@ function start(argv: string[], env: Record<string, string> = {}): Promise<Runnin
 function bannerLines(t: Subtest, banner: string): string[] {
   t.ok(banner.endsWith('\n'), 'banner ends with a newline')
   return banner.replace(/\n$/, '').split('\n')
-}
-
-/** The query token of a `listening on:` URL, registered as a canary. */
-function tokenOf(url: string): string {
-  const token = new URL(url).searchParams.get('token') ?? ''
-  registerCanary(token)
-  return token
 }
 
 /** Stops the server, asserts a clean exit, and checks stdout (JSON logs) for the secrets. */
@@ -66,8 +65,102 @@ async function stopAndCheck(t: Subtest, server: RunningServer, secrets: string[]
   }
 }
 
-t.test('loopback banner, query token, real port', async (t) => {
-  const server = await start(args('--listen', 'ws://127.0.0.1:0'))
+// ---------------------------------------------------------------------------------------------
+// The formatter: every banner shape, without a process.
+
+const TOKEN = 'A'.repeat(43)
+const facts = (over: Partial<BannerFacts> = {}): BannerFacts => ({ host: '127.0.0.1', port: 4500, loopback: true, queryToken: TOKEN, enforced: true, ...over })
+
+t.test('formatter: loopback, query token', async (t) => {
+  const banner = formatBanner(facts())
+  t.same(bannerLines(t, banner), [
+    'app-server (WebSockets)',
+    `  listening on: ws://127.0.0.1:4500/?token=${TOKEN}`,
+    '  readyz: http://127.0.0.1:4500/readyz',
+    '  healthz: http://127.0.0.1:4500/healthz',
+    LOOPBACK_NOTE,
+  ])
+  t.equal(connectionUrl(facts()), `ws://127.0.0.1:4500/?token=${TOKEN}`)
+  t.equal(banner.split(TOKEN).length - 1, 1, 'the token appears once, in the listening line')
+})
+
+t.test('formatter: IPv6 loopback is bracketed', async (t) => {
+  t.same(bannerLines(t, formatBanner(facts({ host: '::1' }))), [
+    'app-server (WebSockets)',
+    `  listening on: ws://[::1]:4500/?token=${TOKEN}`,
+    '  readyz: http://[::1]:4500/readyz',
+    '  healthz: http://[::1]:4500/healthz',
+    LOOPBACK_NOTE,
+  ])
+  t.equal(connectionUrl(facts({ host: '::1' })), `ws://[::1]:4500/?token=${TOKEN}`)
+})
+
+t.test('formatter: beyond localhost, its own note, token still printed', async (t) => {
+  const banner = formatBanner(facts({ host: '0.0.0.0', loopback: false }))
+  const lines = bannerLines(t, banner)
+  t.equal(lines.length, 5)
+  t.same(lines.slice(0, 4), [
+    'app-server (WebSockets)',
+    `  listening on: ws://0.0.0.0:4500/?token=${TOKEN}`,
+    '  readyz: http://0.0.0.0:4500/readyz',
+    '  healthz: http://0.0.0.0:4500/healthz',
+  ])
+  t.match(lines[4], /^ {2}note: \S/, 'a note line')
+  t.not(lines[4], LOOPBACK_NOTE, 'not the loopback note')
+  t.notOk(banner.includes(WARNING))
+})
+
+t.test('formatter: bearer modes print a URL without ?token=', async (t) => {
+  const banner = formatBanner(facts({ queryToken: null }))
+  t.same(bannerLines(t, banner), [
+    'app-server (WebSockets)',
+    '  listening on: ws://127.0.0.1:4500/',
+    '  readyz: http://127.0.0.1:4500/readyz',
+    '  healthz: http://127.0.0.1:4500/healthz',
+    LOOPBACK_NOTE,
+  ])
+  t.notOk(banner.includes('token='), 'no query token in bearer mode')
+  t.equal(connectionUrl(facts({ queryToken: null })), 'ws://127.0.0.1:4500/')
+})
+
+t.test('formatter: enforcement off adds the warning line', async (t) => {
+  t.same(bannerLines(t, formatBanner(facts({ enforced: false }))), [
+    'app-server (WebSockets)',
+    `  listening on: ws://127.0.0.1:4500/?token=${TOKEN}`,
+    '  readyz: http://127.0.0.1:4500/readyz',
+    '  healthz: http://127.0.0.1:4500/healthz',
+    LOOPBACK_NOTE,
+    WARNING,
+  ])
+})
+
+t.test('a new generated query token at every start, 43 base64url characters', async (t) => {
+  const first = await startServer()
+  const second = await startServer()
+  t.teardown(() => Promise.all([first.close(), second.close()]))
+  t.match(first.token, TOKEN_RE)
+  t.match(second.token, TOKEN_RE)
+  t.not(second.token, first.token, 'a new token at every start')
+})
+
+t.test('IPv6 loopback: the printed URL opens a session', async (t) => {
+  const server = await startServer({ argv: ['--listen', 'ws://[::1]:0'] })
+  t.teardown(() => server.close())
+  t.equal(server.wsUrl, connectionUrl({ host: '::1', port: server.port, loopback: true, queryToken: server.token, enforced: true }))
+  const client = await connect(server.wsUrl)
+  await client.initialize()
+  await client.close()
+})
+
+// ---------------------------------------------------------------------------------------------
+// Two real CLI starts.
+
+t.test('CLI: loopback banner, query token, real port; --url-file replaces a 0644 file with 0600', async (t) => {
+  const urlFile = join(tmp, 'old-url-file')
+  writeFileSync(urlFile, 'ws://127.0.0.1:1/?token=stale-and-much-longer-than-the-new-content-' + 'x'.repeat(200) + '\n')
+  chmodSync(urlFile, 0o644)
+  t.equal(statSync(urlFile).mode & 0o777, 0o644, 'precondition: 0644')
+  const server = await start(args('--listen', 'ws://127.0.0.1:0', '--url-file', urlFile))
   t.teardown(() => server.stop())
   t.ok(server.port > 0, 'a real port, not 0')
 
@@ -85,6 +178,8 @@ t.test('loopback banner, query token, real port', async (t) => {
     LOOPBACK_NOTE,
   ])
   t.equal(server.url, `ws://127.0.0.1:${server.port}/?token=${token}`)
+  t.equal(readFileSync(urlFile, 'utf8'), server.url + '\n', 'the URL file holds the banner URL, old content fully replaced')
+  t.equal(statSync(urlFile).mode & 0o777, 0o600, 'mode 0600')
 
   const ready = await httpGet(`http://127.0.0.1:${server.port}/readyz`)
   t.equal(ready.status, 200, 'the printed port is the bound one')
@@ -102,150 +197,7 @@ t.test('loopback banner, query token, real port', async (t) => {
   t.equal(server.stderr().split(token).length - 1, 1, 'the token appears once on stderr, in the banner')
 })
 
-t.test('IPv6 loopback banner', async (t) => {
-  const server = await start(args('--listen', 'ws://[::1]:0'))
-  t.teardown(() => server.stop())
-  const token = tokenOf(server.url)
-  t.match(token, TOKEN_RE)
-  t.same(bannerLines(t, server.banner), [
-    'app-server (WebSockets)',
-    `  listening on: ws://[::1]:${server.port}/?token=${token}`,
-    `  readyz: http://[::1]:${server.port}/readyz`,
-    `  healthz: http://[::1]:${server.port}/healthz`,
-    LOOPBACK_NOTE,
-  ])
-  const client = await connect(server.url)
-  await client.initialize()
-  await client.close()
-  await stopAndCheck(t, server, [token])
-})
-
-t.test('non-loopback banner: its own note, token still printed, new token per start', async (t) => {
-  const first = await start(args('--listen', 'ws://127.0.0.1:0'))
-  const firstToken = tokenOf(first.url)
-  await first.stop()
-
-  const server = await start(args('--listen', 'ws://0.0.0.0:0'))
-  t.teardown(() => server.stop())
-  const token = tokenOf(server.url)
-  t.match(token, TOKEN_RE)
-  t.not(token, firstToken, 'a new token at every start')
-  const lines = bannerLines(t, server.banner)
-  t.equal(lines.length, 5)
-  t.same(lines.slice(0, 4), [
-    'app-server (WebSockets)',
-    `  listening on: ws://0.0.0.0:${server.port}/?token=${token}`,
-    `  readyz: http://0.0.0.0:${server.port}/readyz`,
-    `  healthz: http://0.0.0.0:${server.port}/healthz`,
-  ])
-  t.match(lines[4], /^ {2}note: \S/, 'a note line')
-  t.not(lines[4], LOOPBACK_NOTE, 'not the loopback note')
-  t.notOk(server.banner.includes(WARNING))
-
-  const client = await connect(server.url)
-  await client.initialize()
-  await client.close()
-  await stopAndCheck(t, server, [token])
-})
-
-t.test('capability-token mode: URL without ?token=', async (t) => {
-  const token = canary('captoken')
-  const tokenFile = join(tmp, 'cap-token')
-  writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 })
-  const server = await start(args('--listen', 'ws://127.0.0.1:0', '--ws-auth', 'capability-token', '--ws-token-file', tokenFile))
-  t.teardown(() => server.stop())
-  t.same(bannerLines(t, server.banner), [
-    'app-server (WebSockets)',
-    `  listening on: ws://127.0.0.1:${server.port}/`,
-    `  readyz: http://127.0.0.1:${server.port}/readyz`,
-    `  healthz: http://127.0.0.1:${server.port}/healthz`,
-    LOOPBACK_NOTE,
-  ])
-  t.notOk(server.banner.includes('token='), 'no query token in bearer mode')
-  t.notOk(server.banner.includes(token), 'the capability token is not printed')
-
-  const client = await connect(server.url, { authorization: `Bearer ${token}` })
-  await client.initialize()
-  await client.close()
-  t.same(await refuse(server.url), { status: 401, body: 'missing websocket bearer token' })
-  await stopAndCheck(t, server, [token])
-  t.notOk(server.stderr().includes(token), 'nor anywhere on stderr')
-})
-
-t.test('signed-bearer-token mode: URL without ?token=', async (t) => {
-  const secret = canary('hs256-secret') + canary('pad')
-  t.ok(Buffer.byteLength(secret) >= 32)
-  const secretFile = join(tmp, 'jwt-secret')
-  writeFileSync(secretFile, `${secret}\n`, { mode: 0o600 })
-  const server = await start(args('--listen', 'ws://127.0.0.1:0', '--ws-auth', 'signed-bearer-token', '--ws-shared-secret-file', secretFile))
-  t.teardown(() => server.stop())
-  t.same(bannerLines(t, server.banner), [
-    'app-server (WebSockets)',
-    `  listening on: ws://127.0.0.1:${server.port}/`,
-    `  readyz: http://127.0.0.1:${server.port}/readyz`,
-    `  healthz: http://127.0.0.1:${server.port}/healthz`,
-    LOOPBACK_NOTE,
-  ])
-  t.notOk(server.banner.includes(secret))
-
-  const jwt = await signJwt(secret, { exp: nowSeconds() + 60 })
-  const client = await connect(server.url, { authorization: `Bearer ${jwt}` })
-  await client.initialize()
-  await client.close()
-  await stopAndCheck(t, server, [secret, jwt])
-  t.notOk(server.stderr().includes(secret) || server.stderr().includes(jwt), 'no secret on stderr')
-})
-
-t.test('--no-token-check adds the warning line', async (t) => {
-  const server = await start(args('--listen', 'ws://127.0.0.1:0', '--no-token-check'))
-  t.teardown(() => server.stop())
-  const token = tokenOf(server.url)
-  t.match(token, TOKEN_RE, 'the generated query token is still printed')
-  t.same(bannerLines(t, server.banner), [
-    'app-server (WebSockets)',
-    `  listening on: ws://127.0.0.1:${server.port}/?token=${token}`,
-    `  readyz: http://127.0.0.1:${server.port}/readyz`,
-    `  healthz: http://127.0.0.1:${server.port}/healthz`,
-    LOOPBACK_NOTE,
-    WARNING,
-  ])
-  const client = await connect(server.url)
-  await client.initialize()
-  await client.close()
-  await stopAndCheck(t, server, [token])
-})
-
-t.test('--url-file: the banner URL, mode 0600', async (t) => {
-  const urlFile = join(tmp, 'new-url-file')
-  const server = await start(args('--listen', 'ws://127.0.0.1:0', '--url-file', urlFile))
-  t.teardown(() => server.stop())
-  const token = tokenOf(server.url)
-  t.match(token, TOKEN_RE)
-  t.equal(readFileSync(urlFile, 'utf8'), server.url + '\n', 'same URL as the banner, newline-terminated')
-  t.equal(statSync(urlFile).mode & 0o777, 0o600, 'mode 0600')
-  const client = await connect(readFileSync(urlFile, 'utf8').trim())
-  await client.initialize()
-  await client.close()
-  await stopAndCheck(t, server, [token])
-})
-
-t.test('--url-file replaces a pre-existing 0644 file and tightens it to 0600', async (t) => {
-  const urlFile = join(tmp, 'old-url-file')
-  writeFileSync(urlFile, 'ws://127.0.0.1:1/?token=stale-and-much-longer-than-the-new-content-' + 'x'.repeat(200) + '\n')
-  chmodSync(urlFile, 0o644)
-  t.equal(statSync(urlFile).mode & 0o777, 0o644, 'precondition: 0644')
-  const server = await start(args('--listen', 'ws://127.0.0.1:0', '--url-file', urlFile))
-  t.teardown(() => server.stop())
-  const token = tokenOf(server.url)
-  t.equal(readFileSync(urlFile, 'utf8'), server.url + '\n', 'old content fully replaced')
-  t.equal(statSync(urlFile).mode & 0o777, 0o600, 'mode 0600')
-  const client = await connect(server.url)
-  await client.initialize()
-  await client.close()
-  await stopAndCheck(t, server, [token])
-})
-
-t.test('--url-file from the environment twin, in a bearer mode', async (t) => {
+t.test('CLI: capability-token mode from the environment, --url-file from its twin', async (t) => {
   const urlFile = join(tmp, 'env-url-file')
   const token = canary('captoken')
   const tokenFile = join(tmp, 'cap-token-2')
@@ -256,11 +208,21 @@ t.test('--url-file from the environment twin, in a bearer mode', async (t) => {
     APP_SERVER_WS_TOKEN_FILE: tokenFile,
   })
   t.teardown(() => server.stop())
+  t.same(bannerLines(t, server.banner), [
+    'app-server (WebSockets)',
+    `  listening on: ws://127.0.0.1:${server.port}/`,
+    `  readyz: http://127.0.0.1:${server.port}/readyz`,
+    `  healthz: http://127.0.0.1:${server.port}/healthz`,
+    LOOPBACK_NOTE,
+  ])
+  t.notOk(server.banner.includes(token), 'the capability token is not printed')
   t.equal(server.url, `ws://127.0.0.1:${server.port}/`)
   t.equal(readFileSync(urlFile, 'utf8'), `ws://127.0.0.1:${server.port}/\n`)
   t.equal(statSync(urlFile).mode & 0o777, 0o600)
   const client = await connect(server.url, { authorization: `Bearer ${token}` })
   await client.initialize()
   await client.close()
+  t.same(await refuse(server.url), { status: 401, body: 'missing websocket bearer token' })
   await stopAndCheck(t, server, [token])
+  t.notOk(server.stderr().includes(token), 'nor anywhere on stderr')
 })

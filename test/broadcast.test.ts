@@ -8,6 +8,7 @@ import { defineMethod } from '../src/rpc/method.js'
 import type { AppServices } from '../src/services.js'
 import { connect, type RpcClient } from './helpers/client.js'
 import { startServer, type TestServer } from './helpers/server.js'
+import { until } from './helpers/wait.js'
 
 type Test = import('tap').Test
 type Json = Record<string, unknown>
@@ -52,14 +53,6 @@ function notificationFrames(client: RpcClient): string[] {
     const m = JSON.parse(f) as Json
     return !('id' in m)
   })
-}
-
-async function until(pred: () => boolean, what: string, ms = 3000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 5))
-  }
 }
 
 t.test('broadcast reaches initialized sessions only, honouring opt-outs', async (t) => {

@@ -18,6 +18,7 @@ import { canary, leakedCanaries } from './helpers/canary.js'
 import { connect, type RpcClient } from './helpers/client.js'
 import { ManualClock } from './helpers/manual-clock.js'
 import { LogCapture, startServer, type TestServer } from './helpers/server.js'
+import { gate } from './helpers/wait.js'
 
 type Test = import('tap').Test
 type Json = Record<string, unknown>
@@ -327,17 +328,6 @@ t.test('a handler that throws a non-Error value: still -32603 internal error', a
 
 // ---- over real sockets ----
 
-interface Deferred {
-  promise: Promise<void>
-  resolve: () => void
-}
-
-function deferred(): Deferred {
-  let resolve!: () => void
-  const promise = new Promise<void>((r) => (resolve = r))
-  return { promise, resolve }
-}
-
 async function open(t: Test, url: string): Promise<RpcClient> {
   const client = await connect(url)
   t.teardown(() => client.ws.terminate())
@@ -345,16 +335,16 @@ async function open(t: Test, url: string): Promise<RpcClient> {
 }
 
 t.test('a slow handler does not block a fast request on the same connection', async (t) => {
-  let gate = deferred()
-  const slowStarted = deferred()
+  let release = gate()
+  const slowStarted = gate()
   const extraMethods: MethodDefinition<AppServices, any>[] = [
     defineMethod<AppServices, null>({
       name: 'test/slow',
       scope: 'session',
       params: null,
       async handler() {
-        slowStarted.resolve()
-        await gate.promise
+        slowStarted.open()
+        await release.opened
         return { which: 'slow' }
       },
     }),
@@ -369,31 +359,31 @@ t.test('a slow handler does not block a fast request on the same connection', as
   ]
   const server = await startServer({ extraMethods })
   t.teardown(() => {
-    gate.resolve()
+    release.open()
     return server.close()
   })
   const client = await open(t, server.wsUrl)
   await client.initialize()
 
   const slow = client.request('test/slow', undefined, 'slow-1')
-  await slowStarted.promise
+  await slowStarted.opened
   const fast = await client.request('test/fast', { name: 'x', count: 7 }, 'fast-1')
   t.strictSame(fast, { id: 'fast-1', result: { which: 'fast', count: 7 } }, 'the fast request is answered while the slow one waits')
   const order = client.frames.map((f) => (JSON.parse(f) as Json).id)
   t.notOk(order.includes('slow-1'), 'the slow reply has not been sent yet')
 
-  gate.resolve()
+  release.open()
   const slowReply = await slow
   t.strictSame(slowReply, { id: 'slow-1', result: { which: 'slow' } })
   const ids = client.frames.map((f) => (JSON.parse(f) as Json).id)
   t.ok(ids.indexOf('fast-1') < ids.indexOf('slow-1'), 'the fast reply arrived first')
 
   // Several slow ones in flight at once, each answered independently.
-  gate = deferred()
+  release = gate()
   const many = [1, 2, 3].map((i) => client.request('test/slow', undefined, `slow-m${i}`))
   const f2 = await client.request('test/fast', { name: 'y', count: 1 }, 'fast-2')
   t.ok('result' in f2, 'fast request answered with three slow ones pending')
-  gate.resolve()
+  release.open()
   const done = await Promise.all(many)
   t.same(done.map((r) => r.id), ['slow-m1', 'slow-m2', 'slow-m3'])
 })

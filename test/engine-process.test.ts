@@ -8,8 +8,7 @@
  * platform. Paths the real engine cannot be made to take (ignoring SIGTERM, never listening)
  * use a node script as the binary, driven by timers the test advances.
  */
-import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { probeEngineVersion, resolveEngineBinary, type EngineBinary, type EngineBinaryResolution } from '../src/engine/binary.js'
@@ -22,6 +21,7 @@ import { canary, leakedCanaries } from './helpers/canary.js'
 import { WaitableLogs, writeFakeEngine } from './helpers/engine-kit.js'
 import { ManualClock } from './helpers/manual-clock.js'
 import { FakeModel } from './helpers/fake-model.js'
+import { tempDir } from './helpers/temp-dir.js'
 
 type Test = import('tap').Test
 type Json = Record<string, any>
@@ -34,12 +34,6 @@ const installed = resolveEngineBinary()
 const realEngineSkip = installed.ok ? false : `the codex engine is not installed here (${installed.reason})`
 const realBinary: EngineBinary | null = installed.ok ? installed.binary : null
 
-function tempDir(t: Test, label: string): string {
-  const dir = mkdtempSync(join(tmpdir(), `engine-${label}-`))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
-
 interface Harness {
   readonly supervisor: EngineSupervisor
   readonly logs: WaitableLogs
@@ -50,11 +44,11 @@ interface Harness {
 
 function supervise(t: Test, binary: EngineBinary, extra: Partial<EngineSupervisorOptions> = {}): Harness {
   const logs = new WaitableLogs()
-  const gatewayHome = extra.gatewayHome ?? tempDir(t, 'home')
+  const gatewayHome = extra.gatewayHome ?? tempDir('engine-home', t)
   const supervisor = new EngineSupervisor({
     binary,
     gatewayHome,
-    engineHome: extra.engineHome ?? tempDir(t, 'codex-home'),
+    engineHome: extra.engineHome ?? tempDir('engine-codex-home', t),
     clientVersion: '0.1.0-test',
     log: createLogger('debug', logs),
     timers: systemClock,
@@ -139,7 +133,7 @@ t.test('binary resolution', async (t) => {
   })
 
   t.test('an explicit path wins and must be an executable file; reasons never hold the path', async (t) => {
-    const dir = tempDir(t, 'bin')
+    const dir = tempDir('engine-bin', t)
     const runnable = writeFakeEngine(dir)
     t.same(resolveEngineBinary({ explicitPath: runnable }), { ok: true, binary: { path: runnable, version: null } })
 
@@ -159,11 +153,11 @@ t.test('binary resolution', async (t) => {
   })
 
   t.test('not installed, platform package missing, unsupported platform: a reason each, no throw', async (t) => {
-    const bare = tempDir(t, 'bare')
+    const bare = tempDir('engine-bare', t)
     t.same(resolveEngineBinary({ resolveFrom: join(bare, 'index.js') }), { ok: false, reason: '@openai/codex is not installed' })
 
     // @openai/codex present, its platform package not (an unsupported or pruned install).
-    const tree = tempDir(t, 'tree')
+    const tree = tempDir('engine-tree', t)
     const writePackage = (dir: string, version: string): void => {
       mkdirSync(dir, { recursive: true })
       writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: '@openai/codex', version }))
@@ -244,10 +238,10 @@ t.test('the real engine on a private unix socket', { skip: realEngineSkip }, asy
 })
 
 t.test('a socket directory that is not 0700 is refused before anything is spawned', async (t) => {
-  const home = tempDir(t, 'home')
+  const home = tempDir('engine-home', t)
   mkdirSync(join(home, 'engine'), { mode: 0o755 })
   chmodSync(join(home, 'engine'), 0o755)
-  const h = supervise(t, { path: writeFakeEngine(tempDir(t, 'bin')), version: null }, { gatewayHome: home, env: { FAKE_ENGINE_MODE: 'idle' } })
+  const h = supervise(t, { path: writeFakeEngine(tempDir('engine-bin', t)), version: null }, { gatewayHome: home, env: { FAKE_ENGINE_MODE: 'idle' } })
   const status = await h.supervisor.start()
   t.same(status, { state: 'unavailable', version: null, reason: 'the engine socket directory has mode 755, not 700' })
   t.equal(h.supervisor.pid, null, 'nothing spawned')
@@ -256,7 +250,7 @@ t.test('a socket directory that is not 0700 is refused before anything is spawne
 })
 
 t.test('start-up failures give unavailable with a short reason, logged with their cause', async (t) => {
-  const dir = tempDir(t, 'bin')
+  const dir = tempDir('engine-bin', t)
 
   t.test('missing binary', async (t) => {
     const missing = join(dir, 'no-such-codex')
@@ -327,7 +321,7 @@ t.test('stop: SIGTERM, then SIGKILL after 5 s (injected timer) for an engine tha
   const timers = new ManualClock()
   const secret = canary('engine-stderr')
   const longLine = 'x'.repeat(MAX_ENGINE_LINE_CHARS * 3)
-  const h = supervise(t, { path: writeFakeEngine(tempDir(t, 'bin')), version: null }, {
+  const h = supervise(t, { path: writeFakeEngine(tempDir('engine-bin', t)), version: null }, {
     timers,
     env: {
       FAKE_ENGINE_MODE: 'ignore-term',
@@ -397,7 +391,7 @@ t.test('a whole turn against the real engine through the rpc client and the fake
 
   await client.call('initialize', { clientInfo: { name: 'engine-test', title: null, version: '1' } }, 10_000)
   client.notify('initialized')
-  const cwd = tempDir(t, 'work')
+  const cwd = tempDir('engine-work', t)
   const thread = (await client.call('thread/start', { cwd }, 20_000)) as Json
   const threadId = thread.thread.id as string
   t.type(threadId, 'string')

@@ -13,6 +13,7 @@ import { canary } from './helpers/canary.js'
 import { connect, httpGet, refuse, tryUpgrade, type RpcClient } from './helpers/client.js'
 import { ManualClock } from './helpers/manual-clock.js'
 import { startServer, type LogLine, type StartOptions, type TestServer } from './helpers/server.js'
+import { until } from './helpers/wait.js'
 
 type Test = import('tap').Test
 type Json = Record<string, unknown>
@@ -52,14 +53,6 @@ function warns(server: TestServer, from: number, msg: string): LogLine[] {
 }
 
 /** Polls a condition (bounded); for state that settles on the server a few ticks later. */
-async function until(pred: () => boolean, what: string, ms = 3000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 5))
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // (a) units
 // ---------------------------------------------------------------------------------------------

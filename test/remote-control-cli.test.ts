@@ -14,13 +14,13 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
 import { canary, leakedCanaries, record, registerCanary } from './helpers/canary.js'
-import { connect, refuse } from './helpers/client.js'
+import { connect, httpGet, refuse } from './helpers/client.js'
 import { codexErrors } from './helpers/codex-schemas.js'
 import { ENROLL_PATH, FakeRemoteBackend, WEBSOCKET_PATH, type BackendRequest, type Json } from './helpers/fake-remote-backend.js'
 import { startCli, type RunningServer } from './helpers/process.js'
+import { until, withTimeout } from './helpers/wait.js'
 
 type TestT = Parameters<Parameters<typeof t.test>[0]>[0]
 
@@ -86,14 +86,6 @@ function chatgptHome(): { home: string; access: string; idToken: string; refresh
     { mode: 0o600 },
   )
   return { home, access, idToken, refresh }
-}
-
-async function until(cond: () => boolean, label: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${label}`)
-    await sleep(20)
-  }
 }
 
 /**
@@ -179,15 +171,15 @@ t.test('remote-control: enrolls, connects, announces the hostname on stdout; SIG
   t.equal(header(ws, 'chatgpt-account-id'), undefined, 'no chatgpt-account-id on the websocket')
   t.notOk(JSON.stringify(ws?.headers).includes(run.access), 'no ChatGPT token in the handshake')
 
-  // One line only: nothing more is printed on stdout while it runs.
-  await sleep(500)
+  // One line only: nothing more is printed on stdout while it runs (it answers a probe meanwhile).
+  t.equal((await httpGet(`http://127.0.0.1:${srv.port}/readyz`)).status, 200, 'the server is up and answering')
   t.equal(srv.stdout(), announcement(HOST), 'stdout still holds only the announcement')
   t.notOk(srv.stdout().includes('listening on:'), 'the banner is not on stdout')
 
   const exit = await srv.stop('SIGTERM')
   t.same(exit, { code: 0, signal: null }, 'SIGTERM: a graceful exit with code 0')
   t.equal(srv.stdout(), announcement(HOST), 'stdout after exit: exactly the one line')
-  const closed = await Promise.race([conn!.closed, sleep(5_000).then(() => null)])
+  const closed = await withTimeout(conn!.closed, 5_000, 'the backend socket to close')
   t.ok(closed, 'the backend socket is closed after the exit')
   assertNoSecrets(t, run)
 })
@@ -213,7 +205,7 @@ t.test('remote-control --json: exactly one JSON line {mode, status connected, se
     ['enroll:200', 'websocket:101'],
     'enroll, then an accepted handshake',
   )
-  await sleep(500)
+  t.equal((await httpGet(`http://127.0.0.1:${srv.port}/readyz`)).status, 200, 'the server is up and answering')
   t.equal(srv.stdout(), run.line, 'nothing else is printed on stdout')
   const exit = await srv.stop('SIGTERM')
   t.same(exit, { code: 0, signal: null }, 'SIGTERM: exit 0')

@@ -26,6 +26,7 @@ import type { Config } from '../src/config/types.js'
 import { createLogger } from '../src/log/logger.js'
 import { hostPlatform } from '../src/remote-control/enrollment-client.js'
 import type { Clock } from '../src/clock.js'
+import { ManualClock } from './helpers/manual-clock.js'
 import { VERSION } from '../src/version.js'
 import { canary, leakedCanaries, registerCanary } from './helpers/canary.js'
 import { connect, type RpcClient } from './helpers/client.js'
@@ -42,6 +43,7 @@ import {
   type Json,
 } from './helpers/fake-remote-backend.js'
 import { LogCapture } from './helpers/server.js'
+import { until, withTimeout } from './helpers/wait.js'
 
 type TestT = Parameters<Parameters<typeof t.test>[0]>[0]
 
@@ -59,14 +61,6 @@ const RECONNECT_WAIT_MS = 10_000
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
-
-async function until(cond: () => boolean, label: string, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${label}`)
-    await sleep(10)
-  }
-}
 
 /** An unsigned, never-verified JWT-shaped ChatGPT access token (third segment junk), registered as a canary. */
 function chatgptToken(accountId = ACCOUNT_ID): string {
@@ -346,7 +340,8 @@ function problems(server: RcServer): string[] {
 
 rcTest('status before enabling: disabled, server name, installation id, no environment', async (t, ctx) => {
   await ctx.startBackend()
-  const server = await ctx.server()
+  const clock = new ManualClock()
+  const server = await ctx.server({ clock })
   const local = await ctx.local(server)
   const status = await local.result('remoteControl/status/read')
   t.equal(codexErrors(STATUS_SCHEMA, status), '', 'valid against codex RemoteControlStatusChangedNotification')
@@ -357,14 +352,15 @@ rcTest('status before enabling: disabled, server name, installation id, no envir
   t.same(Object.keys(status).sort(), ['environmentId', 'installationId', 'serverName', 'status'])
   const file = readFileSync(join(server.home, 'installation_id'), 'utf8').trim()
   t.equal(status.installationId, file, 'the id is the one kept in $home/installation_id')
-  await sleep(200)
+  await clock.advanceSettling(60_000)
   t.same(ctx.backend.requests, [], 'nothing is sent to the backend while disabled')
   t.same(local.statuses(), [], 'no status notification while nothing changes')
 })
 
 rcTest('API key credential: errored with the refusal, never enrolls', async (t, ctx) => {
   await ctx.startBackend()
-  const server = await ctx.server()
+  const clock = new ManualClock()
+  const server = await ctx.server({ clock })
   const local = await ctx.local(server)
   const apiKey = canary('sk-rc')
   ctx.secrets.push(apiKey)
@@ -377,20 +373,22 @@ rcTest('API key credential: errored with the refusal, never enrolls', async (t, 
   t.equal(read.status, 'errored', 'status/read says errored')
   await until(() => problems(server).some((p) => p.includes(API_KEY_REFUSAL)), 'the refusal in the log')
   t.ok(problems(server).includes(API_KEY_REFUSAL), `the error is "${API_KEY_REFUSAL}"`)
-  await sleep(500)
+  // Several of the refusal's re-checks.
+  await clock.advanceSettling(30_000)
   t.same(ctx.backend.requests, [], 'no enroll (nor anything else) reaches the backend')
   t.equal((await local.result('remoteControl/disable')).status, 'disabled')
 })
 
 rcTest('no credential: connecting without an error; a chatgptAuthTokens login then enrolls and connects', async (t, ctx) => {
   await ctx.startBackend()
-  const server = await ctx.server()
+  const clock = new ManualClock()
+  const server = await ctx.server({ clock })
   const local = await ctx.local(server)
   const enabled = await local.result('remoteControl/enable')
   t.equal(enabled.status, 'connecting')
   t.equal(enabled.environmentId, null)
   // Longer than the 1 s account poll: waiting is not an error.
-  await sleep(1_300)
+  await clock.advanceSettling(1_300)
   t.equal((await local.result('remoteControl/status/read')).status, 'connecting', 'still connecting after the account poll')
   t.same(
     local.statuses().map((s) => s.status),
@@ -419,7 +417,8 @@ rcTest('no credential: connecting without an error; a chatgptAuthTokens login th
 // Enroll, handshake, notifications.
 
 rcTest('enroll request, handshake headers, connecting → connected notified only on change', async (t, ctx) => {
-  const { local, chatgpt, conn, installationId } = await connectedSetup(ctx)
+  const clock = new ManualClock()
+  const { local, chatgpt, conn, installationId } = await connectedSetup(ctx, { server: { clock } })
   const backend = ctx.backend
   t.match(installationId, UUID_RE)
 
@@ -468,12 +467,13 @@ rcTest('enroll request, handshake headers, connecting → connected notified onl
   )
   // Nothing changes now: no further notification.
   const count = statuses.length
-  await sleep(300)
+  // Short of the keepalive ping: no timer is due, nothing may change.
+  await clock.advanceSettling(5_000)
   await local.result('remoteControl/status/read')
   t.equal(local.statuses().length, count, 'no notification without a change')
   const again = await local.result('remoteControl/enable')
   t.same(again, read, 'enable while enabled is a no-op')
-  await sleep(100)
+  await clock.advanceSettling(1_000)
   t.equal(local.statuses().length, count, 'and notifies nothing')
   t.equal(backend.requests.length, 2, 'and sends nothing')
 })
@@ -541,7 +541,7 @@ rcTest('relay: initialize and account/read through the backend socket, remote pr
 
   const before = local.statuses().length
   conn.sendClientMessage({ clientId: 'phone-1', streamId: 'stream-1', seqId: 5 }, { id: 5, method: 'remoteControl/disable' })
-  const closed = await Promise.race([conn.closed, sleep(5_000).then(() => null)])
+  const closed = await withTimeout(conn.closed, 5_000, 'the backend socket to close')
   t.ok(closed, 'remoteControl/disable from the remote client closes the backend socket')
   const disabled = await local.waitForStatus((s) => s.status === 'disabled', 'disabled', 5_000, before)
   t.equal(disabled.status, 'disabled')
@@ -959,16 +959,18 @@ rcTest('redacted previews: an enroll failure echoing secrets is logged with <red
 })
 
 rcTest('remoteControl/disable: status disabled, backend socket closed, no reconnect; enable again reuses the enrollment', async (t, ctx) => {
-  const { conn, local } = await connectedSetup(ctx)
+  const clock = new ManualClock()
+  const { conn, local } = await connectedSetup(ctx, { server: { clock } })
   const backend = ctx.backend
   const disabled = await local.result('remoteControl/disable')
   t.equal(disabled.status, 'disabled')
   t.equal(disabled.serverName, SERVER_NAME)
-  const closed = await Promise.race([conn.closed, sleep(3_000).then(() => null)])
+  const closed = await withTimeout(conn.closed, 3_000, 'the backend socket to close')
   t.ok(closed, 'the backend socket is closed')
   await local.waitForStatus((s) => s.status === 'disabled', 'disabled notification', 2_000)
   const count = backend.requests.length
-  await sleep(700)
+  // Past any reconnect backoff.
+  await clock.advanceSettling(10 * 60_000)
   t.equal(backend.requests.length, count, 'no reconnect while disabled')
   t.equal((await local.result('remoteControl/status/read')).status, 'disabled')
   const again = await local.result('remoteControl/disable')

@@ -8,8 +8,7 @@ import t from 'tap'
 import Database from 'better-sqlite3'
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { chmod, mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { chmod, mkdir, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import {
@@ -23,6 +22,7 @@ import {
 import { INSTALLATION_ID_FILE, isUuid, loadOrCreateInstallationId } from '../src/remote-control/installation-id.js'
 import type { Enrollment, ServerTokenGrant } from '../src/remote-control/types.js'
 import { canary, leakedCanaries, record } from './helpers/canary.js'
+import { tempDir } from './helpers/temp-dir.js'
 
 type Test = import('tap').Test
 
@@ -30,12 +30,6 @@ const INSTALLATION_ID_MODULE = fileURLToPath(new URL('../src/remote-control/inst
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-async function tempDir(t: Test, label: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), `remote-store-${label}-`))
-  t.teardown(() => rm(dir, { recursive: true, force: true }))
-  return dir
-}
 
 const modeOf = async (path: string): Promise<number> => (await stat(path)).mode & 0o777
 
@@ -125,7 +119,7 @@ function runNode(source: string, args: readonly string[], timeoutMs = 30_000): P
 // Migrations and schema
 
 t.test('migrations: a fresh database is created at the latest version; re-opening is a no-op', async (t) => {
-  const home = await tempDir(t, 'fresh')
+  const home = tempDir('remote-store-fresh', t)
   const path = join(home, ENROLLMENT_DB_FILE)
   t.ok(SCHEMA_VERSION >= 1 && SCHEMA_VERSION === MIGRATIONS.length, 'the version is the number of migrations')
 
@@ -152,7 +146,7 @@ t.test('migrations: a fresh database is created at the latest version; re-openin
 })
 
 t.test('migrations: an existing database at version 0 without the table is migrated', async (t) => {
-  const home = await tempDir(t, 'v0')
+  const home = tempDir('remote-store-v0', t)
   const path = join(home, ENROLLMENT_DB_FILE)
   // Some other part of app-server (or an older build) made the file first.
   const db = new Database(path)
@@ -172,7 +166,7 @@ t.test('migrations: an existing database at version 0 without the table is migra
 })
 
 t.test('migrations: a database from a newer app-server is refused, untouched', async (t) => {
-  const home = await tempDir(t, 'newer')
+  const home = tempDir('remote-store-newer', t)
   const path = join(home, ENROLLMENT_DB_FILE)
   EnrollmentStore.open(home).close()
   const db = new Database(path)
@@ -186,7 +180,7 @@ t.test('migrations: a database from a newer app-server is refused, untouched', a
 })
 
 t.test('migrations: two connections opening a fresh file at once agree on one schema', async (t) => {
-  const home = await tempDir(t, 'twice')
+  const home = tempDir('remote-store-twice', t)
   const a = openStore(t, home)
   const b = openStore(t, home)
   a.upsert(enrollment({ serverId: 'from-a' }))
@@ -196,7 +190,7 @@ t.test('migrations: two connections opening a fresh file at once agree on one sc
 })
 
 t.test('schema: exactly the enrollment columns, keyed by the 3 parts; no token, expiry or cursor', async (t) => {
-  const home = await tempDir(t, 'schema')
+  const home = tempDir('remote-store-schema', t)
   EnrollmentStore.open(home).close()
   const columns = inspect(join(home, ENROLLMENT_DB_FILE), (db) =>
     db.prepare(`PRAGMA table_info(remote_control_enrollments)`).all(),
@@ -225,7 +219,7 @@ t.test('schema: exactly the enrollment columns, keyed by the 3 parts; no token, 
 // CRUD
 
 t.test('crud: get, upsert, update, delete by the 3-part key', async (t) => {
-  const store = openStore(t, await tempDir(t, 'crud'))
+  const store = openStore(t, tempDir('remote-store-crud', t))
   t.equal(store.get(KEY), null, 'absent is null')
   t.equal(store.delete(KEY), false, 'deleting nothing is false')
 
@@ -256,7 +250,7 @@ t.test('crud: get, upsert, update, delete by the 3-part key', async (t) => {
 })
 
 t.test('crud: the enabled flag', async (t) => {
-  const store = openStore(t, await tempDir(t, 'enabled'))
+  const store = openStore(t, tempDir('remote-store-enabled', t))
   t.equal(store.setEnabled(KEY, true), false, 'no row: false, and nothing is created')
   t.equal(store.get(KEY), null, 'still absent')
 
@@ -277,7 +271,7 @@ t.test('crud: the enabled flag', async (t) => {
 })
 
 t.test('crud: upsert stores only enrollment fields, even from an object carrying a token', async (t) => {
-  const home = await tempDir(t, 'extra')
+  const home = tempDir('remote-store-extra', t)
   const store = openStore(t, home)
   // A caller that spreads a grant into the enrollment by mistake: TypeScript allows the
   // extra properties, so the store itself must not write them.
@@ -293,7 +287,7 @@ t.test('crud: upsert stores only enrollment fields, even from an object carrying
 })
 
 t.test('crud: an invalid updatedAt is refused', async (t) => {
-  const store = openStore(t, await tempDir(t, 'baddate'))
+  const store = openStore(t, tempDir('remote-store-baddate', t))
   storeError(t, () => store.upsert(enrollment({ updatedAt: new Date('not a date') })), 'invalid date')
   t.equal(store.get(KEY), null, 'nothing stored')
 })
@@ -302,7 +296,7 @@ t.test('crud: an invalid updatedAt is refused', async (t) => {
 // Files
 
 t.test('files: home created 0700, database 0600; a loosened file is tightened', async (t) => {
-  const home = join(await tempDir(t, 'modes'), 'nested', 'home')
+  const home = join(tempDir('remote-store-modes', t), 'nested', 'home')
   const path = join(home, ENROLLMENT_DB_FILE)
   const store = EnrollmentStore.open(home)
   t.equal(await modeOf(home), 0o700, 'home is 0700')
@@ -319,7 +313,7 @@ t.test('files: home created 0700, database 0600; a loosened file is tightened', 
 })
 
 t.test('files: a corrupt or unreadable database is a clear error without its content', async (t) => {
-  const home = await tempDir(t, 'corrupt')
+  const home = tempDir('remote-store-corrupt', t)
   const path = join(home, ENROLLMENT_DB_FILE)
 
   // Not a database at all, holding something secret-looking.
@@ -362,7 +356,7 @@ t.test('files: a corrupt or unreadable database is a clear error without its con
 // The token is memory-only
 
 t.test('full session: the server token never reaches the database file', async (t) => {
-  const home = await tempDir(t, 'session')
+  const home = tempDir('remote-store-session', t)
   const store = openStore(t, home)
   const key = { ...KEY, accountId: 'acct-session' }
   const tokens: string[] = []
@@ -415,7 +409,7 @@ t.test('full session: the server token never reaches the database file', async (
 // installation_id
 
 t.test('installation id: created once, 0600 in a 0700 home, stable across calls', async (t) => {
-  const home = join(await tempDir(t, 'iid'), 'nested', 'home')
+  const home = join(tempDir('remote-store-iid', t), 'nested', 'home')
   const path = join(home, INSTALLATION_ID_FILE)
   const warnings: string[] = []
   const warn = (m: string) => warnings.push(m)
@@ -434,7 +428,7 @@ t.test('installation id: created once, 0600 in a 0700 home, stable across calls'
   t.same((await readdir(home)).sort(), [INSTALLATION_ID_FILE], 'no temp files left')
 
   // Concurrent first calls in one process agree too.
-  const fresh = await tempDir(t, 'iid-fresh')
+  const fresh = tempDir('remote-store-iid-fresh', t)
   const ids = await Promise.all(Array.from({ length: 10 }, () => loadOrCreateInstallationId(fresh, { warn })))
   t.equal(new Set(ids).size, 1, 'ten concurrent creators agree on one id')
   t.equal(await readFile(join(fresh, INSTALLATION_ID_FILE), 'utf8'), `${ids[0]}\n`, 'and it is the one on disk')
@@ -446,7 +440,7 @@ t.test('installation id: two processes racing to create it print the same id', a
     process.stdout.write(await loadOrCreateInstallationId(process.argv[1]))
   `
   for (let round = 0; round < 5; round++) {
-    const home = await tempDir(t, `iid-race-${round}`)
+    const home = tempDir(`remote-store-iid-race-${round}`, t)
     const [a, b] = await Promise.all([runNode(source, [home]), runNode(source, [home])])
     t.equal(a.code, 0, `round ${round}: process a exits 0`)
     t.equal(b.code, 0, `round ${round}: process b exits 0`)
@@ -468,7 +462,7 @@ t.test('installation id: invalid content is replaced, and the warning says so wi
     ['binary junk', (s) => `\u0000\u00ff${s}`],
   ]
   for (const [label, content] of cases) {
-    const home = await tempDir(t, 'iid-bad')
+    const home = tempDir('remote-store-iid-bad', t)
     const path = join(home, INSTALLATION_ID_FILE)
     const secret = canary('iid-content')
     await writeFile(path, content(secret), { mode: 0o644 })
@@ -487,7 +481,7 @@ t.test('installation id: invalid content is replaced, and the warning says so wi
   }
 
   // With no warn given, a process warning is emitted (in a child, to keep this process's clean).
-  const home = await tempDir(t, 'iid-default-warn')
+  const home = tempDir('remote-store-iid-default-warn', t)
   await writeFile(join(home, INSTALLATION_ID_FILE), 'garbage')
   const child = await runNode(
     `const { loadOrCreateInstallationId } = await import(${JSON.stringify(new URL(`file://${INSTALLATION_ID_MODULE}`).href)})
@@ -499,7 +493,7 @@ t.test('installation id: invalid content is replaced, and the warning says so wi
 })
 
 t.test('installation id: a valid id is kept as is; whitespace and case do not count as invalid', async (t) => {
-  const home = await tempDir(t, 'iid-keep')
+  const home = tempDir('remote-store-iid-keep', t)
   const path = join(home, INSTALLATION_ID_FILE)
   await writeFile(path, '  123E4567-E89B-12D3-A456-426614174000 \r\n', { mode: 0o644 })
   const warnings: string[] = []

@@ -9,18 +9,9 @@ import { canary, leakedCanaries } from './helpers/canary.js'
 import { connect, httpGet, tryUpgrade } from './helpers/client.js'
 import { startCli } from './helpers/process.js'
 import { startServer } from './helpers/server.js'
+import { withTimeout } from './helpers/wait.js'
 
 const SHUTDOWN = { code: 1001, reason: 'server shutting down' }
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<T>((_resolve, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms)
-    }),
-  ])
-}
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   t.test(`subprocess: ${signal} closes sockets with 1001 and exits 0`, async (t) => {

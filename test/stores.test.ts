@@ -8,8 +8,7 @@ import t from 'tap'
 import { execFile, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { chmod, mkdir, readdir, readFile, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises'
 import { delimiter, join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath, pathToFileURL } from 'node:url'
@@ -29,6 +28,8 @@ import {
 import { StoreError, type AuthDotJson } from '../src/account/types.js'
 import { createLogger } from '../src/log/logger.js'
 import { canary, leakedCanaries, record } from './helpers/canary.js'
+import { tempDir } from './helpers/temp-dir.js'
+import { gate } from './helpers/wait.js'
 
 type Test = import('tap').Test
 
@@ -39,12 +40,6 @@ const KEYRING_STORE_PATH = join(STORES_DIR, 'keyring-store.js')
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-async function tempDir(t: Test, label: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), `stores-${label}-`))
-  t.teardown(() => rm(dir, { recursive: true, force: true }))
-  return dir
-}
 
 function chatgptDoc(): AuthDotJson {
   return {
@@ -149,7 +144,7 @@ function runNode(script: string, args: readonly string[], env: NodeJS.ProcessEnv
 // File store
 
 t.test('file store: round trip, 0600 file in a 0700 directory', async (t) => {
-  const home = join(await tempDir(t, 'file'), 'nested', 'home')
+  const home = join(tempDir('stores-file', t), 'nested', 'home')
   const store = new FileStore(home)
   t.equal(store.mode, 'file')
   t.equal(await store.load(), null, 'absent file loads as null')
@@ -171,7 +166,7 @@ t.test('file store: round trip, 0600 file in a 0700 directory', async (t) => {
 })
 
 t.test('file store: atomic writes leave no temp or lock files', async (t) => {
-  const home = await tempDir(t, 'atomic')
+  const home = tempDir('stores-atomic', t)
   const store = new FileStore(home)
   for (let i = 0; i < 20; i++) await store.save(i % 2 ? apiKeyDoc() : chatgptDoc())
   await Promise.all([store.save(apiKeyDoc()), store.save(chatgptDoc()), store.save(apiKeyDoc())])
@@ -179,14 +174,14 @@ t.test('file store: atomic writes leave no temp or lock files', async (t) => {
 })
 
 t.test('file store: codex-style nulls load as absent fields', async (t) => {
-  const home = await tempDir(t, 'nulls')
+  const home = tempDir('stores-nulls', t)
   const key = canary('sk')
   await writeFile(join(home, 'auth.json'), JSON.stringify({ OPENAI_API_KEY: key, tokens: null, last_refresh: null, auth_mode: null, extra: 1 }))
   t.same(await new FileStore(home).load(), { OPENAI_API_KEY: key }, 'nulls and unknown fields dropped')
 })
 
 t.test('file store: unreadable or malformed auth.json is a StoreError without the content', async (t) => {
-  const home = await tempDir(t, 'bad')
+  const home = tempDir('stores-bad', t)
   const store = new FileStore(home)
   const file = join(home, 'auth.json')
   const cases: Array<[string, (secret: string) => string]> = [
@@ -231,7 +226,7 @@ t.test('file store: unreadable or malformed auth.json is a StoreError without th
 })
 
 t.test('file store: clear is idempotent', async (t) => {
-  const home = await tempDir(t, 'clear')
+  const home = tempDir('stores-clear', t)
   const store = new FileStore(home)
   await store.clear()
   await store.save(chatgptDoc())
@@ -242,7 +237,7 @@ t.test('file store: clear is idempotent', async (t) => {
 })
 
 t.test('file store: two processes saving at once never corrupt auth.json', async (t) => {
-  const dir = await tempDir(t, 'race')
+  const dir = tempDir('stores-race', t)
   const home = join(dir, 'home')
   const PER_PROCESS = 200
   const docs = Array.from({ length: 2 * PER_PROCESS }, (_, i) => (i % 3 === 0 ? apiKeyDoc() : chatgptDoc()))
@@ -309,7 +304,7 @@ process.exit(0)
 })
 
 t.test('file lock: read-modify-write from two processes loses no update', async (t) => {
-  const dir = await tempDir(t, 'rmw')
+  const dir = tempDir('stores-rmw', t)
   const home = join(dir, 'home')
   const script = join(dir, 'counter.mjs')
   // The counter lives in last_refresh (milliseconds since the epoch): no secret needed.
@@ -337,7 +332,7 @@ for (let i = 0; i < Number(n); i++) {
 })
 
 t.test('file lock: a stale lock (older than 30 s) is broken', async (t) => {
-  const home = await tempDir(t, 'stale')
+  const home = tempDir('stores-stale', t)
   const lock = join(home, 'auth.json.lock')
   await writeFile(lock, JSON.stringify({ pid: 999_999, createdAt: Date.now() - 60_000, token: 'dead' }))
   const old = new Date(Date.now() - 31_000)
@@ -352,7 +347,7 @@ t.test('file lock: a stale lock (older than 30 s) is broken', async (t) => {
 })
 
 t.test('file lock: a live lock makes the second caller wait', async (t) => {
-  const home = await tempDir(t, 'live')
+  const home = tempDir('stores-live', t)
   const lock = join(home, 'auth.json.lock')
   // Another process's lock, just taken.
   await writeFile(lock, JSON.stringify({ pid: 999_999, createdAt: Date.now(), token: 'other' }))
@@ -368,19 +363,22 @@ t.test('file lock: a live lock makes the second caller wait', async (t) => {
 
   // Within one process too: B's save waits for A's critical section to end.
   const events: string[] = []
+  const aIn = gate()
   const a = withFileLock(home, async () => {
     events.push('A in')
+    aIn.open()
+    // Long enough for B to find the lock taken and retry at least once.
     await sleep(300)
     events.push('A out')
   })
-  await sleep(50)
+  await aIn.opened
   const b = new FileStore(home).save(apiKeyDoc()).then(() => events.push('B saved'))
   await Promise.all([a, b])
   t.same(events, ['A in', 'A out', 'B saved'], 'second caller ran after the first released')
 })
 
 t.test('file lock: bounded wait, re-entrant, kept fresh while held', async (t) => {
-  const home = await tempDir(t, 'bounded')
+  const home = tempDir('stores-bounded', t)
   const lock = join(home, 'auth.json.lock')
   await writeFile(lock, JSON.stringify({ pid: 999_999, createdAt: Date.now(), token: 'other' }))
   let ran = false
@@ -408,12 +406,15 @@ t.test('file lock: bounded wait, re-entrant, kept fresh while held', async (t) =
 
   // A holder slower than staleMs refreshes its lock, so it is not broken under it.
   const events: string[] = []
+  const slowIn = gate()
   const slow = withFileLock(home, async () => {
     events.push('slow in')
+    slowIn.open()
+    // Three times staleMs: staleness is judged on the lock file's mtime, so real time must pass.
     await sleep(900)
     events.push('slow out')
   }, { staleMs: 300 })
-  await sleep(50)
+  await slowIn.opened
   const other = withFileLock(home, async () => void events.push('other'), { staleMs: 300 })
   await Promise.all([slow, other])
   t.same(events, ['slow in', 'slow out', 'other'], 'a live holder is not taken for stale')
@@ -445,7 +446,7 @@ t.test('ephemeral store: round trip and isolation', async (t) => {
 // Keyring store over an injected backend
 
 t.test('keyring store: one entry per home, under the app-server service', async (t) => {
-  const dir = await tempDir(t, 'kr')
+  const dir = tempDir('stores-kr', t)
   const backend = new MemoryKeyring()
   const home = join(dir, 'home')
   const store = createStore('keyring', home, { keyring: backend })
@@ -501,7 +502,7 @@ t.test('keyring store: an unreachable keyring fails every operation clearly', as
 // Auto store
 
 t.test('auto store: falls back to auth.json when the keyring fails', async (t) => {
-  const home = join(await tempDir(t, 'auto-fail'), 'home')
+  const home = join(tempDir('stores-auto-fail', t), 'home')
   const { log, lines } = capturingLogger()
   const store = createStore('auto', home, { keyring: new FailingKeyring(), log })
   t.type(store, AutoStore)
@@ -523,7 +524,7 @@ t.test('auto store: falls back to auth.json when the keyring fails', async (t) =
 })
 
 t.test('auto store: a working keyring keeps secrets off the disk', async (t) => {
-  const home = join(await tempDir(t, 'auto-ok'), 'home')
+  const home = join(tempDir('stores-auto-ok', t), 'home')
   const backend = new MemoryKeyring()
   const { log, lines } = capturingLogger()
   const store = createStore('auto', home, { keyring: backend, log })
@@ -618,7 +619,7 @@ function onPath(bin: string): boolean {
 }
 
 t.test('real keyring, no D-Bus listening: keyring unavailable, auto uses the file', { skip: process.platform !== 'linux' && 'Secret Service checks are Linux-only' }, async (t) => {
-  const dir = await tempDir(t, 'nobus')
+  const dir = tempDir('stores-nobus', t)
   const env = {
     PATH: process.env.PATH ?? '',
     HOME: dir,
@@ -709,7 +710,7 @@ async function startSecretService(t: Test, dir: string): Promise<NodeJS.ProcessE
 }
 
 t.test('real keyring: a Secret Service started by this test (dbus-daemon + gnome-keyring)', { skip: keyringSkip }, async (t) => {
-  const dir = await tempDir(t, 'secret-service')
+  const dir = tempDir('stores-secret-service', t)
   const env = await startSecretService(t, dir)
   const docs = [chatgptDoc(), apiKeyDoc()]
   const homeA = join(dir, 'homeA')

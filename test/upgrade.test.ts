@@ -4,8 +4,7 @@
  * `ws.auth` line per decision from "Secrets never leave through the side doors").
  */
 import { request as httpRequest } from 'node:http'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createHash } from 'node:crypto'
 import t from 'tap'
@@ -14,18 +13,12 @@ import { canary, record, registerCanary } from './helpers/canary.js'
 import { connect, httpGet, refuse, tryUpgrade, type RpcClient } from './helpers/client.js'
 import { nowSeconds, signJwt, unsignedJwt } from './helpers/jwt.js'
 import { startServer, type LogLine, type TestServer } from './helpers/server.js'
+import { tempDir } from './helpers/temp-dir.js'
 
 type TestT = Parameters<Parameters<typeof t.test>[0]>[0]
 type Mode = 'queryToken' | 'capabilityToken' | 'signedBearerToken'
 
 const ALL_SCOPES = ['account:read', 'account:write', 'config:read', 'config:write', 'exec', 'fs:read', 'fs:write', 'remote:write', 'session', 'thread:read', 'thread:write']
-
-/** A temp dir removed when the test ends. */
-function tempDir(t: TestT): string {
-  const dir = mkdtempSync(join(tmpdir(), 'app-server-upgrade-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
 
 async function start(t: TestT, argv: string[] = []): Promise<TestServer> {
   const server = await startServer({ argv })
@@ -321,7 +314,7 @@ t.test('capability token mode', async (t) => {
   }
 
   t.test('--ws-token-file', async (t) => {
-    const dir = tempDir(t)
+    const dir = tempDir('upgrade', t)
     const file = join(dir, 'capability.txt')
     writeFileSync(file, `  ${capability}\n`, { mode: 0o600 })
     const server = await start(t, ['--ws-auth', 'capability-token', '--ws-token-file', file])
@@ -338,7 +331,7 @@ t.test('capability token mode', async (t) => {
 // =============================================================================================
 t.test('signed bearer mode', async (t) => {
   const secret = canary('signed-bearer-shared-secret-at-least-32-bytes')
-  const dir = tempDir(t)
+  const dir = tempDir('upgrade', t)
   const secretFile = join(dir, 'secret.txt')
   writeFileSync(secretFile, `${secret}\n`, { mode: 0o600 })
   const server = await start(t, [

@@ -1,10 +1,8 @@
 /** Runs the built CLI (`dist/src/main.js`) as a real subprocess. */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { record } from './canary.js'
+import { tempDir } from './temp-dir.js'
 
 export const MAIN = fileURLToPath(new URL('../../src/main.js', import.meta.url))
 
@@ -17,8 +15,9 @@ export interface RunResult {
 
 function baseEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   // A clean environment: no APP_SERVER_* leaking in from the developer's shell.
-  // A throwaway home, so no test reads or writes the developer's credentials.
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', APP_SERVER_HOME: mkdtempSync(join(tmpdir(), 'app-server-cli-')) }
+  // Throwaway homes (the user's and the server's), so no test reads or writes the developer's
+  // credentials or configuration.
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '', HOME: tempDir('cli-user-home'), APP_SERVER_HOME: tempDir('cli-home') }
   return { ...env, ...extra }
 }
 

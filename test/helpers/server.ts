@@ -2,9 +2,6 @@
  * Starts the real app on 127.0.0.1:0 with all logs captured at debug level, and gives tests
  * the URLs to talk to it over real sockets.
  */
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
@@ -13,6 +10,7 @@ import { loadConfig } from '../../src/config/load.js'
 import type { Config } from '../../src/config/types.js'
 import { createLogger } from '../../src/log/logger.js'
 import { record, registerCanary } from './canary.js'
+import { tempDir } from './temp-dir.js'
 
 export interface LogLine {
   level: number
@@ -82,7 +80,7 @@ export async function startServer(options: StartOptions = {}): Promise<TestServe
   const argv = [...(options.argv ?? [])]
   if (!argv.some((a) => a === '--listen' || a.startsWith('--listen='))) argv.push('--listen', 'ws://127.0.0.1:0')
   // Never the developer's real home, nor the real login callback port.
-  if (!argv.some((a) => a.startsWith('--home'))) argv.push('--home', mkdtempSync(join(tmpdir(), 'app-server-home-')))
+  if (!argv.some((a) => a.startsWith('--home'))) argv.push('--home', tempDir('home'))
   if (!argv.some((a) => a.startsWith('--login-callback-port'))) argv.push('--login-callback-port', '0')
   // Many tests make dozens of failed upgrades on purpose; the throttle has its own tests.
   if (!argv.some((a) => a.startsWith('--failed-upgrade-limit'))) argv.push('--failed-upgrade-limit', '0')
