@@ -20,7 +20,8 @@ import {
   SCHEMA_VERSION,
   type EnrollmentKey,
 } from '../src/remote-control/enrollment-store.js'
-import { INSTALLATION_ID_FILE, isUuid, loadOrCreateInstallationId } from '../src/remote-control/installation-id.js'
+import { INSTALLATION_ID_FILE, loadOrCreateInstallationId } from '../src/remote-control/installation-id.js'
+import { isUuid } from '../src/util/uuid.js'
 import type { Enrollment, ServerTokenGrant } from '../src/remote-control/types.js'
 import { canary, leakedCanaries, record } from './helpers/canary.js'
 

@@ -14,6 +14,7 @@ import Database from 'better-sqlite3'
 import { chmodSync, closeSync, fstatSync, mkdirSync, openSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import type { Enrollment } from './types.js'
+import { errorCode } from '../util/error-code.js'
 
 export const ENROLLMENT_DB_FILE = 'app-server.sqlite'
 
@@ -122,7 +123,7 @@ export class EnrollmentStore {
     try {
       mkdirSync(dir, { recursive: true, mode: 0o700 })
     } catch (err) {
-      throw new EnrollmentStoreError(`cannot create directory ${dir} for the remote control enrollment store: ${codeOf(err) ?? 'unknown error'}`, codeOf(err))
+      throw new EnrollmentStoreError(`cannot create directory ${dir} for the remote control enrollment store: ${errorCode(err) ?? 'unknown error'}`, errorCode(err))
     }
     ensurePrivateFile(path)
 
@@ -265,7 +266,7 @@ function toEnrollment(row: Row, path: string): Enrollment {
  */
 function asStoreError(err: unknown, path: string, what: 'open' | 'read' | 'write'): EnrollmentStoreError {
   if (err instanceof EnrollmentStoreError) return err
-  const code = codeOf(err)
+  const code = errorCode(err)
   // Extended codes (`SQLITE_IOERR_SHORT_READ`) are judged by their primary code.
   const base = code?.startsWith('SQLITE_') ? code.split('_').slice(0, 2).join('_') : code
   let reason: string
@@ -295,9 +296,4 @@ function asStoreError(err: unknown, path: string, what: 'open' | 'read' | 'write
       reason = 'unexpected database error'
   }
   return new EnrollmentStoreError(`cannot ${what} remote control enrollment store ${path}: ${reason} (${code ?? 'no code'})`, code)
-}
-
-function codeOf(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null)?.code
-  return typeof code === 'string' ? code : undefined
 }
