@@ -139,7 +139,7 @@ export class BackendClient {
  * ChatGPT hosts get `/backend-api` (where the `wham` paths live). The URL is not quoted in
  * the error: it is configuration and might carry something it should not.
  */
-export function normalizeBaseUrl(baseUrl: string): URL {
+function normalizeBaseUrl(baseUrl: string): URL {
   let url: URL
   try {
     url = new URL(baseUrl)
@@ -156,7 +156,7 @@ export function normalizeBaseUrl(baseUrl: string): URL {
 }
 
 /** `base` + `path` with exactly one slash between them, whatever either side brings. */
-export function joinUrl(base: URL, path: string): string {
+function joinUrl(base: URL, path: string): string {
   const joined = new URL(base.href)
   joined.pathname = `${joined.pathname.replace(/\/+$/, '')}/${path.replace(/^\/+/, '')}`
   return joined.href
@@ -173,7 +173,7 @@ async function readText(response: Response, maxBytes: number, signal: AbortSigna
 }
 
 /** Removes the secret in the forms a body could echo it: as is, URL-encoded, base64. */
-export function redactSecret(text: string, secret: string): string {
+function redactSecret(text: string, secret: string): string {
   if (secret.length < 4) return text
   let out = text
   for (const form of new Set([secret, encodeURIComponent(secret), Buffer.from(secret).toString('base64'), Buffer.from(secret).toString('base64url')])) {

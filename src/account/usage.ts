@@ -253,13 +253,13 @@ function mapCredits(credits: CreditsPayload | null | undefined): CreditsSnapshot
  * Any plan name outside our list is `unknown`; a missing plan is null (not reported).
  * `education` is the backend's other spelling of `edu` (codex maps it so).
  */
-export function mapPlanType(value: string | null | undefined): PlanType | null {
+function mapPlanType(value: string | null | undefined): PlanType | null {
   if (value === null || value === undefined) return null
   return value === 'education' ? 'edu' : toPlanType(value)
 }
 
 /** An unknown kind is no reached type at all (codex: `Unknown => None`). */
-export function mapReachedType(value: Static<typeof RateLimitReachedPayload> | null | undefined): RateLimitReachedType | null {
+function mapReachedType(value: Static<typeof RateLimitReachedPayload> | null | undefined): RateLimitReachedType | null {
   if (value === null || value === undefined) return null
   const kind = typeof value === 'string' ? value : (value.kind ?? value.type)
   return typeof kind === 'string' && (RATE_LIMIT_REACHED_TYPES as readonly string[]).includes(kind) ? (kind as RateLimitReachedType) : null

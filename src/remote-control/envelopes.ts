@@ -162,11 +162,11 @@ function idsTail(ids: ServerIds): string {
  * `messageJson` is spliced in as it is, so a large reply is not parsed and re-serialized: it
  * must be one JSON value, which is what `rpc/wire.ts` encodes.
  */
-export function encodeServerMessage(ids: ServerIds, messageJson: string): string {
+function encodeServerMessage(ids: ServerIds, messageJson: string): string {
   return `{"type":"server_message","message":${messageJson},${idsTail(ids)}`
 }
 
-export function encodeServerMessageChunk(ids: ServerIds, segmentId: number, segmentCount: number, messageSizeBytes: number, chunkBase64: string): string {
+function encodeServerMessageChunk(ids: ServerIds, segmentId: number, segmentCount: number, messageSizeBytes: number, chunkBase64: string): string {
   return (
     `{"type":"server_message_chunk","segment_id":${segmentId},"segment_count":${segmentCount},` +
     `"message_size_bytes":${messageSizeBytes},"message_chunk_base64":"${chunkBase64}",${idsTail(ids)}`
