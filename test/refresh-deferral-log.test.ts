@@ -6,13 +6,13 @@
 import t from 'tap'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { Writable } from 'node:stream'
 import { createLogger } from '../src/log/logger.js'
 import { EnrollmentClient } from '../src/remote-control/enrollment-client.js'
 import { logRefreshDeferrals } from '../src/remote-control/refresh-deferral-log.js'
 import { ServerTokenCache } from '../src/remote-control/token-cache.js'
-import { canary, leakedCanaries, record } from './helpers/canary.js'
+import { canary, leakedCanaries } from './helpers/canary.js'
 import { ManualClock } from './helpers/manual-clock.js'
+import { LogCapture } from './helpers/server.js'
 
 type Test = import('tap').Test
 
@@ -28,25 +28,13 @@ async function backend(t: Test, status: number, body: string): Promise<string> {
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}/backend-api`
 }
 
-function capturingLogger(): { log: ReturnType<typeof createLogger>; lines: () => Array<Record<string, unknown>> } {
-  let out = ''
-  const dest = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      out += chunk.toString()
-      record(chunk.toString())
-      cb()
-    },
-  })
-  const lines = () => out.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>)
-  return { log: createLogger('debug', dest), lines }
-}
-
 t.test('a required refresh deferred by a 503 writes one warning with when and why, and no secret', async (t) => {
   const echoed = canary('rct-echoed')
   const accessToken = canary('chatgpt-access')
   const baseUrl = await backend(t, 503, JSON.stringify({ detail: 'busy', remote_control_token: echoed }))
   const client = new EnrollmentClient({ baseUrl })
-  const { log, lines } = capturingLogger()
+  const logs = new LogCapture()
+  const log = createLogger('debug', logs)
   const cache = new ServerTokenCache({
     clock: new ManualClock({ wallMs: T0 }),
     refresh: () => client.refresh({ accessToken, accountId: 'acct-1' }, { serverId: 'srv-1', environmentId: 'env-1', installationId: '4f8e0d1c-2b3a-4c5d-8e9f-0a1b2c3d4e5f' }),
@@ -55,7 +43,7 @@ t.test('a required refresh deferred by a 503 writes one warning with when and wh
   })
 
   await t.rejects(cache.get(), { name: 'RemoteControlHttpError' }, 'the required refresh fails')
-  const written = lines()
+  const written = logs.lines
   t.equal(written.length, 1, 'one line')
   const line = written[0]!
   t.equal(line.level, 40, 'a warning')
@@ -69,5 +57,5 @@ t.test('a required refresh deferred by a 503 writes one warning with when and wh
 
   // While deferred, a required refresh sends nothing and logs nothing more.
   await t.rejects(cache.get(), { name: 'RemoteControlRefreshDeferredError' })
-  t.equal(lines().length, 1, 'still one line')
+  t.equal(logs.lines.length, 1, 'still one line')
 })
