@@ -6,7 +6,8 @@
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { WebSocketServer } from 'ws'
-import { generateConnectionToken, matchesDigest, sha256 } from '../src/auth/token.js'
+import { generateConnectionToken, matchesDigest } from '../src/auth/token.js'
+import { sha256 } from '../src/util/sha256.js'
 import { readQueryToken } from '../src/auth/query-token.js'
 
 const token = generateConnectionToken()

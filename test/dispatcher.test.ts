@@ -154,8 +154,11 @@ t.test('registry: duplicate method names throw at construction', async (t) => {
   t.throws(() => new Dispatcher<Services>([a, b], { tag: 'x' }), /duplicate method test\/dup/)
   t.doesNotThrow(() => new Dispatcher<Services>([a], { tag: 'x' }))
   const d = new Dispatcher<Services>([a], { tag: 'x' })
-  t.ok(d.has('test/dup'))
-  t.notOk(d.has('test/other'))
+  t.strictSame(
+    await d.dispatch(unit().session(), 'test/other', undefined),
+    { error: { code: -32600, message: 'Invalid request: unknown variant `test/other`, expected one of `test/dup`' } },
+    'the one method is registered once',
+  )
 })
 
 t.test('unknown method: -32600 naming every registered method, backquoted', async (t) => {

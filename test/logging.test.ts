@@ -6,7 +6,8 @@ import t from 'tap'
 import { Writable } from 'node:stream'
 import { canary, leakedCanaries } from './helpers/canary.js'
 import { createLogger } from '../src/log/logger.js'
-import { REDACTED, redactUrl, scrubText, shortReason } from '../src/log/scrub.js'
+import { redactUrl, scrubText, shortReason } from '../src/log/scrub.js'
+import { REDACTED } from '../src/util/redaction-markers.js'
 import type { LogLevel } from '../src/config/types.js'
 
 type Json = Record<string, unknown>

@@ -916,7 +916,7 @@ rcTest('the database holds the identity only: no server token, expiry or cursor 
   t.same(tables, ['remote_control_enrollments'], 'one table')
   t.same(
     columns,
-    ['account_id', 'app_server_client_name', 'enabled', 'environment_id', 'server_id', 'server_name', 'updated_at', 'websocket_url'],
+    ['account_id', 'app_server_client_name', 'environment_id', 'server_id', 'server_name', 'updated_at', 'websocket_url'],
     'the enrollment columns, nothing for a token, expiry or cursor',
   )
   await server.close()

@@ -198,7 +198,7 @@ t.test('enrollment is persisted without its token and published', async (t) => {
   await controller.enable()
   await settle()
   const row = rows.get('acct-1')!
-  t.match(row, { serverId: 'srv-1', environmentId: 'env-1', serverName: 'test-host', enabled: true })
+  t.match(row, { serverId: 'srv-1', environmentId: 'env-1', serverName: 'test-host' })
   t.notOk(Object.keys(row).some((k) => /token|expir|cursor/i.test(k)), 'no token, expiry or cursor in the row')
   t.equal(controller.status().environmentId, 'env-1')
   t.ok(statuses.some((s) => s.status === 'connected' && s.environmentId === 'env-1'))

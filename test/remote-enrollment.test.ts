@@ -23,7 +23,7 @@ import {
   RemoteControlResponseError,
   type RefreshRequest,
 } from '../src/remote-control/enrollment-client.js'
-import { bodyPreview, describeHttpFailure, PREVIEW_MAX_BYTES, redactJson } from '../src/remote-control/preview.js'
+import { redactedBodyPreview, describeHttpFailure, PREVIEW_MAX_BYTES, redactJson } from '../src/remote-control/preview.js'
 import {
   DEFERRAL_MAX_SECONDS,
   DEFERRAL_MIN_SECONDS,
@@ -361,21 +361,21 @@ t.test('previews over the wire: 10 KB cut, empty, multibyte, lossy', async (t) =
   t.equal(await preview(Buffer.from([0x66, 0xff, 0x6f])), 'f\uFFFDo')
 })
 
-t.test('bodyPreview and describeHttpFailure', async (t) => {
+t.test('redactedBodyPreview and describeHttpFailure', async (t) => {
   const token = canary('rct')
-  t.equal(bodyPreview(Buffer.alloc(0)), '<empty>')
-  t.equal(bodyPreview(`{"remote_control_token":"${token}","a":1}`), '{"remote_control_token":"<redacted>","a":1}')
-  t.equal(bodyPreview(`{"remote_control_token":{"nested":"${token}"}}`), '{"remote_control_token":"<redacted>"}', 'any value type at the top level')
-  t.equal(bodyPreview('{"remote_control_token": 5}'), '{"remote_control_token":"<redacted>"}')
-  t.equal(bodyPreview('{"a":1}'), '{"a":1}', 'nothing to redact: the text as sent')
-  t.equal(bodyPreview('{ "a": 1 }'), '{ "a": 1 }')
-  t.equal(bodyPreview('[1,2]'), '[1,2]')
+  t.equal(redactedBodyPreview(Buffer.alloc(0)), '<empty>')
+  t.equal(redactedBodyPreview(`{"remote_control_token":"${token}","a":1}`), '{"remote_control_token":"<redacted>","a":1}')
+  t.equal(redactedBodyPreview(`{"remote_control_token":{"nested":"${token}"}}`), '{"remote_control_token":"<redacted>"}', 'any value type at the top level')
+  t.equal(redactedBodyPreview('{"remote_control_token": 5}'), '{"remote_control_token":"<redacted>"}')
+  t.equal(redactedBodyPreview('{"a":1}'), '{"a":1}', 'nothing to redact: the text as sent')
+  t.equal(redactedBodyPreview('{ "a": 1 }'), '{ "a": 1 }')
+  t.equal(redactedBodyPreview('[1,2]'), '[1,2]')
   // Beyond codex: the fields are scrubbed wherever they appear.
-  t.equal(bodyPreview(`{"error":{"pairing_code":"${token}"}}`), '{"error":{"pairing_code":"<redacted>"}}')
-  t.equal(bodyPreview(`[{"manual_pairing_code": "${token}"}]`), '[{"manual_pairing_code": "<redacted>"}]')
-  t.equal(bodyPreview(`{"remote_control_token":"${token}`), '{"remote_control_token":"<redacted>"', 'JSON cut short')
+  t.equal(redactedBodyPreview(`{"error":{"pairing_code":"${token}"}}`), '{"error":{"pairing_code":"<redacted>"}}')
+  t.equal(redactedBodyPreview(`[{"manual_pairing_code": "${token}"}]`), '[{"manual_pairing_code": "<redacted>"}]')
+  t.equal(redactedBodyPreview(`{"remote_control_token":"${token}`), '{"remote_control_token":"<redacted>"', 'JSON cut short')
   // A redacted body longer than the limit is cut after redaction.
-  const long = bodyPreview(JSON.stringify({ remote_control_token: token, pad: 'p'.repeat(9000) }))
+  const long = redactedBodyPreview(JSON.stringify({ remote_control_token: token, pad: 'p'.repeat(9000) }))
   t.equal(Buffer.byteLength(long), PREVIEW_MAX_BYTES + 3)
   t.ok(long.startsWith('{"remote_control_token":"<redacted>","pad":"ppp'))
   for (const p of [long]) t.same(leakedCanaries(p), [])

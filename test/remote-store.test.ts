@@ -19,7 +19,8 @@ import {
   SCHEMA_VERSION,
   type EnrollmentKey,
 } from '../src/remote-control/enrollment-store.js'
-import { INSTALLATION_ID_FILE, isUuid, loadOrCreateInstallationId } from '../src/remote-control/installation-id.js'
+import { INSTALLATION_ID_FILE, loadOrCreateInstallationId } from '../src/remote-control/installation-id.js'
+import { isUuid } from '../src/util/uuid.js'
 import type { Enrollment, ServerTokenGrant } from '../src/remote-control/types.js'
 import { canary, leakedCanaries, record } from './helpers/canary.js'
 import { tempDir } from './helpers/temp-dir.js'
@@ -45,7 +46,6 @@ function enrollment(overrides: Partial<Enrollment> = {}): Enrollment {
     serverId: 'srv-0001',
     environmentId: 'env-0001',
     serverName: 'build-box',
-    enabled: true,
     updatedAt: new Date('2025-01-02T03:04:05.678Z'),
     ...overrides,
   }
@@ -185,8 +185,8 @@ t.test('migrations: two connections opening a fresh file at once agree on one sc
   const b = openStore(t, home)
   a.upsert(enrollment({ serverId: 'from-a' }))
   t.equal(b.get(KEY)?.serverId, 'from-a', 'b sees what a wrote')
-  b.setEnabled(KEY, false)
-  t.equal(a.get(KEY)?.enabled, false, 'a sees what b wrote')
+  b.upsert(enrollment({ serverId: 'from-b' }))
+  t.equal(a.get(KEY)?.serverId, 'from-b', 'a sees what b wrote')
 })
 
 t.test('schema: exactly the enrollment columns, keyed by the 3 parts; no token, expiry or cursor', async (t) => {
@@ -198,7 +198,7 @@ t.test('schema: exactly the enrollment columns, keyed by the 3 parts; no token, 
   const names = columns.map((c) => c.name)
   t.same(
     [...names].sort(),
-    ['account_id', 'app_server_client_name', 'enabled', 'environment_id', 'server_id', 'server_name', 'updated_at', 'websocket_url'],
+    ['account_id', 'app_server_client_name', 'environment_id', 'server_id', 'server_name', 'updated_at', 'websocket_url'],
     'the columns',
   )
   t.same(
@@ -226,7 +226,7 @@ t.test('crud: get, upsert, update, delete by the 3-part key', async (t) => {
   store.upsert(enrollment())
   t.same(store.get(KEY), enrollment(), 'round trip, updatedAt to the millisecond')
 
-  const updated = enrollment({ serverId: 'srv-0002', environmentId: 'env-0002', serverName: 'renamed', enabled: false, updatedAt: new Date('2025-02-03T04:05:06.789Z') })
+  const updated = enrollment({ serverId: 'srv-0002', environmentId: 'env-0002', serverName: 'renamed', updatedAt: new Date('2025-02-03T04:05:06.789Z') })
   store.upsert(updated)
   t.same(store.get(KEY), updated, 'upsert replaces every stored field')
 
@@ -249,25 +249,34 @@ t.test('crud: get, upsert, update, delete by the 3-part key', async (t) => {
   t.equal(store.get({ ...others[2]!, appServerClientName: 'other-client ' }), null, 'no trimming')
 })
 
-t.test('crud: the enabled flag', async (t) => {
-  const store = openStore(t, tempDir('remote-store-enabled', t))
-  t.equal(store.setEnabled(KEY, true), false, 'no row: false, and nothing is created')
-  t.equal(store.get(KEY), null, 'still absent')
-
-  store.upsert(enrollment({ enabled: true }))
-  const when = new Date('2025-06-07T08:09:10.111Z')
-  t.equal(store.setEnabled(KEY, false, when), true, 'disable an existing row')
-  t.same(store.get(KEY), enrollment({ enabled: false, updatedAt: when }), 'disabled, updated_at bumped, the rest kept')
-  t.equal(store.setEnabled(KEY, true), true, 'enable again')
-  t.equal(store.get(KEY)?.enabled, true, 'enabled')
-  t.ok(store.get(KEY)!.updatedAt.getTime() > when.getTime(), 'updated_at defaults to now')
-
-  store.upsert(enrollment({ enabled: false }))
-  t.equal(store.get(KEY)?.enabled, false, 'upsert stores enabled = false')
-  const raw = inspect(store.path, (db) =>
-    db.prepare(`SELECT enabled, typeof(enabled) AS t, updated_at FROM remote_control_enrollments`).get(),
+t.test('migrations: a version-1 database keeps its rows when the enabled column goes', async (t) => {
+  const home = tempDir('remote-store-v1', t)
+  const path = join(home, ENROLLMENT_DB_FILE)
+  // What an app-server with only the first migration left behind, a disabled row included.
+  const db = new Database(path)
+  db.exec(MIGRATIONS[0]!)
+  db.pragma('user_version = 1')
+  const insert = db.prepare(
+    `INSERT INTO remote_control_enrollments VALUES (@websocket_url, @account_id, 'app-server', @server_id, 'env-old', 'old-box', '2025-01-02T03:04:05.678Z', @enabled)`,
   )
-  t.same(raw, { enabled: 0, t: 'integer', updated_at: '2025-01-02T03:04:05.678Z' }, 'stored as 0/1 and RFC 3339 text')
+  insert.run({ websocket_url: KEY.websocketUrl, account_id: KEY.accountId, server_id: 'srv-on', enabled: 1 })
+  insert.run({ websocket_url: KEY.websocketUrl, account_id: 'acct-off', server_id: 'srv-off', enabled: 0 })
+  db.close()
+
+  const store = openStore(t, home)
+  const old = { serverName: 'old-box', environmentId: 'env-old', updatedAt: new Date('2025-01-02T03:04:05.678Z') }
+  t.same(store.get(KEY), enrollment({ ...old, serverId: 'srv-on' }), 'an enabled row survives')
+  t.same(store.get({ ...KEY, accountId: 'acct-off' }), enrollment({ ...old, accountId: 'acct-off', serverId: 'srv-off' }), 'so does a disabled one')
+  store.upsert(enrollment())
+  t.same(store.get(KEY), enrollment(), 'and the table is writable')
+  store.close()
+  inspect(path, (db) => {
+    t.equal(db.pragma('user_version', { simple: true }), SCHEMA_VERSION, 'now at the latest version')
+    const columns = (db.prepare(`PRAGMA table_info(remote_control_enrollments)`).all() as Array<{ name: string }>).map((c) => c.name)
+    t.notOk(columns.includes('enabled'), 'the column is gone')
+    const raw = db.prepare(`SELECT updated_at, typeof(updated_at) AS t FROM remote_control_enrollments WHERE account_id = ?`).get(KEY.accountId)
+    t.same(raw, { updated_at: '2025-01-02T03:04:05.678Z', t: 'text' }, 'updated_at stored as RFC 3339 text')
+  })
 })
 
 t.test('crud: upsert stores only enrollment fields, even from an object carrying a token', async (t) => {
@@ -376,12 +385,10 @@ t.test('full session: the server token never reaches the database file', async (
       serverId: grant.serverId,
       environmentId: grant.environmentId,
       serverName: 'session-box',
-      enabled: round % 7 !== 3,
       updatedAt: new Date(),
     }
     if (enroll && memory !== null) t.equal(store.delete(key), true, `round ${round}: the 404 path deletes the row`)
     store.upsert(next)
-    if (round % 13 === 0) store.setEnabled(key, true)
     memory = { grant, enrollment: next }
     t.equal(store.get(key)?.serverId, serverId, `round ${round}: stored`)
 

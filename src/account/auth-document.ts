@@ -11,22 +11,23 @@ import { Type, type Static } from 'typebox'
 import { Compile } from 'typebox/compile'
 import { schemaProblem } from './schema-problem.js'
 import { StoreError, type AuthDotJson, type Credential } from './types.js'
+import { OptionalNullable } from '../util/typebox-nullable.js'
+import { tryParseJson } from '../util/json.js'
 
-const OrNull = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()])
 
 const StoredTokensSchema = Type.Object({
   id_token: Type.String(),
   access_token: Type.String(),
   refresh_token: Type.String(),
-  account_id: Type.Optional(OrNull(Type.String())),
+  account_id: OptionalNullable(Type.String()),
 })
 
 export const AuthDotJsonSchema = Type.Object({
-  OPENAI_API_KEY: Type.Optional(OrNull(Type.String())),
-  auth_mode: Type.Optional(OrNull(Type.Union([Type.Literal('apikey'), Type.Literal('chatgpt')]))),
-  tokens: Type.Optional(OrNull(StoredTokensSchema)),
+  OPENAI_API_KEY: OptionalNullable(Type.String()),
+  auth_mode: OptionalNullable(Type.Union([Type.Literal('apikey'), Type.Literal('chatgpt')])),
+  tokens: OptionalNullable(StoredTokensSchema),
   /** RFC 3339. */
-  last_refresh: Type.Optional(OrNull(Type.String())),
+  last_refresh: OptionalNullable(Type.String()),
 })
 
 const authDotJson = Compile(AuthDotJsonSchema)
@@ -48,12 +49,8 @@ function parseAuthDotJson(value: unknown, source: string): AuthDotJson {
 
 /** Parses stored JSON text. A SyntaxError's message quotes the text, so it is never passed on. */
 export function parseAuthText(text: string, source: string): AuthDotJson {
-  let value: unknown
-  try {
-    value = JSON.parse(text)
-  } catch {
-    throw new StoreError(`${source} is not valid JSON`)
-  }
+  const value = tryParseJson(text)
+  if (value === undefined) throw new StoreError(`${source} is not valid JSON`)
   return parseAuthDotJson(value, source)
 }
 

@@ -6,6 +6,12 @@
  */
 import { usagePayloadProblem, type UsagePayload } from './usage.js'
 import { readBounded } from './read-bounded.js'
+import { oneLinePreview } from '../util/body-preview.js'
+import { isSendableHeaderValue } from '../util/header-value.js'
+import { tryParseJson } from '../util/json.js'
+import { fetchErrorCode, networkErrorText } from '../util/network-error.js'
+import { REDACTED } from '../util/redaction-markers.js'
+import { requestIdOf } from '../util/response-headers.js'
 
 export interface BackendClientOptions {
   /** e.g. `https://chatgpt.com/backend-api`; http(s) only, no credentials, query or fragment. */
@@ -31,7 +37,6 @@ export const BODY_PREVIEW_CHARS = 512
 const ERROR_BODY_READ_BYTES = 16 * 1024
 // A real usage payload is a few KB; anything past this is not one.
 const MAX_PAYLOAD_BYTES = 1024 * 1024
-const REDACTED = '[redacted]'
 
 /** Base class, so callers can catch every backend failure at once. */
 export class BackendError extends Error {
@@ -69,7 +74,7 @@ export class BackendClient {
 
   constructor(options: BackendClientOptions) {
     this.usageUrl = joinUrl(normalizeBaseUrl(options.baseUrl), 'wham/usage')
-    if (!isHeaderValue(options.userAgent)) throw new TypeError('backend user agent is not a valid HTTP header value')
+    if (!isSendableHeaderValue(options.userAgent)) throw new TypeError('backend user agent is not a valid HTTP header value')
     this.userAgent = options.userAgent
     this.fetchImpl = options.fetch ?? globalThis.fetch
     this.timeoutMs = options.timeoutMs ?? DEFAULT_BACKEND_TIMEOUT_MS
@@ -80,8 +85,8 @@ export class BackendClient {
     const url = this.usageUrl
     const what = `GET ${url}`
     // Checked here because fetch's own complaint about a bad header quotes the value.
-    if (!isHeaderValue(accessToken) || accessToken === '') throw new BackendNetworkError(`${what} not sent: the access token is not a valid HTTP header value`)
-    if (accountId !== null && !isHeaderValue(accountId)) throw new BackendNetworkError(`${what} not sent: the account id is not a valid HTTP header value`)
+    if (!isSendableHeaderValue(accessToken) || accessToken === '') throw new BackendNetworkError(`${what} not sent: the access token is not a valid HTTP header value`)
+    if (accountId !== null && !isSendableHeaderValue(accountId)) throw new BackendNetworkError(`${what} not sent: the account id is not a valid HTTP header value`)
 
     const headers: Record<string, string> = {
       Authorization: `Bearer ${accessToken}`,
@@ -101,9 +106,9 @@ export class BackendClient {
 
     const redact = (text: string) => redactSecret(text, accessToken)
     if (response.status < 200 || response.status > 299) {
-      const requestId = response.headers.get('x-request-id') ?? response.headers.get('x-oai-request-id')
+      const requestId = requestIdOf(response.headers)
       const body = await readText(response, ERROR_BODY_READ_BYTES, signal).catch(() => ({ text: '', truncated: false }))
-      const preview = bodyPreview(redact(body.text), body.truncated)
+      const preview = oneLinePreview(redact(body.text), body.truncated, BODY_PREVIEW_CHARS)
       const status = `${response.status}${response.statusText ? ` ${response.statusText}` : ''}`
       const id = requestId === null ? '' : `; request id ${requestId}`
       // The status text and the request id come from the backend too: redact all of it.
@@ -117,13 +122,9 @@ export class BackendClient {
       throw new BackendNetworkError(`${what} failed while reading the response: ${describeNetworkError(err, this.timeoutMs)}`)
     }
     if (body.truncated) throw new BackendPayloadError(`${what}: usage response is larger than ${MAX_PAYLOAD_BYTES} bytes`)
-    let json: unknown
-    try {
-      json = JSON.parse(body.text)
-    } catch {
-      // The parser's message quotes the body; the preview is redacted and short.
-      throw new BackendPayloadError(`${what}: usage response is not JSON; body: ${bodyPreview(redact(body.text), false)}`)
-    }
+    const json = tryParseJson(body.text)
+    // The preview is redacted and short.
+    if (json === undefined) throw new BackendPayloadError(`${what}: usage response is not JSON; body: ${oneLinePreview(redact(body.text), false, BODY_PREVIEW_CHARS)}`)
     const problem = usagePayloadProblem(json)
     if (problem !== null) throw new BackendPayloadError(`${what}: unexpected usage response ${problem}`)
     return json as UsagePayload
@@ -138,7 +139,7 @@ export class BackendClient {
  * ChatGPT hosts get `/backend-api` (where the `wham` paths live). The URL is not quoted in
  * the error: it is configuration and might carry something it should not.
  */
-export function normalizeBaseUrl(baseUrl: string): URL {
+function normalizeBaseUrl(baseUrl: string): URL {
   let url: URL
   try {
     url = new URL(baseUrl)
@@ -155,7 +156,7 @@ export function normalizeBaseUrl(baseUrl: string): URL {
 }
 
 /** `base` + `path` with exactly one slash between them, whatever either side brings. */
-export function joinUrl(base: URL, path: string): string {
+function joinUrl(base: URL, path: string): string {
   const joined = new URL(base.href)
   joined.pathname = `${joined.pathname.replace(/\/+$/, '')}/${path.replace(/^\/+/, '')}`
   return joined.href
@@ -171,20 +172,8 @@ async function readText(response: Response, maxBytes: number, signal: AbortSigna
   return { text: body.bytes.toString('utf8'), truncated: body.truncated }
 }
 
-/** Whitespace collapsed, trimmed, at most `BODY_PREVIEW_CHARS` characters (with `…` if cut). */
-export function bodyPreview(text: string, truncated: boolean): string {
-  const flat = text.replace(/\s+/g, ' ').trim()
-  if (flat === '') return '(empty)'
-  if (flat.length <= BODY_PREVIEW_CHARS && !truncated) return flat
-  let end = Math.min(flat.length, BODY_PREVIEW_CHARS - 1)
-  // Never cut a surrogate pair in half.
-  const code = flat.charCodeAt(end - 1)
-  if (code >= 0xd800 && code <= 0xdbff) end -= 1
-  return `${flat.slice(0, end)}…`
-}
-
 /** Removes the secret in the forms a body could echo it: as is, URL-encoded, base64. */
-export function redactSecret(text: string, secret: string): string {
+function redactSecret(text: string, secret: string): string {
   if (secret.length < 4) return text
   let out = text
   for (const form of new Set([secret, encodeURIComponent(secret), Buffer.from(secret).toString('base64'), Buffer.from(secret).toString('base64url')])) {
@@ -198,10 +187,10 @@ export function redactSecret(text: string, secret: string): string {
  * quote the request.
  */
 function describeNetworkError(err: unknown, timeoutMs: number): string {
-  const e = err as { name?: unknown; cause?: unknown } | null
+  const e = err as { name?: unknown } | null
   if (e?.name === 'TimeoutError') return `timed out after ${timeoutMs} ms`
   if (e?.name === 'AbortError') return 'aborted'
-  const code = errorCode(e?.cause) ?? errorCode(e)
+  const code = fetchErrorCode(err)
   switch (code) {
     case 'ECONNREFUSED':
       return 'connection refused (ECONNREFUSED)'
@@ -214,20 +203,7 @@ function describeNetworkError(err: unknown, timeoutMs: number): string {
     case 'UND_ERR_CONNECT_TIMEOUT':
     case 'ETIMEDOUT':
       return `connect timed out (${code})`
-    case undefined:
-      return 'network error'
     default:
-      return `network error (${code})`
+      return networkErrorText(code)
   }
-}
-
-function errorCode(err: unknown): string | undefined {
-  if (typeof err !== 'object' || err === null) return undefined
-  const code = (err as { code?: unknown }).code
-  return typeof code === 'string' && /^[A-Z0-9_]{1,40}$/.test(code) ? code : undefined
-}
-
-/** Visible ASCII, space and tab, as HTTP field values allow (undici rejects the rest). */
-function isHeaderValue(value: string): boolean {
-  return /^[\t\x20-\x7e]*$/.test(value) && value === value.trim()
 }

@@ -22,6 +22,7 @@ import {
   type LoginRules,
 } from './rules.js'
 import { toPlanType, type Credential, type CredentialStore, type ManagedTokens } from './types.js'
+import { isUuid } from '../util/uuid.js'
 
 /** One browser (PKCE) login in progress. */
 export interface BrowserLoginHandle {
@@ -152,8 +153,4 @@ export class LoginFlows {
     this.login = null
     l.cancel()
   }
-}
-
-function isUuid(s: string): boolean {
-  return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s)
 }

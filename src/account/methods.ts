@@ -8,6 +8,7 @@ import type { RateLimitsReader } from './rate-limits.js'
 import { EXTERNAL_REFRESH_TIMEOUT_MS } from './recovery.js'
 import type { AccountService } from './service.js'
 import { GetAccountRateLimitsResult, PlanTypeSchema } from './usage.js'
+import { Nullable, OptionalNullable } from '../util/typebox-nullable.js'
 
 export type { RateLimitsReader } from './rate-limits.js'
 
@@ -16,7 +17,6 @@ export interface AccountServices {
   readonly rateLimits: RateLimitsReader
 }
 
-const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()])
 
 export const GetAccountParams = Type.Object({ refreshToken: Type.Optional(Type.Boolean()) })
 export const GetAccountResult = Type.Object({
@@ -35,7 +35,7 @@ export const LoginAccountParams = Type.Union([
     type: Type.Literal('chatgptAuthTokens'),
     accessToken: Type.String(),
     chatgptAccountId: Type.String(),
-    chatgptPlanType: Type.Optional(Nullable(Type.String())),
+    chatgptPlanType: OptionalNullable(Type.String()),
   }),
 ])
 export const LoginAccountResult = Type.Union([

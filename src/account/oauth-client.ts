@@ -6,6 +6,9 @@
  * never a token, code or verifier. Server-provided text is cut short, stripped to printable
  * characters and scrubbed of the secrets the request carried, in case a server echoes them.
  */
+import { printableErrorCode } from '../util/error-code.js'
+import { isJsonObject, parseJsonObject } from '../util/json.js'
+import { REDACTED } from '../util/redaction-markers.js'
 
 /** What codex sends as `originator` unless a client named itself. */
 export const DEFAULT_ORIGINATOR = 'codex_cli_rs'
@@ -160,7 +163,7 @@ export class OAuthClient {
       const detail = safeDetail(parseErrorBody(text).display, secrets)
       throw new TokenExchangeError(`Token exchange failed: token endpoint returned status ${response.status}: ${detail}`, response.status)
     }
-    const json = parseObject(text)
+    const json = parseJsonObject(text)
     if (json === null) throw new TokenExchangeError('Token exchange failed: the token endpoint answered with something other than a JSON object', response.status)
     for (const field of ['id_token', 'access_token', 'refresh_token'] as const) {
       if (typeof json[field] !== 'string' || json[field] === '') {
@@ -190,7 +193,7 @@ export class OAuthClient {
     }
     const text = await readText(response)
     if (!response.ok) throw classifyRefreshFailure(response.status, text, secrets)
-    const json = parseObject(text)
+    const json = parseJsonObject(text)
     if (json === null || typeof json.access_token !== 'string' || json.access_token === '') {
       throw new RefreshError(false, 'transient', 'Failed to refresh token: the token endpoint answered without an access token')
     }
@@ -255,10 +258,10 @@ interface ErrorBody {
 function parseErrorBody(text: string): ErrorBody {
   const trimmed = text.trim()
   if (trimmed === '') return { code: null, display: 'unknown error' }
-  const json = parseObject(trimmed)
+  const json = parseJsonObject(trimmed)
   if (json === null) return { code: null, display: trimmed }
   const err = json.error
-  const errObj = err !== null && typeof err === 'object' && !Array.isArray(err) ? (err as Record<string, unknown>) : null
+  const errObj = isJsonObject(err) ? err : null
   const code = nonBlank(err) ?? nonBlank(errObj?.code) ?? nonBlank(json.code)
   const display = nonBlank(json.error_description) ?? nonBlank(errObj?.message) ?? code ?? 'unknown error'
   return { code, display }
@@ -269,9 +272,9 @@ function safeDetail(text: string, secrets: readonly string[]): string {
   let out = text
   for (const s of secrets) {
     if (s.length === 0) continue
-    out = out.split(s).join('[redacted]')
+    out = out.split(s).join(REDACTED)
     const encoded = encodeURIComponent(s)
-    if (encoded !== s) out = out.split(encoded).join('[redacted]')
+    if (encoded !== s) out = out.split(encoded).join(REDACTED)
   }
   out = out.replace(/[^\x20-\x7e]+/g, ' ').trim()
   return out.length > MAX_DETAIL_CHARS ? `${out.slice(0, MAX_DETAIL_CHARS)}…` : out
@@ -282,9 +285,8 @@ function describeFetchFailure(err: unknown, timeoutMs: number): string {
   if (err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError')) {
     return `the auth server did not answer within ${Math.round(timeoutMs / 1000)} s`
   }
-  const cause = err instanceof Error ? (err as Error & { cause?: unknown }).cause : undefined
-  const code = cause !== null && typeof cause === 'object' ? (cause as { code?: unknown }).code : undefined
-  return typeof code === 'string' && /^[A-Z0-9_]+$/.test(code)
+  const code = err instanceof Error ? printableErrorCode((err as Error & { cause?: unknown }).cause) : undefined
+  return code !== undefined
     ? `could not reach the auth server (${code})`
     : 'could not reach the auth server'
 }
@@ -294,15 +296,6 @@ async function readText(response: Response): Promise<string> {
     return await response.text()
   } catch {
     return ''
-  }
-}
-
-function parseObject(text: string): Record<string, unknown> | null {
-  try {
-    const v: unknown = JSON.parse(text)
-    return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null
-  } catch {
-    return null
   }
 }
 

@@ -23,6 +23,7 @@ import { isPermanentRefreshError, type RefreshedTokens } from './oauth-client.js
 import { needsProactiveRefresh } from './refresh-policy.js'
 import { checkExternalWorkspaceAllowed, type LoginRules } from './rules.js'
 import { toPlanType, type ClaimsReader, type Credential, type CredentialStore, type ManagedTokens } from './types.js'
+import { OptionalNullable } from '../util/typebox-nullable.js'
 
 type ManagedCredential = Extract<Credential, { kind: 'chatgptManaged' }>
 type ExternalCredential = Extract<Credential, { kind: 'chatgptExternal' }>
@@ -49,7 +50,7 @@ export const EXTERNAL_REFRESH_TIMEOUT_MS = 10_000
 export const ExternalTokensReply = Type.Object({
   accessToken: Type.String(),
   chatgptAccountId: Type.String(),
-  chatgptPlanType: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  chatgptPlanType: OptionalNullable(Type.String()),
 })
 const externalTokensReply = Compile(ExternalTokensReply)
 

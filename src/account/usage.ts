@@ -7,44 +7,44 @@
  * The result schemas are strict the other way: every nullable member is present (explicit
  * null), so a codex client never sees a field silently omitted.
  */
-import { Type, type Static, type TSchema } from 'typebox'
+import { Type, type Static } from 'typebox'
 import { Compile } from 'typebox/compile'
 import { schemaProblem } from './schema-problem.js'
 import { PLAN_TYPES, toPlanType, type PlanType } from './types.js'
+import { Nullable, OptionalNullable } from '../util/typebox-nullable.js'
 
 // ---------------------------------------------------------------------------------------------
 // Backend payload (what `/wham/usage` returns).
 
 /** Missing and null mean the same thing: the backend has nothing to say. */
-const Maybe = <T extends TSchema>(schema: T) => Type.Optional(Type.Union([schema, Type.Null()]))
 
 export const UsageWindowPayload = Type.Object({
   // A window without its percentage says nothing: the one required member.
   used_percent: Type.Number(),
-  limit_window_seconds: Maybe(Type.Number()),
-  reset_after_seconds: Maybe(Type.Number()),
+  limit_window_seconds: OptionalNullable(Type.Number()),
+  reset_after_seconds: OptionalNullable(Type.Number()),
   /** Unix seconds. */
-  reset_at: Maybe(Type.Number()),
+  reset_at: OptionalNullable(Type.Number()),
 })
 
 export const RateLimitDetailsPayload = Type.Object({
-  allowed: Maybe(Type.Boolean()),
-  limit_reached: Maybe(Type.Boolean()),
-  primary_window: Maybe(UsageWindowPayload),
-  secondary_window: Maybe(UsageWindowPayload),
+  allowed: OptionalNullable(Type.Boolean()),
+  limit_reached: OptionalNullable(Type.Boolean()),
+  primary_window: OptionalNullable(UsageWindowPayload),
+  secondary_window: OptionalNullable(UsageWindowPayload),
 })
 
 export const CreditsPayload = Type.Object({
   has_credits: Type.Boolean(),
   unlimited: Type.Boolean(),
   // A decimal string ("12.50"); a bare number is accepted and kept as its text.
-  balance: Maybe(Type.Union([Type.String(), Type.Number()])),
+  balance: OptionalNullable(Type.Union([Type.String(), Type.Number()])),
 })
 
 export const AdditionalRateLimitPayload = Type.Object({
-  limit_name: Maybe(Type.String()),
+  limit_name: OptionalNullable(Type.String()),
   metered_feature: Type.String(),
-  rate_limit: Maybe(RateLimitDetailsPayload),
+  rate_limit: OptionalNullable(RateLimitDetailsPayload),
 })
 
 /**
@@ -52,16 +52,16 @@ export const AdditionalRateLimitPayload = Type.Object({
  * accepted (`kind` first), and so is a bare string.
  */
 export const RateLimitReachedPayload = Type.Union([
-  Type.Object({ kind: Maybe(Type.String()), type: Maybe(Type.String()) }),
+  Type.Object({ kind: OptionalNullable(Type.String()), type: OptionalNullable(Type.String()) }),
   Type.String(),
 ])
 
 export const UsagePayload = Type.Object({
-  plan_type: Maybe(Type.String()),
-  rate_limit: Maybe(RateLimitDetailsPayload),
-  credits: Maybe(CreditsPayload),
-  additional_rate_limits: Maybe(Type.Array(AdditionalRateLimitPayload)),
-  rate_limit_reached_type: Maybe(RateLimitReachedPayload),
+  plan_type: OptionalNullable(Type.String()),
+  rate_limit: OptionalNullable(RateLimitDetailsPayload),
+  credits: OptionalNullable(CreditsPayload),
+  additional_rate_limits: OptionalNullable(Type.Array(AdditionalRateLimitPayload)),
+  rate_limit_reached_type: OptionalNullable(RateLimitReachedPayload),
 })
 export type UsagePayload = Static<typeof UsagePayload>
 type UsageWindowPayload = Static<typeof UsageWindowPayload>
@@ -97,7 +97,6 @@ export const RATE_LIMIT_REACHED_TYPES = [
 ] as const
 export type RateLimitReachedType = (typeof RATE_LIMIT_REACHED_TYPES)[number]
 
-const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()])
 
 export const PlanTypeSchema = Type.Union(PLAN_TYPES.map((p) => Type.Literal(p)))
 export const RateLimitReachedTypeSchema = Type.Union(RATE_LIMIT_REACHED_TYPES.map((k) => Type.Literal(k)))
@@ -254,13 +253,13 @@ function mapCredits(credits: CreditsPayload | null | undefined): CreditsSnapshot
  * Any plan name outside our list is `unknown`; a missing plan is null (not reported).
  * `education` is the backend's other spelling of `edu` (codex maps it so).
  */
-export function mapPlanType(value: string | null | undefined): PlanType | null {
+function mapPlanType(value: string | null | undefined): PlanType | null {
   if (value === null || value === undefined) return null
   return value === 'education' ? 'edu' : toPlanType(value)
 }
 
 /** An unknown kind is no reached type at all (codex: `Unknown => None`). */
-export function mapReachedType(value: Static<typeof RateLimitReachedPayload> | null | undefined): RateLimitReachedType | null {
+function mapReachedType(value: Static<typeof RateLimitReachedPayload> | null | undefined): RateLimitReachedType | null {
   if (value === null || value === undefined) return null
   const kind = typeof value === 'string' ? value : (value.kind ?? value.type)
   return typeof kind === 'string' && (RATE_LIMIT_REACHED_TYPES as readonly string[]).includes(kind) ? (kind as RateLimitReachedType) : null

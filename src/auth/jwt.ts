@@ -1,4 +1,5 @@
 import { compactVerify } from 'jose'
+import { parseJsonObject } from '../util/json.js'
 
 /** What an HS256 bearer must satisfy; blank issuer/audience are `null` (not checked). */
 export interface SignedBearerRules {
@@ -26,14 +27,8 @@ export async function verifySignedBearer(token: string, rules: SignedBearerRules
   } catch {
     return { ok: false, reason: INVALID }
   }
-  let claims: unknown
-  try {
-    claims = JSON.parse(decoder.decode(payloadBytes))
-  } catch {
-    return { ok: false, reason: INVALID }
-  }
-  if (claims === null || typeof claims !== 'object' || Array.isArray(claims)) return { ok: false, reason: INVALID }
-  const c = claims as Record<string, unknown>
+  const c = parseJsonObject(decoder.decode(payloadBytes))
+  if (c === null) return { ok: false, reason: INVALID }
 
   const exp = c.exp
   if (typeof exp !== 'number' || !Number.isSafeInteger(exp)) return { ok: false, reason: INVALID }

@@ -4,7 +4,8 @@ import { parseBearer } from './bearer.js'
 import { verifySignedBearer } from './jwt.js'
 import { degradedPrincipal, fullPrincipal, jwtPrincipal, type Principal } from './principal.js'
 import { readQueryToken } from './query-token.js'
-import { generateConnectionToken, matchesDigest, sha256 } from './token.js'
+import { generateConnectionToken, matchesDigest } from './token.js'
+import { sha256 } from '../util/sha256.js'
 
 export type AuthDecision =
   | { readonly ok: true; readonly principal: Principal; readonly degradedReason: string | null }

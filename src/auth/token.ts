@@ -1,12 +1,9 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import { randomBytes, timingSafeEqual } from 'node:crypto'
+import { sha256 } from '../util/sha256.js'
 
 /** A fresh connection token: 32 bytes from the OS CSPRNG, base64url without padding (43 chars). */
 export function generateConnectionToken(): string {
   return randomBytes(32).toString('base64url')
-}
-
-export function sha256(data: string | Buffer): Buffer {
-  return createHash('sha256').update(data).digest()
 }
 
 /**

@@ -95,7 +95,7 @@ function describeLimits(s: RateLimitSnapshot): string[] {
 }
 
 /** Enough of the key to recognise it, never enough to use it. */
-export function maskKey(key: string): string {
+function maskKey(key: string): string {
   if (key.length <= 12) return '***'
   return `${key.slice(0, 6)}***${key.slice(-4)}`
 }

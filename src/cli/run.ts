@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net'
 import { connectionUrl, formatBanner } from '../banner.js'
 import { helpText } from '../config/flags.js'
 import { ConfigError, loadConfig } from '../config/load.js'
+import { errorCode } from '../util/error-code.js'
 
 export interface CliIo {
   readonly env: Readonly<Record<string, string | undefined>>
@@ -67,7 +68,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port })
   } catch (err) {
-    const code = (err as { code?: string }).code ?? 'error'
+    const code = errorCode(err) ?? 'error'
     io.stderr.write(`failed to listen on ${config.listen.host}:${config.listen.port}: ${code}\n`)
     return 1
   }

@@ -6,12 +6,12 @@
  * sees does not depend on how the command line was spelled. The cross-setting rules (which
  * auth flags go with which mode) are here; a setting's own rules are in its parser.
  */
-import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { ConfigError, shown } from './errors.js'
 import { envOnlyDefault, FLAG_TABLE, type FlagKey, type FlagValue } from './flags.js'
 import { readSources, sourcesOf, type RawSettings, type SourceOptions } from './sources.js'
 import type { AccountSettings, Config, WsAuthConfig } from './types.js'
+import { sha256 } from '../util/sha256.js'
 
 export { ConfigError } from './errors.js'
 export type LoadConfigOptions = SourceOptions
@@ -151,8 +151,4 @@ function readTrimmedSecret(path: string): string {
 function describeIoError(err: unknown): string {
   const message = (err as Error).message ?? String(err)
   return message.replace(/, \w+ '.*'$/, '')
-}
-
-function sha256(data: Buffer): Buffer {
-  return createHash('sha256').update(data).digest()
 }

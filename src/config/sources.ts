@@ -10,6 +10,7 @@ import { parseArgs, parseEnv } from 'node:util'
 import { ConfigError } from './errors.js'
 import { ENV_ONLY, envName, FLAGS, type EnvOnlyName, type FlagKey, type RawSetting, type SettingName } from './flags.js'
 import type { ValueSource } from './types.js'
+import { errorCode } from '../util/error-code.js'
 
 
 export interface RawSettings {
@@ -94,7 +95,7 @@ function readDotenv(path: string | null): Readonly<Record<string, string | undef
   try {
     text = readFileSync(resolve(path), 'utf8')
   } catch (err) {
-    if ((err as { code?: string }).code === 'ENOENT') return {}
+    if (errorCode(err) === 'ENOENT') return {}
     throw new ConfigError(`failed to read environment: ${(err as Error).message}`)
   }
   return parseEnv(text)

@@ -31,6 +31,7 @@ import type { Clock } from '../clock.js'
 import type { EngineBinary } from './binary.js'
 import { EngineOutputLog } from './output-log.js'
 import { EngineRpcClient } from './rpc-client.js'
+import { errorCode as stringErrorCode } from '../util/error-code.js'
 
 export type EngineState = 'off' | 'starting' | 'running' | 'restarting' | 'unavailable'
 
@@ -348,8 +349,7 @@ function spawnFailureReason(err: unknown): string {
 }
 
 function errorCode(err: unknown): string {
-  const code = (err as { code?: unknown } | null)?.code
-  return typeof code === 'string' ? code : 'error'
+  return stringErrorCode(err) ?? 'error'
 }
 
 /** `initialize`'s `userAgent` is `<clientInfo.name>/<engine version> (…)`. */

@@ -1,6 +1,7 @@
 import { pino, stdSerializers, type DestinationStream, type LogFn, type Logger } from 'pino'
 import type { LogLevel } from '../config/types.js'
-import { redactUrl, REDACTED, scrubText } from './scrub.js'
+import { redactUrl, scrubText } from './scrub.js'
+import { REDACTED } from '../util/redaction-markers.js'
 
 /** The logging surface the framework-free code uses (pino's, and so Fastify's, loggers fit). */
 export interface AppLogger {

@@ -3,13 +3,12 @@
  * credential is replaced. The structured serializers already avoid secrets; this catches
  * framework messages that embed a raw URL (e.g. "Reply was already sent ... /?token=...").
  */
+import { REDACTED } from '../util/redaction-markers.js'
 
 // A value runs to the next `&`, `#` or whitespace: quotes and angle brackets are legal in a
 // request target, so they must not end the redaction early.
 const QUERY_VALUE = /([?&;][^=&#\s"'<>]*=)[^&#\s]*/g
 const BEARER = /(\bbearer\s+)[^\s"',;]+/gi
-
-export const REDACTED = '[redacted]'
 
 export function scrubText(text: string): string {
   if (!text.includes('=') && !/bearer/i.test(text)) return text

@@ -7,6 +7,7 @@
  * URLs: only the ChatGPT hosts (over https) and this machine's loopback (for local backends
  * and tests) may receive it.
  */
+import { REDACTED } from '../util/redaction-markers.js'
 
 export interface RemoteControlUrls {
   /** The base with a trailing slash, as the paths are joined to it. */
@@ -86,5 +87,5 @@ function isLoopback(hostname: string): boolean {
 
 /** For a URL that would not parse: whatever sits before an `@` in the authority is hidden. */
 function withoutUserinfo(text: string): string {
-  return text.replace(/^([a-zA-Z][a-zA-Z0-9+.-]*:\/\/)[^/?#]*@/, '$1<redacted>@')
+  return text.replace(/^([a-zA-Z][a-zA-Z0-9+.-]*:\/\/)[^/?#]*@/, `$1${REDACTED}@`)
 }

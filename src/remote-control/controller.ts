@@ -40,12 +40,6 @@ export interface ServerTokens {
   clearIfSame(token: string): unknown
 }
 
-/** A handshake refusal from the backend's WebSocket endpoint. */
-export interface HandshakeFailure {
-  readonly status: number
-  readonly body: unknown
-}
-
 /** One open backend socket, as the controller sees it. */
 export interface BackendSocket {
   send(text: string): void
@@ -57,7 +51,7 @@ export interface BackendSocket {
 }
 
 export interface SocketOpener {
-  /** Resolves with an open socket, or rejects with a `HandshakeFailure`-shaped error (status set) or a network error. */
+  /** Resolves with an open socket, or rejects with a handshake refusal (an error with `status` and `body`) or a network error. */
   open(url: string, headers: Record<string, string>): Promise<BackendSocket>
 }
 
@@ -268,7 +262,6 @@ export class RemoteControlController {
       serverId: grant.serverId,
       environmentId: grant.environmentId,
       serverName: this.o.serverName,
-      enabled: true,
       updatedAt: new Date(this.o.clock.wallMs()),
     }
     this.o.store.upsert(enrollment)

@@ -13,6 +13,7 @@ import { EnrollmentClient, hostPlatform } from './enrollment-client.js'
 import { EnrollmentStore } from './enrollment-store.js'
 import { loadOrCreateInstallationId } from './installation-id.js'
 import { describeHttpFailure } from './preview.js'
+import { logRefreshDeferrals } from './refresh-deferral-log.js'
 import { RemoteRelay } from './relay.js'
 import { ServerTokenCache } from './token-cache.js'
 import type { RemoteControlStatusView } from './types.js'
@@ -87,7 +88,7 @@ export async function createRemoteControl(w: RemoteControlWiring): Promise<{ con
     },
     api: client,
     store,
-    tokens: (refresh) => new ServerTokenCache({ clock, refresh }),
+    tokens: (refresh) => new ServerTokenCache({ clock, refresh, onDeferred: logRefreshDeferrals(w.log) }),
     opener: wsOpener((status, headers, body) => describeHttpFailure(status, headers, body)),
     relay: {
       handleEnvelope: (text) => relay.handleText(text),

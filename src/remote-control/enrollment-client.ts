@@ -18,10 +18,16 @@
  *   another server/environment than asked; not transient.
  */
 import { arch as osArch, platform as osPlatform } from 'node:os'
+import { Type, type Static } from 'typebox'
+import { Compile } from 'typebox/compile'
 import { remoteControlUrls, type RemoteControlUrls } from './base-url.js'
-import { describeHttpFailure, headerValue, redactJson, requestIdOf } from './preview.js'
+import { describeHttpFailure, describeRequestIds, redactJson } from './preview.js'
 import { RemoteControlHttpError, type ChatgptAuth, type ServerTokenGrant } from './types.js'
 import { readBounded } from '../account/read-bounded.js'
+import { isSendableHeaderValue } from '../util/header-value.js'
+import { isJsonObject, tryParseJson } from '../util/json.js'
+import { fetchErrorCode, networkErrorText } from '../util/network-error.js'
+import { rustArch, rustOs } from '../util/rust-platform.js'
 
 /** Codex's `REMOTE_CONTROL_ENROLL_TIMEOUT`: the whole request, body included. */
 export const ENROLLMENT_TIMEOUT_MS = 30_000
@@ -87,11 +93,7 @@ export function isTransientRemoteControlError(err: unknown): boolean {
 
 /** `os` and `arch` as codex (Rust's `std::env::consts`) reports them to the backend. */
 export function hostPlatform(): { os: string; arch: string } {
-  const os: Record<string, string> = { darwin: 'macos', win32: 'windows', sunos: 'solaris' }
-  const arch: Record<string, string> = { x64: 'x86_64', arm64: 'aarch64', ia32: 'x86', ppc64: 'powerpc64', loong64: 'loongarch64' }
-  const p = osPlatform()
-  const a = osArch()
-  return { os: os[p] ?? p, arch: arch[a] ?? a }
+  return { os: rustOs(osPlatform()), arch: rustArch(osArch()) }
 }
 
 export class EnrollmentClient {
@@ -139,7 +141,7 @@ export class EnrollmentClient {
       ['ChatGPT account id', auth.accountId],
       ['installation id', installationId],
     ] as const) {
-      if (!isHeaderValue(value)) throw new Error(`remote control ${what} not sent: the ${name} is not a valid HTTP header value`)
+      if (!isTokenHeaderValue(value)) throw new Error(`remote control ${what} not sent: the ${name} is not a valid HTTP header value`)
     }
 
     const signal = AbortSignal.timeout(this.timeoutMs)
@@ -180,37 +182,48 @@ export class EnrollmentClient {
 
     // No body preview from here on: a 2xx body is the grant itself, and a malformed one may
     // hold the token where the preview's redaction cannot see it.
-    const ids = `request-id: ${requestIdOf(response.headers) ?? '<none>'}, cf-ray: ${headerValue(response.headers, 'cf-ray') ?? '<none>'}`
-    const where = `remote control ${what} response from \`${url}\` (HTTP ${response.status}, ${ids})`
+    const where = `remote control ${what} response from \`${url}\` (HTTP ${response.status}, ${describeRequestIds(response.headers)})`
     if (read.truncated) throw new RemoteControlResponseError(`${where} is larger than ${MAX_BODY_BYTES} bytes`)
     const json = parseJson(read.bytes)
-    if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new RemoteControlResponseError(`${where} is not a JSON object`)
-    return parseGrant(json as Record<string, unknown>, where)
+    if (!isJsonObject(json)) throw new RemoteControlResponseError(`${where} is not a JSON object`)
+    return parseGrant(json, where)
   }
 }
 
-/** The four required fields, checked without ever quoting the token. */
+/** The answer to enroll and refresh; other fields are ignored. */
+const GrantBodySchema = Type.Object({
+  server_id: Type.String({ minLength: 1 }),
+  environment_id: Type.String({ minLength: 1 }),
+  remote_control_token: Type.String({ minLength: 1 }),
+  expires_at: Type.String({ minLength: 1 }),
+})
+type GrantBody = Static<typeof GrantBodySchema>
+const grantBody = Compile(GrantBodySchema)
+// One validator per field, so a malformed grant names every field that is wrong.
+const grantFields = Object.entries(GrantBodySchema.properties).map(([name, schema]) => ({ name, validator: Compile(schema) }))
+
+/**
+ * The grant's fields, checked without ever quoting the token: first their shape, then what a
+ * schema cannot say (a token usable as a header value, a real RFC 3339 instant).
+ */
 function parseGrant(json: Record<string, unknown>, where: string): ServerTokenGrant {
   const problems: string[] = []
-  const text = (field: string): string => {
-    const v = json[field]
-    if (typeof v !== 'string' || v === '') {
-      problems.push(v === undefined || v === null ? `missing ${field}` : `invalid ${field} (expected a non-empty string)`)
-      return ''
-    }
-    return v
+  for (const { name, validator } of grantFields) {
+    const v = json[name]
+    if (!validator.Check(v)) problems.push(v === undefined || v === null ? `missing ${name}` : `invalid ${name} (expected a non-empty string)`)
   }
-  const serverId = text('server_id')
-  const environmentId = text('environment_id')
-  const remoteControlToken = text('remote_control_token')
+  const token = json.remote_control_token
   // It goes into the websocket's Authorization header later; a bad value would fail there
   // with a message that quotes it.
-  if (remoteControlToken !== '' && !isHeaderValue(remoteControlToken)) problems.push('invalid remote_control_token (not a valid HTTP header value)')
-  const expiresRaw = text('expires_at')
-  const expiresAt = expiresRaw === '' ? null : parseRfc3339(expiresRaw)
-  if (expiresRaw !== '' && expiresAt === null) problems.push('invalid expires_at (expected an RFC 3339 timestamp)')
-  if (problems.length > 0 || expiresAt === null) throw new RemoteControlResponseError(`${where} is not a server token grant: ${problems.join(', ')}`)
-  return { serverId, environmentId, remoteControlToken, expiresAt }
+  if (typeof token === 'string' && token !== '' && !isSendableHeaderValue(token)) problems.push('invalid remote_control_token (not a valid HTTP header value)')
+  const expires = json.expires_at
+  const expiresAt = typeof expires === 'string' && expires !== '' ? parseRfc3339(expires) : null
+  if (typeof expires === 'string' && expires !== '' && expiresAt === null) problems.push('invalid expires_at (expected an RFC 3339 timestamp)')
+  if (problems.length > 0 || expiresAt === null || !grantBody.Check(json)) {
+    throw new RemoteControlResponseError(`${where} is not a server token grant: ${problems.join(', ')}`)
+  }
+  const body: GrantBody = json
+  return { serverId: body.server_id, environmentId: body.environment_id, remoteControlToken: body.remote_control_token, expiresAt }
 }
 
 /**
@@ -236,12 +249,9 @@ export function parseRfc3339(text: string): Date | null {
   return new Date(utc + ms - offset)
 }
 
+/** The body's JSON value, or null when it is none. */
 function parseJson(bytes: Buffer): unknown {
-  try {
-    return JSON.parse(bytes.toString('utf8')) as unknown
-  } catch {
-    return null
-  }
+  return tryParseJson(bytes.toString('utf8')) ?? null
 }
 
 /**
@@ -249,23 +259,17 @@ function parseJson(bytes: Buffer): unknown {
  * request (headers included).
  */
 function networkError(prefix: string, err: unknown, timeoutMs: number): RemoteControlNetworkError {
-  const e = err as { name?: unknown; cause?: unknown; code?: unknown } | null
+  const e = err as { name?: unknown } | null
   if (e?.name === 'TimeoutError') return new RemoteControlNetworkError(`${prefix}: timed out after ${timeoutMs} ms`, true)
   if (e?.name === 'AbortError') return new RemoteControlNetworkError(`${prefix}: aborted`, false)
-  const code = errorCode(e?.cause) ?? errorCode(e)
+  const code = fetchErrorCode(err)
   const timedOut = code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'ETIMEDOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT'
-  return new RemoteControlNetworkError(`${prefix}: ${code === undefined ? 'network error' : `network error (${code})`}`, timedOut)
+  return new RemoteControlNetworkError(`${prefix}: ${networkErrorText(code)}`, timedOut)
 }
 
-function errorCode(err: unknown): string | undefined {
-  if (typeof err !== 'object' || err === null) return undefined
-  const code = (err as { code?: unknown }).code
-  return typeof code === 'string' && /^[A-Z0-9_]{1,40}$/.test(code) ? code : undefined
-}
-
-/** Visible ASCII, space and tab, no surrounding blanks, not empty (what undici accepts and a token is). */
-function isHeaderValue(value: string): boolean {
-  return value !== '' && /^[\t\x20-\x7e]*$/.test(value) && value === value.trim()
+/** Sendable and not empty: what a credential or id header must be. */
+function isTokenHeaderValue(value: string): boolean {
+  return value !== '' && isSendableHeaderValue(value)
 }
 
 /** An id from the backend in a message: quoted, printable, short. */

@@ -14,6 +14,7 @@ import Database from 'better-sqlite3'
 import { chmodSync, closeSync, fstatSync, mkdirSync, openSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import type { Enrollment } from './types.js'
+import { errorCode } from '../util/error-code.js'
 
 export const ENROLLMENT_DB_FILE = 'app-server.sqlite'
 
@@ -38,7 +39,7 @@ export class EnrollmentStoreError extends Error {
  */
 export const MIGRATIONS: readonly string[] = [
   // 1: the enrollment table. STRICT makes SQLite reject a value of the wrong type instead of
-  // storing it, and `enabled` is constrained to 0/1. No token, expiry or cursor columns.
+  // storing it. No token, expiry or cursor columns.
   `CREATE TABLE remote_control_enrollments (
      websocket_url          TEXT    NOT NULL,
      account_id             TEXT    NOT NULL,
@@ -50,6 +51,9 @@ export const MIGRATIONS: readonly string[] = [
      enabled                INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
      PRIMARY KEY (websocket_url, account_id, app_server_client_name)
    ) STRICT`,
+  // 2: `enabled` goes: nothing ever stored false, and whether remote control runs is decided
+  // per process, not by the row.
+  `ALTER TABLE remote_control_enrollments DROP COLUMN enabled`,
 ]
 
 export const SCHEMA_VERSION = MIGRATIONS.length
@@ -62,7 +66,6 @@ interface Row {
   environment_id: string
   server_name: string
   updated_at: string
-  enabled: number
 }
 
 interface KeyParams {
@@ -78,7 +81,6 @@ export class EnrollmentStore {
   private readonly selectStmt: Statement<KeyParams, Row>
   private readonly upsertStmt: Statement<Row>
   private readonly deleteStmt: Statement<KeyParams>
-  private readonly setEnabledStmt: Statement<KeyParams & { enabled: number; updated_at: string }>
 
   private constructor(
     private readonly db: Database.Database,
@@ -86,27 +88,22 @@ export class EnrollmentStore {
     readonly path: string,
   ) {
     this.selectStmt = db.prepare<KeyParams, Row>(
-      `SELECT websocket_url, account_id, app_server_client_name, server_id, environment_id, server_name, updated_at, enabled
+      `SELECT websocket_url, account_id, app_server_client_name, server_id, environment_id, server_name, updated_at
          FROM remote_control_enrollments
         WHERE websocket_url = @websocket_url AND account_id = @account_id AND app_server_client_name = @app_server_client_name`,
     )
     this.upsertStmt = db.prepare<Row>(
       `INSERT INTO remote_control_enrollments
-         (websocket_url, account_id, app_server_client_name, server_id, environment_id, server_name, updated_at, enabled)
-       VALUES (@websocket_url, @account_id, @app_server_client_name, @server_id, @environment_id, @server_name, @updated_at, @enabled)
+         (websocket_url, account_id, app_server_client_name, server_id, environment_id, server_name, updated_at)
+       VALUES (@websocket_url, @account_id, @app_server_client_name, @server_id, @environment_id, @server_name, @updated_at)
        ON CONFLICT (websocket_url, account_id, app_server_client_name) DO UPDATE SET
          server_id = excluded.server_id,
          environment_id = excluded.environment_id,
          server_name = excluded.server_name,
-         updated_at = excluded.updated_at,
-         enabled = excluded.enabled`,
+         updated_at = excluded.updated_at`,
     )
     this.deleteStmt = db.prepare<KeyParams>(
       `DELETE FROM remote_control_enrollments
-        WHERE websocket_url = @websocket_url AND account_id = @account_id AND app_server_client_name = @app_server_client_name`,
-    )
-    this.setEnabledStmt = db.prepare<KeyParams & { enabled: number; updated_at: string }>(
-      `UPDATE remote_control_enrollments SET enabled = @enabled, updated_at = @updated_at
         WHERE websocket_url = @websocket_url AND account_id = @account_id AND app_server_client_name = @app_server_client_name`,
     )
   }
@@ -122,7 +119,7 @@ export class EnrollmentStore {
     try {
       mkdirSync(dir, { recursive: true, mode: 0o700 })
     } catch (err) {
-      throw new EnrollmentStoreError(`cannot create directory ${dir} for the remote control enrollment store: ${codeOf(err) ?? 'unknown error'}`, codeOf(err))
+      throw new EnrollmentStoreError(`cannot create directory ${dir} for the remote control enrollment store: ${errorCode(err) ?? 'unknown error'}`, errorCode(err))
     }
     ensurePrivateFile(path)
 
@@ -158,7 +155,6 @@ export class EnrollmentStore {
       environment_id: enrollment.environmentId,
       server_name: enrollment.serverName,
       updated_at: new Date(updatedAt).toISOString(),
-      enabled: enrollment.enabled ? 1 : 0,
     }
     this.run('write', () => this.upsertStmt.run(row))
   }
@@ -166,12 +162,6 @@ export class EnrollmentStore {
   /** Removes the row (a refresh answered 404). True when there was one. */
   delete(key: EnrollmentKey): boolean {
     return this.run('write', () => this.deleteStmt.run(keyParams(key))).changes > 0
-  }
-
-  /** Flips `enabled` and bumps `updated_at`. False when no such enrollment is stored. */
-  setEnabled(key: EnrollmentKey, enabled: boolean, now: Date = new Date()): boolean {
-    const params = { ...keyParams(key), enabled: enabled ? 1 : 0, updated_at: now.toISOString() }
-    return this.run('write', () => this.setEnabledStmt.run(params)).changes > 0
   }
 
   /** Closes the connection; later calls fail. Closing twice is harmless. */
@@ -254,7 +244,6 @@ function toEnrollment(row: Row, path: string): Enrollment {
     serverId: row.server_id,
     environmentId: row.environment_id,
     serverName: row.server_name,
-    enabled: row.enabled === 1,
     updatedAt,
   }
 }
@@ -265,7 +254,7 @@ function toEnrollment(row: Row, path: string): Enrollment {
  */
 function asStoreError(err: unknown, path: string, what: 'open' | 'read' | 'write'): EnrollmentStoreError {
   if (err instanceof EnrollmentStoreError) return err
-  const code = codeOf(err)
+  const code = errorCode(err)
   // Extended codes (`SQLITE_IOERR_SHORT_READ`) are judged by their primary code.
   const base = code?.startsWith('SQLITE_') ? code.split('_').slice(0, 2).join('_') : code
   let reason: string
@@ -295,9 +284,4 @@ function asStoreError(err: unknown, path: string, what: 'open' | 'read' | 'write
       reason = 'unexpected database error'
   }
   return new EnrollmentStoreError(`cannot ${what} remote control enrollment store ${path}: ${reason} (${code ?? 'no code'})`, code)
-}
-
-function codeOf(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null)?.code
-  return typeof code === 'string' ? code : undefined
 }

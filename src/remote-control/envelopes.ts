@@ -7,8 +7,10 @@
  * Parsing never quotes a value in its problem text: an envelope may carry a client's
  * credential inside `message`, and problems are logged.
  */
-import { Type, type TSchema } from 'typebox'
+import { Type } from 'typebox'
 import { Compile, type Validator } from 'typebox/compile'
+import { OptionalNullable } from '../util/typebox-nullable.js'
+import { isJsonObject, tryParseJson } from '../util/json.js'
 
 // ---------------------------------------------------------------------------------------------
 // Limits (codex `segment.rs`).
@@ -29,14 +31,13 @@ export const SEGMENT_COUNT_MAX = 1024
 // Inbound (backend → server).
 
 /** serde's `Option` reads a missing member and `null` alike. */
-const Maybe = <T extends TSchema>(schema: T) => Type.Optional(Type.Union([schema, Type.Null()]))
 const Count = Type.Integer({ minimum: 0 })
 
 const Ids = {
   client_id: Type.String(),
-  stream_id: Maybe(Type.String()),
-  seq_id: Maybe(Count),
-  cursor: Maybe(Type.String()),
+  stream_id: OptionalNullable(Type.String()),
+  seq_id: OptionalNullable(Count),
+  cursor: OptionalNullable(Type.String()),
 }
 
 // Unknown members are ignored, as serde does. `message` must at least be an object: codex
@@ -50,7 +51,7 @@ const ClientMessageChunkWire = Type.Object({
   message_chunk_base64: Type.String(),
 })
 // The spec makes `stream_id` and `seq_id` required on an ack; codex ignores an ack without them.
-const AckWire = Type.Object({ ...Ids, stream_id: Type.String(), seq_id: Count, segment_id: Maybe(Count) })
+const AckWire = Type.Object({ ...Ids, stream_id: Type.String(), seq_id: Count, segment_id: OptionalNullable(Count) })
 const IdsOnlyWire = Type.Object(Ids)
 
 const VALIDATORS: Readonly<Record<ClientEnvelope['type'], Validator>> = {
@@ -105,14 +106,9 @@ export type ClientEnvelope = ClientMessage | ClientMessageChunk | Ack | Ping | C
 
 /** One frame's text → an envelope, or why it is none (no value of the frame is quoted). */
 export function parseClientEnvelope(text: string): ClientEnvelope | { readonly problem: string } {
-  let value: unknown
-  try {
-    value = JSON.parse(text)
-  } catch {
-    return { problem: 'not JSON' }
-  }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) return { problem: 'not a JSON object' }
-  const raw = value as Record<string, unknown>
+  const raw = tryParseJson(text)
+  if (raw === undefined) return { problem: 'not JSON' }
+  if (!isJsonObject(raw)) return { problem: 'not a JSON object' }
   const type = raw.type
   if (typeof type !== 'string' || !Object.hasOwn(VALIDATORS, type)) return { problem: 'unknown envelope type' }
   const kind = type as ClientEnvelope['type']
@@ -166,11 +162,11 @@ function idsTail(ids: ServerIds): string {
  * `messageJson` is spliced in as it is, so a large reply is not parsed and re-serialized: it
  * must be one JSON value, which is what `rpc/wire.ts` encodes.
  */
-export function encodeServerMessage(ids: ServerIds, messageJson: string): string {
+function encodeServerMessage(ids: ServerIds, messageJson: string): string {
   return `{"type":"server_message","message":${messageJson},${idsTail(ids)}`
 }
 
-export function encodeServerMessageChunk(ids: ServerIds, segmentId: number, segmentCount: number, messageSizeBytes: number, chunkBase64: string): string {
+function encodeServerMessageChunk(ids: ServerIds, segmentId: number, segmentCount: number, messageSizeBytes: number, chunkBase64: string): string {
   return (
     `{"type":"server_message_chunk","segment_id":${segmentId},"segment_count":${segmentCount},` +
     `"message_size_bytes":${messageSizeBytes},"message_chunk_base64":"${chunkBase64}",${idsTail(ids)}`
@@ -326,15 +322,11 @@ export class ChunkReassembler {
     this.assemblies.set(key, assembly)
     if (assembly.received < assembly.segmentCount) return { kind: 'pending', problem: null }
     if (assembly.bytes !== assembly.messageSizeBytes) return this.fail(key, assembly.seqId, 'chunks do not add up to message_size_bytes')
-    let message: unknown
-    try {
-      message = JSON.parse(Buffer.concat(assembly.parts).toString('utf8'))
-    } catch {
-      return this.fail(key, assembly.seqId, 'reassembled message is not JSON')
-    }
+    const message = tryParseJson(Buffer.concat(assembly.parts).toString('utf8'))
+    if (message === undefined) return this.fail(key, assembly.seqId, 'reassembled message is not JSON')
     this.remove(key)
-    if (message === null || typeof message !== 'object' || Array.isArray(message)) return { kind: 'dropped', problem: 'reassembled message is not a JSON object' }
-    return { kind: 'complete', message: message as JsonObject }
+    if (!isJsonObject(message)) return { kind: 'dropped', problem: 'reassembled message is not a JSON object' }
+    return { kind: 'complete', message }
   }
 
   /** Drops the set and remembers its `seq_id`, so its remaining chunks go quietly. */

@@ -1,6 +1,7 @@
 import { Type } from 'typebox'
 import { defineMethod, type MethodDefinition } from '../rpc/method.js'
 import type { RemoteControlStatusView } from './types.js'
+import { Nullable } from '../util/typebox-nullable.js'
 
 /** What the `remoteControl/*` handlers need: the controller, seen through this narrow door. */
 export interface RemoteControlApi {
@@ -17,7 +18,7 @@ export const RemoteControlStatusSchema = Type.Object({
   status: Type.Union([Type.Literal('disabled'), Type.Literal('connecting'), Type.Literal('connected'), Type.Literal('errored')]),
   serverName: Type.String(),
   installationId: Type.String(),
-  environmentId: Type.Union([Type.String(), Type.Null()]),
+  environmentId: Nullable(Type.String()),
 })
 
 export function remoteControlMethods<S extends RemoteControlServices>(): MethodDefinition<S, any>[] {

@@ -36,7 +36,6 @@ export interface Enrollment {
   readonly serverId: string
   readonly environmentId: string
   readonly serverName: string
-  readonly enabled: boolean
   readonly updatedAt: Date
 }
 

@@ -9,7 +9,7 @@ import { createRemoteControl, type RemoteControlWiring } from './create.js'
 import type { RemoteControlApi } from './methods.js'
 import type { RemoteControlStatusView } from './types.js'
 
-export function unavailableRemoteControl(reason: string): RemoteControlApi {
+function unavailableRemoteControl(reason: string): RemoteControlApi {
   const status: RemoteControlStatusView = { status: 'disabled', serverName: '', installationId: '', environmentId: null }
   return {
     enable: () => Promise.reject(new RpcError(INTERNAL_ERROR, reason)),

@@ -1,5 +1,7 @@
 import WebSocket from 'ws'
 import type { BackendSocket, SocketOpener } from './controller.js'
+import { errorCode } from '../util/error-code.js'
+import { tryParseJson } from '../util/json.js'
 
 /** A backend handshake answered with something other than 101. */
 export class HandshakeError extends Error {
@@ -30,18 +32,13 @@ export function wsOpener(describe: (status: number, headers: Record<string, stri
           })
           res.on('end', () => {
             const body = Buffer.concat(chunks)
-            let json: unknown = null
-            try {
-              json = JSON.parse(body.toString('utf8'))
-            } catch {
-              json = null
-            }
+            const json = tryParseJson(body.toString('utf8')) ?? null
             const status = res.statusCode ?? 0
             reject(new HandshakeError(status, json, `remote control websocket handshake failed: ${describe(status, res.headers, body)}`))
             ws.terminate()
           })
         })
-        ws.once('error', (err) => reject(new Error(`remote control websocket failed: ${(err as NodeJS.ErrnoException).code ?? 'network error'}`)))
+        ws.once('error', (err) => reject(new Error(`remote control websocket failed: ${errorCode(err) ?? 'network error'}`)))
         ws.once('open', () => resolve(wrap(ws)))
       })
     },

@@ -45,10 +45,6 @@ export class Dispatcher<Services> {
     this.unknownVariantTail = `, expected one of ${[...this.methods.keys()].map((n) => '`' + n + '`').join(', ')}`
   }
 
-  has(method: string): boolean {
-    return this.methods.has(method)
-  }
-
   async dispatch(session: Session, method: string, rawParams: unknown): Promise<DispatchOutcome> {
     const entry = this.methods.get(method)
     if (entry === undefined) return invalid(`Invalid request: unknown variant \`${method}\`${this.unknownVariantTail}`)

@@ -1,7 +1,6 @@
 import type { RpcErrorBody } from './wire.js'
 
 export const INVALID_REQUEST = -32600
-export const INVALID_PARAMS = -32602
 export const INTERNAL_ERROR = -32603
 export const OVERLOADED = -32001
 

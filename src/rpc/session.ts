@@ -72,10 +72,6 @@ export class Session {
     return this.initializedState?.clientInfo ?? null
   }
 
-  get requestsInFlight(): number {
-    return this.inFlight
-  }
-
   get isClosed(): boolean {
     return this.closed
   }

@@ -2,6 +2,7 @@
  * JSON-RPC "lite", as codex speaks it: no `jsonrpc` member is sent (one that arrives is
  * ignored), ids are strings or integers, one message per WebSocket text frame.
  */
+import { isJsonObject, tryParseJson } from '../util/json.js'
 
 export type RequestId = string | number
 
@@ -25,14 +26,9 @@ function isRequestId(v: unknown): v is RequestId {
 
 /** One frame's text → a classified message, or why it is none. Parses once. */
 export function parseIncoming(text: string): Incoming | ParseFailure {
-  let value: unknown
-  try {
-    value = JSON.parse(text)
-  } catch {
-    return 'not json'
-  }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) return 'not a message'
-  const m = value as Record<string, unknown>
+  const m = tryParseJson(text)
+  if (m === undefined) return 'not json'
+  if (!isJsonObject(m)) return 'not a message'
   const method = m.method
   const hasId = 'id' in m
   if (typeof method === 'string') {

@@ -8,11 +8,13 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { randomBytes } from 'node:crypto'
-import { link, mkdir, open, readFile, rename, stat, unlink, utimes } from 'node:fs/promises'
+import { mkdir, open, readFile, rename, stat, unlink, utimes } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseAuthText } from '../auth-document.js'
 import { StoreError, type AuthDotJson, type CredentialStore } from '../types.js'
+import { errorCode } from '../../util/error-code.js'
+import { removeIfUnchanged } from '../../util/remove-if-unchanged.js'
 
 export const AUTH_FILE = 'auth.json'
 export const LOCK_FILE = 'auth.json.lock'
@@ -85,9 +87,8 @@ async function acquire(lockPath: string, timeoutMs: number, staleMs: number): Pr
 }
 
 /**
- * Breaks a lock left by a crashed holder. Unlinking by path could remove a fresh lock that
- * another waiter took in between, so the stale lock is first renamed aside and checked: if
- * what was moved is not the lock judged stale, it is linked back (link never overwrites).
+ * Breaks a lock left by a crashed holder, unless another waiter took a fresh one in between
+ * (`removeIfUnchanged`).
  */
 async function breakIfStale(lockPath: string, staleMs: number): Promise<void> {
   let judged: string
@@ -98,18 +99,8 @@ async function breakIfStale(lockPath: string, staleMs: number): Promise<void> {
   } catch {
     return // gone already: the next attempt will take it
   }
-  const aside = `${lockPath}.stale-${randomBytes(6).toString('hex')}`
-  try {
-    await rename(lockPath, aside)
-  } catch {
-    return // another waiter broke it first
-  }
-  try {
-    const moved = await readFile(aside, 'utf8')
-    if (moved !== judged) await link(aside, lockPath).catch(() => undefined)
-  } finally {
-    await unlink(aside).catch(() => undefined)
-  }
+  // A failure means another waiter broke it first, or cannot be fixed here: the next attempt retries.
+  await removeIfUnchanged(lockPath, judged, 'stale').catch(() => false)
 }
 
 async function release(lockPath: string, token: string): Promise<void> {
@@ -128,11 +119,6 @@ async function ensureDir(dir: string): Promise<void> {
   } catch (err) {
     throw new StoreError(`cannot create directory ${dir}: ${errorCode(err) ?? 'unknown error'}`)
   }
-}
-
-function errorCode(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null)?.code
-  return typeof code === 'string' ? code : undefined
 }
 
 export class FileStore implements CredentialStore {

@@ -5,10 +5,10 @@
  * The OS keyring is reached through a `KeyringBackend`; the default one is `@napi-rs/keyring`,
  * imported lazily so a missing native binary or keyring service only breaks this mode.
  */
-import { createHash } from 'node:crypto'
 import { resolve } from 'node:path'
 import { StoreError, type AuthDotJson, type CredentialStore } from '../types.js'
 import { parseAuthText } from '../auth-document.js'
+import { sha256 } from '../../util/sha256.js'
 
 export const KEYRING_SERVICE = 'app-server auth'
 
@@ -26,7 +26,7 @@ export interface KeyringBackend {
 
 /** `home-` + the first 16 hex digits of SHA-256 of the absolute home path. */
 export function keyringAccount(home: string): string {
-  return 'home-' + createHash('sha256').update(resolve(home)).digest('hex').slice(0, 16)
+  return 'home-' + sha256(resolve(home)).toString('hex').slice(0, 16)
 }
 
 export class KeyringStore implements CredentialStore {

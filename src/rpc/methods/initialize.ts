@@ -1,7 +1,9 @@
 import { Type } from 'typebox'
 import { RpcError } from '../errors.js'
 import { defineMethod, type MethodDefinition } from '../method.js'
-import { isValidHeaderValue, type UserAgent } from '../user-agent.js'
+import type { UserAgent } from '../user-agent.js'
+import { hasNoHeaderControls } from '../../util/header-value.js'
+import { OptionalNullable } from '../../util/typebox-nullable.js'
 
 export interface ServerInfo {
   /** This server's home directory, reported as `codexHome`. */
@@ -15,14 +17,14 @@ export interface ServerInfo {
 export const InitializeParams = Type.Object({
   clientInfo: Type.Object({
     name: Type.String(),
-    title: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+    title: OptionalNullable(Type.String()),
     version: Type.String(),
   }),
   capabilities: Type.Optional(
     Type.Union([
       Type.Object({
         experimentalApi: Type.Optional(Type.Boolean()),
-        optOutNotificationMethods: Type.Optional(Type.Union([Type.Array(Type.String()), Type.Null()])),
+        optOutNotificationMethods: OptionalNullable(Type.Array(Type.String())),
       }),
       Type.Null(),
     ]),
@@ -47,7 +49,7 @@ export function initializeMethods<S extends { serverInfo: ServerInfo }>(): Metho
       handler(params, { session, services }) {
         if (session.initialized) throw RpcError.invalidRequest('Already initialized')
         const { name, title, version } = params.clientInfo
-        if (!isValidHeaderValue(name)) {
+        if (!hasNoHeaderControls(name)) {
           throw RpcError.invalidRequest(`Invalid clientInfo.name: '${name}'. Must be a valid HTTP header value.`)
         }
         const info = services.serverInfo
