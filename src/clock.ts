@@ -16,8 +16,8 @@
 export type TimerHandle = unknown
 
 export interface Clock {
-  /** Milliseconds from an arbitrary origin; never goes backwards. */
-  monotonicMs(): number
+  /** Milliseconds from an arbitrary origin; never goes backwards. Safe to pass around unbound. */
+  monotonicMs(this: void): number
   /** Milliseconds since the Unix epoch. */
   wallMs(): number
   setTimeout(fn: () => void, ms: number): TimerHandle

@@ -10,7 +10,6 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import Fastify, { type FastifyInstance } from 'fastify'
-import t from 'tap'
 import { canary, leakedCanaries, registerCanary } from './helpers/canary.js'
 import { codexErrors } from './helpers/codex-schemas.js'
 import { contextTest, type Conn, type Ctx, type Json, type TestT } from './helpers/rpc-context.js'
@@ -61,8 +60,6 @@ function rpcTest(name: string, fn: (t: TestT, ctx: Ctx) => Promise<void>): void 
 function frameIndex(conn: Conn, pred: (m: Json) => boolean): number {
   return conn.frames().findIndex(pred)
 }
-
-const isNotification = (method: string) => (m: Json) => !('id' in m) && m.method === method
 
 /**
  * Asserts the frames a login produced on the connection that asked: the result, then

@@ -95,7 +95,7 @@ t.test('a client that does not read is closed (1008 slow consumer); another clie
   }
   t.ok(slowConsumerLogged(), `server logged WARN "closing slow consumer" (after ${sent} large requests)`)
   const warn = server.logs.lines.find((l) => l.msg === 'closing slow consumer')
-  t.ok(typeof warn?.bufferedBytes === 'number' && (warn.bufferedBytes as number) > 65536, 'with the buffered byte count over the bound')
+  t.ok(typeof warn?.bufferedBytes === 'number' && warn.bufferedBytes > 65536, 'with the buffered byte count over the bound')
   t.type(warn?.connectionId, 'string', 'naming the connection')
 
   // Give the active client some more round trips after the close decision, then stop it.

@@ -17,7 +17,7 @@ import { Session, type SessionDeps, type SessionTransport } from '../src/rpc/ses
 import { canary, leakedCanaries } from './helpers/canary.js'
 import { connect, type RpcClient } from './helpers/client.js'
 import { ManualClock } from './helpers/manual-clock.js'
-import { LogCapture, startServer, type TestServer } from './helpers/server.js'
+import { LogCapture, startServer } from './helpers/server.js'
 import { gate } from './helpers/wait.js'
 
 type Test = import('tap').Test
@@ -313,6 +313,8 @@ t.test('a handler that throws a non-Error value: still -32603 internal error', a
       scope: 'session',
       params: null,
       handler() {
+        // A handler throwing a non-Error is exactly what this test is about.
+        // eslint-disable-next-line @typescript-eslint/only-throw-error
         throw `raw ${secret}`
       },
     }),

@@ -173,7 +173,7 @@ t.test('a call gives up at its timeout (injected timers); a late answer is dropp
   t.ok(err instanceof EngineRpcUnanswered)
   t.equal((err as EngineRpcUnanswered).why, 'timeout')
   t.equal((err as Error).message, 'engine did not answer model/list in time')
-  peer.send(JSON.stringify({ id: frame!.id, result: {} }))
+  peer.send(JSON.stringify({ id: frame!.id as unknown, result: {} }))
   await logs.waitFor((l) => l.event === 'engine.rpc.unmatched_response')
   t.same(timers.pendingDelays(), [], 'no timer left behind')
 })

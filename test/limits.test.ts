@@ -16,7 +16,6 @@ import { startServer, type LogLine, type StartOptions, type TestServer } from '.
 import { until } from './helpers/wait.js'
 
 type Test = import('tap').Test
-type Json = Record<string, unknown>
 
 const OVERLOADED = { code: -32001, message: 'Server overloaded; retry later.' }
 /** The exact frame codex sends for an overloaded request (`error` first, no `jsonrpc`). */
@@ -42,10 +41,6 @@ async function open(t: Test, server: TestServer, url = server.wsUrl): Promise<Rp
   const client = await connect(url)
   t.teardown(() => client.ws.terminate())
   return client
-}
-
-function errorOf(reply: Json): { code: number; message: string } | undefined {
-  return reply.error as { code: number; message: string } | undefined
 }
 
 function warns(server: TestServer, from: number, msg: string): LogLine[] {

@@ -335,7 +335,7 @@ t.test('denial and other callback errors', async (t) => {
   const direct = async (query: Record<string, string>) => {
     const l = await startLogin()
     const state = new URL(l.authUrl).searchParams.get('state') as string
-    const p = await getCallback(`${l.redirectUri}?${new URLSearchParams({ ...query, state })}`)
+    const p = await getCallback(`${l.redirectUri}?${new URLSearchParams({ ...query, state }).toString()}`)
     const o = await outcomeOf(l)
     return { page: p, reason: o.ok ? null : o.error.reason, message: o.ok ? null : o.error.message }
   }

@@ -33,7 +33,7 @@ import {
   RemoteControlTokenCacheClearedError,
   ServerTokenCache,
 } from '../src/remote-control/token-cache.js'
-import { RemoteControlHttpError, type ChatgptAuth, type ServerTokenGrant } from '../src/remote-control/types.js'
+import { RemoteControlHttpError, type ChatgptAuth } from '../src/remote-control/types.js'
 import { canary, leakedCanaries, record } from './helpers/canary.js'
 import { ManualClock } from './helpers/manual-clock.js'
 

@@ -439,7 +439,7 @@ t.test('inbound chunks are reassembled and round-trip a 400 KiB message', async 
   const h = harness()
   h.feed(initialize('client-1', 'stream-1', 1))
   const s = h.sessions[0] as FakeSession
-  const request = { id: 5, method: 'test/echo', params: bigResult(0, 400 * KIB).result }
+  const request = { id: 5, method: 'test/echo', params: bigResult(0, 400 * KIB).result as Json }
   const chunks = clientChunks('client-1', 'stream-1', 2, request)
   t.equal(chunks.length, Math.ceil(Buffer.byteLength(JSON.stringify(request)) / (100 * KIB)), 'cut by the client into 100 KiB pieces')
   for (const c of chunks.slice(0, -1)) h.feed(c)
@@ -478,13 +478,13 @@ t.test('bad chunk sets are dropped with a warning, and never logged', async (t) 
   const cases: [string, (seq: number) => Json[], number?][] = [
     ['out of order', (seq) => { const c = good(seq); return [c[0], c[2], c[1], ...c.slice(3)] as Json[] }],
     ['first chunk missing', (seq) => good(seq).slice(1)],
-    ['segment_count changes', (seq) => good(seq).map((c, i) => (i === 2 ? { ...c, segment_count: c.segment_count + 1 } : c))],
-    ['message_size_bytes changes', (seq) => good(seq).map((c, i) => (i === 1 ? { ...c, message_size_bytes: c.message_size_bytes + 1 } : c))],
-    ['declared size larger than the chunks', (seq) => good(seq).map((c) => ({ ...c, message_size_bytes: c.message_size_bytes + 5 }))],
+    ['segment_count changes', (seq) => good(seq).map((c, i) => (i === 2 ? { ...c, segment_count: (c.segment_count as number) + 1 } : c))],
+    ['message_size_bytes changes', (seq) => good(seq).map((c, i) => (i === 1 ? { ...c, message_size_bytes: (c.message_size_bytes as number) + 1 } : c))],
+    ['declared size larger than the chunks', (seq) => good(seq).map((c) => ({ ...c, message_size_bytes: (c.message_size_bytes as number) + 5 }))],
     ['chunks larger than the declared size', (seq) => good(seq).map((c) => ({ ...c, message_size_bytes: c.message_size_bytes - 5 }))],
     ['not base64', (seq) => good(seq).map((c, i) => (i === 1 ? { ...c, message_chunk_base64: '!!!!' + String(c.message_chunk_base64).slice(4) } : c))],
     ['empty chunk', (seq) => good(seq).map((c, i) => (i === 1 ? { ...c, message_chunk_base64: '' } : c))],
-    ['segment_id beyond segment_count', (seq) => good(seq).map((c) => ({ ...c, segment_id: c.segment_id + c.segment_count }))],
+    ['segment_id beyond segment_count', (seq) => good(seq).map((c) => ({ ...c, segment_id: (c.segment_id as number) + (c.segment_count as number) }))],
     ['segment_count zero', (seq) => good(seq).map((c) => ({ ...c, segment_count: 0 }))],
     ['declared size over the limit', (seq) => good(seq).map((c) => ({ ...c, message_size_bytes: 65 * KIB }))],
     ['not JSON once reassembled', (seq) => clientChunks('client-1', 'stream-1', seq, msg, 100).map((c, i, all) => (i === all.length - 1 ? { ...c, message_chunk_base64: Buffer.from(Buffer.from(String(c.message_chunk_base64), 'base64').toString('utf8').replace(/}$/, ']')).toString('base64') } : c))],

@@ -94,7 +94,7 @@ t.test('a request gets its result before the notifications it caused; those keep
   await new Promise<void>((resolve) => setImmediate(resolve))
 
   t.same(
-    requester.sent.map((m) => m.method ?? `result ${m.id}`),
+    requester.sent.map((m) => m.method ?? `result ${String(m.id)}`),
     ['test/now', 'result 1', 'test/deferred', 'test/deferred'],
     'a plain broadcast would overtake the result; deferred ones follow it',
   )

@@ -657,6 +657,8 @@ const keyringSkip =
       : false
 
 function execText(cmd: string, args: readonly string[], env: NodeJS.ProcessEnv): Promise<string> {
+  // execFile's error is an Error; its Omit<>-built type hides that from the lint.
+  // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
   return new Promise((res, rej) => execFile(cmd, args, { env, timeout: 10_000 }, (err, stdout) => (err ? rej(err) : res(stdout))))
 }
 

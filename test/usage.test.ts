@@ -24,7 +24,6 @@ import {
   usagePayloadProblem,
   windowMinutes,
   type GetAccountRateLimitsResult as Result,
-  type UsagePayload,
 } from '../src/account/usage.js'
 import { canary, leakedCanaries, record } from './helpers/canary.js'
 import { codexErrors } from './helpers/codex-schemas.js'
@@ -359,7 +358,7 @@ t.test('mapping', async (t) => {
   })
 
   t.test('our result schema rejects what codex rejects', async (t) => {
-    const good = mapUsage(FULL_PAYLOAD as UsagePayload)
+    const good = mapUsage(FULL_PAYLOAD)
     const variants: unknown[] = [
       { ...good, rateLimits: { ...good.rateLimits, primary: { usedPercent: 4.5, windowDurationMins: 1, resetsAt: 1 } } },
       { ...good, rateLimits: { ...good.rateLimits, planType: 'platinum' } },
@@ -664,7 +663,7 @@ t.test('backend client', async (t) => {
   t.test('an injected fetch is used', async (t) => {
     const calls: [string, RequestInit | undefined][] = []
     const fakeFetch: typeof fetch = async (input, init) => {
-      calls.push([String(input), init])
+      calls.push([input instanceof Request ? input.url : String(input), init])
       return new Response(JSON.stringify({ plan_type: 'go' }), { status: 200, headers: { 'content-type': 'application/json' } })
     }
     const c = new BackendClient({ baseUrl: 'https://chatgpt.com/backend-api', userAgent: UA, fetch: fakeFetch })

@@ -168,6 +168,8 @@ function joinUrl(base: URL, path: string): string {
 /** Reads at most `maxBytes` of the body as text; throws what stopped the read early. */
 async function readText(response: Response, maxBytes: number, signal: AbortSignal): Promise<{ text: string; truncated: boolean }> {
   const body = await readBounded(response, maxBytes, signal)
+  // What stopped the read (an abort, a reset) goes on as it came, so callers can tell which.
+  // eslint-disable-next-line @typescript-eslint/only-throw-error -- a caught value, rethrown
   if (body.error !== null) throw body.error
   return { text: body.bytes.toString('utf8'), truncated: body.truncated }
 }

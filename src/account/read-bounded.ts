@@ -12,7 +12,8 @@ export interface BoundedBody {
 /** Reads at most `maxBytes`, then cancels the stream; never throws (a failure is in `error`). */
 export async function readBounded(response: Response, maxBytes: number, signal: AbortSignal): Promise<BoundedBody> {
   if (response.body === null) return { bytes: Buffer.alloc(0), truncated: false, error: null }
-  const reader = response.body.getReader()
+  // A fetch body streams bytes; undici's type leaves the chunk type open.
+  const reader = (response.body as ReadableStream<Uint8Array>).getReader()
   const chunks: Uint8Array[] = []
   let size = 0
   let truncated = false

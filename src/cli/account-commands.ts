@@ -104,7 +104,7 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of stream) {
-    const b = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer)
+    const b = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
     size += b.length
     if (size > 64 * 1024) throw new Error('the API key on standard input is larger than 64 KiB')
     chunks.push(b)

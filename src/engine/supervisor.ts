@@ -257,7 +257,7 @@ export class EngineSupervisor {
     run.pollTimer = this.options.timers.setTimeout(() => {
       run.pollTimer = null
       if (this.run !== run || run.stopping) return
-      if (this.options.timers.monotonicMs() >= deadline) return this.readinessTimedOut(run)
+      if (this.options.timers.monotonicMs() >= deadline) return this.readinessTimedOut()
       void this.tryInitialize(run).then((ok) => {
         if (this.run !== run || run.stopping) return
         if (ok) this.becameReady(run)
@@ -294,7 +294,7 @@ export class EngineSupervisor {
     for (const listener of this.readyListeners) listener(this.socketPath)
   }
 
-  private readinessTimedOut(run: Run): void {
+  private readinessTimedOut(): void {
     const seconds = Math.round((this.options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS) / 100) / 10
     const reason = `engine not ready after ${seconds} s`
     this.log.error({ event: 'engine.not_ready', timeoutMs: this.options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS }, reason)

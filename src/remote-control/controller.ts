@@ -207,7 +207,7 @@ export class RemoteControlController {
     const token = (await this.tokens.get()).remoteControlToken
     const headers: Record<string, string> = {
       authorization: `Bearer ${token}`,
-      'x-codex-server-id': (this.enrollment as Enrollment | null)?.serverId ?? '',
+      'x-codex-server-id': this.enrollment?.serverId ?? '',
       'x-codex-name': Buffer.from(this.o.serverName, 'utf8').toString('base64'),
       'x-codex-protocol-version': '3',
       'x-codex-installation-id': this.o.installationId,

@@ -8,7 +8,7 @@ import type { Session } from './session.js'
 import type { RpcErrorBody } from './wire.js'
 
 interface CompiledMethod<Services> {
-  readonly def: MethodDefinition<Services>
+  readonly def: MethodDefinition<Services, any>
   readonly validator: Validator | null
   readonly resultValidator: Validator | null
 }
@@ -60,7 +60,7 @@ export class Dispatcher<Services> {
     if (!session.principal.scopes.has(def.scope)) return invalid(`method ${method} requires scope ${def.scope}`)
 
     try {
-      const value = await def.handler(params as never, { session, services: this.services })
+      const value = await def.handler(params, { session, services: this.services })
       const result = value === undefined ? {} : value
       if (resultValidator !== null && !resultValidator.Check(result)) {
         session.log.error({ method, problem: describeSchemaError(resultValidator, result, 'result') }, 'result does not match its schema')

@@ -70,7 +70,7 @@ export class ServerRequests {
         send(id)
       } catch (err) {
         this.settle(id)
-        reject(err as Error)
+        reject(err)
       }
     })
   }

@@ -91,7 +91,7 @@ export class FakeModel {
     }
     const reply = this.queue.shift() ?? { kind: 'text', text: this.defaultText, deltas: this.defaultDeltas }
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
-    for (const event of this.events(reply)) res.write(`event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`)
+    for (const event of this.events(reply)) res.write(`event: ${String(event.type)}\ndata: ${JSON.stringify(event)}\n\n`)
     res.end()
   }
 

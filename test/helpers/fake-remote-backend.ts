@@ -268,7 +268,7 @@ export class FakeRemoteBackend {
       let answer: ScriptedReply
       if (scripted !== null) answer = scripted
       else {
-        const serverId = rec.body?.server_id
+        const serverId: unknown = rec.body?.server_id
         const environmentId = typeof serverId === 'string' ? b.servers.get(serverId) : undefined
         answer =
           typeof serverId === 'string' && environmentId !== undefined
@@ -374,7 +374,7 @@ export class FakeRemoteBackend {
     if (rawBody !== '') {
       try {
         const parsed = JSON.parse(rawBody) as unknown
-        body = parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as Json) : null
+        body = parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) ? parsed : null
       } catch {
         body = null
       }

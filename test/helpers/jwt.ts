@@ -7,7 +7,7 @@ export async function signJwt(
   claims: Record<string, unknown>,
   header: Record<string, unknown> = {},
 ): Promise<string> {
-  const jwt = await new SignJWT(claims).setProtectedHeader({ alg: 'HS256', typ: 'JWT', ...header } as { alg: string }).sign(new TextEncoder().encode(secret))
+  const jwt = await new SignJWT(claims).setProtectedHeader({ alg: 'HS256', typ: 'JWT', ...header }).sign(new TextEncoder().encode(secret))
   return registerCanary(jwt)
 }
 

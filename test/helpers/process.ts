@@ -76,11 +76,11 @@ export function startCli(args: readonly string[], options: { env?: Record<string
       child.kill('SIGKILL')
       reject(new Error(`server did not print its banner; stderr: ${stderr}`))
     }, 15_000)
-    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()))
-    child.stderr!.on('data', (d: Buffer) => {
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+    child.stderr.on('data', (d: Buffer) => {
       stderr += d.toString()
       const m = /listening on: (\S+)/.exec(stderr)
-      if (m && /healthz: \S+\n  note: [^\n]*\n/.test(stderr)) {
+      if (m && /healthz: \S+\n {2}note: [^\n]*\n/.test(stderr)) {
         clearTimeout(timer)
         const url = m[1]!
         const port = Number(/:(\d+)\//.exec(url)?.[1])
