@@ -9,6 +9,9 @@ export default defineConfig(
   { ignores: ['dist/', 'node_modules/', '.tap/', '.ci/', 'eslint.config.js'] },
   js.configs.recommended,
   tseslint.configs.recommendedTypeChecked,
+  // Plain JavaScript build scripts (scripts/, .ci/) sit outside the TypeScript project: lint
+  // them with the syntactic rules only.
+  { files: ['**/*.{js,mjs}'], extends: [tseslint.configs.disableTypeChecked], languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } } },
   {
     files: ['{src,plugins,routes,test,bench}/**/*.ts'],
     languageOptions: {
