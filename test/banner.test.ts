@@ -15,6 +15,8 @@ type Subtest = Parameters<Parameters<typeof t.test>[0]>[0]
 
 const LOOPBACK_NOTE = '  note: binds localhost only (use SSH port-forwarding for remote access)'
 const WARNING = 'warning: token enforcement is disabled'
+/** The CLI helper turns the engine off (APP_SERVER_ENGINE=off): the banner says so. */
+const ENGINE_OFF = '  engine: off'
 const TOKEN_RE = /^[A-Za-z0-9_-]{43}$/
 
 /** Common flags: debug logs (the most talkative level) and a throw-away home. */
@@ -83,6 +85,7 @@ t.test('loopback banner, query token, real port', async (t) => {
     `  readyz: http://127.0.0.1:${server.port}/readyz`,
     `  healthz: http://127.0.0.1:${server.port}/healthz`,
     LOOPBACK_NOTE,
+    ENGINE_OFF,
   ])
   t.equal(server.url, `ws://127.0.0.1:${server.port}/?token=${token}`)
 
@@ -113,6 +116,7 @@ t.test('IPv6 loopback banner', async (t) => {
     `  readyz: http://[::1]:${server.port}/readyz`,
     `  healthz: http://[::1]:${server.port}/healthz`,
     LOOPBACK_NOTE,
+    ENGINE_OFF,
   ])
   const client = await connect(server.url)
   await client.initialize()
@@ -131,7 +135,7 @@ t.test('non-loopback banner: its own note, token still printed, new token per st
   t.match(token, TOKEN_RE)
   t.not(token, firstToken, 'a new token at every start')
   const lines = bannerLines(t, server.banner)
-  t.equal(lines.length, 5)
+  t.equal(lines.length, 6)
   t.same(lines.slice(0, 4), [
     'app-server (WebSockets)',
     `  listening on: ws://0.0.0.0:${server.port}/?token=${token}`,
@@ -140,6 +144,7 @@ t.test('non-loopback banner: its own note, token still printed, new token per st
   ])
   t.match(lines[4], /^ {2}note: \S/, 'a note line')
   t.not(lines[4], LOOPBACK_NOTE, 'not the loopback note')
+  t.equal(lines[5], ENGINE_OFF)
   t.notOk(server.banner.includes(WARNING))
 
   const client = await connect(server.url)
@@ -160,6 +165,7 @@ t.test('capability-token mode: URL without ?token=', async (t) => {
     `  readyz: http://127.0.0.1:${server.port}/readyz`,
     `  healthz: http://127.0.0.1:${server.port}/healthz`,
     LOOPBACK_NOTE,
+    ENGINE_OFF,
   ])
   t.notOk(server.banner.includes('token='), 'no query token in bearer mode')
   t.notOk(server.banner.includes(token), 'the capability token is not printed')
@@ -185,6 +191,7 @@ t.test('signed-bearer-token mode: URL without ?token=', async (t) => {
     `  readyz: http://127.0.0.1:${server.port}/readyz`,
     `  healthz: http://127.0.0.1:${server.port}/healthz`,
     LOOPBACK_NOTE,
+    ENGINE_OFF,
   ])
   t.notOk(server.banner.includes(secret))
 
@@ -207,6 +214,7 @@ t.test('--no-token-check adds the warning line', async (t) => {
     `  readyz: http://127.0.0.1:${server.port}/readyz`,
     `  healthz: http://127.0.0.1:${server.port}/healthz`,
     LOOPBACK_NOTE,
+    ENGINE_OFF,
     WARNING,
   ])
   const client = await connect(server.url)

@@ -18,7 +18,13 @@ export interface RunResult {
 function baseEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   // A clean environment: no APP_SERVER_* leaking in from the developer's shell.
   // A throwaway home, so no test reads or writes the developer's credentials.
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', APP_SERVER_HOME: mkdtempSync(join(tmpdir(), 'app-server-cli-')) }
+  // No engine unless a test asks for one: none spawned, the developer's ~/.codex never read.
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH ?? '',
+    HOME: process.env.HOME ?? '/tmp',
+    APP_SERVER_HOME: mkdtempSync(join(tmpdir(), 'app-server-cli-')),
+    APP_SERVER_ENGINE: 'off',
+  }
   return { ...env, ...extra }
 }
 
@@ -81,7 +87,7 @@ export function startCli(args: readonly string[], options: { env?: Record<string
     child.stderr!.on('data', (d: Buffer) => {
       stderr += d.toString()
       const m = /listening on: (\S+)/.exec(stderr)
-      if (m && /healthz: \S+\n  note: [^\n]*\n/.test(stderr)) {
+      if (m && /healthz: \S+\n  note: [^\n]*\n  engine: [^\n]*\n/.test(stderr)) {
         clearTimeout(timer)
         const url = m[1]!
         const port = Number(/:(\d+)\//.exec(url)?.[1])
