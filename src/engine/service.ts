@@ -41,6 +41,8 @@ import { EngineUnavailableError, EngineUpstream, type UpstreamClient } from './u
 export interface EngineRunner {
   readonly status: EngineStatus
   readonly socketPath: string
+  /** The engine's process id while it runs, when there is a process of ours. */
+  readonly pid?: number | null
   start(): Promise<EngineStatus>
   stop(): Promise<void>
   onReady(listener: (socketPath: string) => void): () => void
@@ -81,6 +83,7 @@ export class EngineService {
   private requiresOpenaiAuthValue: boolean | null = null
   private handOffChain: Promise<void> = Promise.resolve()
   private handOffQueued = false
+  private starting: Promise<EngineStatus> | null = null
   private readonly log: AppLogger
   private readonly unsubscribe: (() => void)[] = []
 
@@ -131,6 +134,16 @@ export class EngineService {
     return this.runner !== null && this.runner.status.state === 'running'
   }
 
+  /** The engine process's id while it runs, or null. */
+  get pid(): number | null {
+    return this.runner?.pid ?? null
+  }
+
+  /** Resolves once the last start attempt is decided (running or not); at once without one. */
+  settled(): Promise<EngineStatus> {
+    return this.starting ?? Promise.resolve(this.status)
+  }
+
   /** The engine's `account/read` `requiresOpenaiAuth` since it last started, or null when unknown. */
   get requiresOpenaiAuth(): boolean | null {
     return this.requiresOpenaiAuthValue
@@ -154,7 +167,7 @@ export class EngineService {
         this.options.accounts.onCredentialChange(() => this.scheduleHandOff()),
       )
     }
-    void runner.start()
+    this.starting = runner.start()
   }
 
   /** Stops the engine (SIGTERM, then SIGKILL after the grace); resolves once it has exited. */
