@@ -93,7 +93,7 @@ t.test('loopback banner, query token, real port', async (t) => {
   t.equal(ready.status, 200, 'the printed port is the bound one')
   t.same(JSON.parse(ready.body), { status: 'ready' })
   const health = await httpGet(`http://127.0.0.1:${server.port}/healthz`)
-  t.same(JSON.parse(health.body), { status: 'ok', auth: { mode: 'queryToken', enforced: true } })
+  t.same(JSON.parse(health.body), { status: 'ok', auth: { mode: 'queryToken', enforced: true }, engine: { state: 'off', version: null } })
 
   const client = await connect(server.url)
   const result = await client.initialize()
