@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import { accountMethods } from '../src/account/methods.js'
 import { remoteControlMethods } from '../src/remote-control/methods.js'
+import { sessionEngine } from '../src/engine/forward.js'
 import { Dispatcher } from '../src/rpc/dispatcher.js'
 import type { MethodDefinition } from '../src/rpc/method.js'
 import { initializeMethods, type ServerInfo } from '../src/rpc/methods/initialize.js'
@@ -25,9 +26,11 @@ export default fp<DispatcherPluginOptions>(
       accounts: app.accounts,
       rateLimits: app.rateLimitsReader,
       remoteControl: app.remoteControl,
+      engine: sessionEngine(app.engine),
+      engineRequiresOpenaiAuth: () => app.engine.requiresOpenaiAuth,
     }
     const methods = [...initializeMethods<AppServices>(), ...accountMethods<AppServices>(), ...remoteControlMethods<AppServices>(), ...(opts.extraMethods ?? [])]
     app.sessionFactory.useDispatcher(new Dispatcher<AppServices>(methods, services, { validateResults: opts.validateResults ?? false }))
   },
-  { name: 'dispatcher', fastify: '5.x', decorators: { fastify: ['sessionFactory', 'accounts', 'rateLimitsReader', 'remoteControl'] } },
+  { name: 'dispatcher', fastify: '5.x', decorators: { fastify: ['sessionFactory', 'accounts', 'rateLimitsReader', 'engine', 'remoteControl'] } },
 )

@@ -13,6 +13,8 @@ declare module 'fastify' {
     inFlight: InFlightLimit
     /** Opens every session; complete once the dispatcher plugin has registered. */
     sessionFactory: SessionFactory
+    /** Ids of every server→client request, the gateway's own and the engine's alike. */
+    serverRequestIds: RequestIdAllocator
   }
 }
 
@@ -32,14 +34,16 @@ export default fp<SessionsPluginOptions>(
     const limits = app.config.limits
     const registry = new SessionRegistry()
     const inFlight = new InFlightLimit(limits.maxInFlight)
+    const serverRequestIds = new RequestIdAllocator()
     app.decorate('sessions', registry)
     app.decorate('inFlight', inFlight)
+    app.decorate('serverRequestIds', serverRequestIds)
     app.decorate(
       'sessionFactory',
       new SessionFactory(
         {
           inFlight,
-          serverRequestIds: new RequestIdAllocator(),
+          serverRequestIds,
           clock: opts.timers ?? systemClock,
           ratePerSecond: limits.rpcRatePerSecond,
           burst: limits.rpcBurst,

@@ -10,9 +10,14 @@ const Healthz = Type.Object({
     mode: Type.Union([Type.Literal('queryToken'), Type.Literal('capabilityToken'), Type.Literal('signedBearerToken')]),
     enforced: Type.Boolean(),
   }),
+  // State and version only: never the binary's path, its arguments or the reason's details.
+  engine: Type.Object({
+    state: Type.Union([Type.Literal('off'), Type.Literal('starting'), Type.Literal('running'), Type.Literal('restarting'), Type.Literal('unavailable')]),
+    version: Type.Union([Type.String(), Type.Null()]),
+  }),
 })
 const Ready = Type.Object({ status: Type.Literal('ready') })
-const NotReady = Type.Object({ status: Type.Union([Type.Literal('draining'), Type.Literal('overloaded')]) })
+const NotReady = Type.Object({ status: Type.Union([Type.Literal('draining'), Type.Literal('overloaded'), Type.Literal('engine unavailable')]) })
 
 /** Token-free probes. They say how connections are guarded, never with what. */
 export default async function healthRoutes(fastify: FastifyInstance): Promise<void> {
@@ -30,10 +35,11 @@ export default async function healthRoutes(fastify: FastifyInstance): Promise<vo
   app.get('/healthz', { ...limit, schema: { response: { 200: Healthz } } }, async () => ({
     status: 'ok' as const,
     auth: { mode: app.wsAuth.mode, enforced: app.wsAuth.enforced },
+    engine: { state: app.engine.status.state, version: app.engine.status.version },
   }))
 
   app.get('/readyz', { ...limit, schema: { response: { 200: Ready, 503: NotReady } } }, async (_request, reply) => {
-    const status = readiness(app.lifecycle, app.inFlight)
+    const status = readiness(app.lifecycle, app.inFlight, app.engine)
     return status === 'ready' ? { status } : reply.code(503).send({ status })
   })
 }

@@ -7,6 +7,7 @@ import account, { type AccountPluginOptions } from '../plugins/account.js'
 import browserGuard from '../plugins/browser-guard.js'
 import configPlugin from '../plugins/config.js'
 import dispatcher, { type DispatcherPluginOptions } from '../plugins/dispatcher.js'
+import engine, { type EnginePluginOptions } from '../plugins/engine.js'
 import lifecycle from '../plugins/lifecycle.js'
 import rateLimits from '../plugins/rate-limit.js'
 import remoteControl, { type RemoteControlPluginOptions } from '../plugins/remote-control.js'
@@ -40,6 +41,8 @@ export interface BuildOptions {
   readonly account?: AccountPluginOptions
   /** Test clock and server name for remote control. */
   readonly remoteControl?: RemoteControlPluginOptions
+  /** Tests: an engine already listening instead of the one the config resolves. */
+  readonly engine?: EnginePluginOptions
 }
 
 const PLAIN_TEXT = 'text/plain; charset=utf-8'
@@ -47,7 +50,7 @@ const PLAIN_TEXT = 'text/plain; charset=utf-8'
 /**
  * Builds the Fastify app from a config. The CLI and the tests both start here. Plugins are
  * registered in the order data flows: the app's settings and HTTP guards, then what sessions
- * share, then the services (account, remote control), then the dispatcher built from them,
+ * share, then the services (account, engine, remote control), then the dispatcher built from them,
  * then the routes.
  */
 export async function buildApp(config: Config, options: BuildOptions): Promise<FastifyInstance> {
@@ -73,6 +76,7 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
   await app.register(rateLimits, options.now ? { now: options.now } : {})
   await app.register(sessions, options.timers ? { timers: options.timers } : {})
   await app.register(account, options.account ?? {})
+  await app.register(engine, { ...(options.timers ? { clock: options.timers } : {}), ...options.engine })
   await app.register(remoteControl, options.remoteControl ?? {})
   await app.register(dispatcher, {
     serverInfo: serverInfo(config, options.terminal),
@@ -127,7 +131,7 @@ function serverInfo(config: Config, terminal: string | undefined): ServerInfo {
 /**
  * Graceful stop, and the only place sessions are drained: `/readyz` turns 503 and new
  * upgrades get 503, every session answers what it has in flight and is closed with 1001,
- * then the app closes. Draining comes before `app.close()` because once Fastify is closing
+ * then the app closes (and with it the engine: SIGTERM, SIGKILL after 5 s). Draining comes before `app.close()` because once Fastify is closing
  * it answers every HTTP request itself (a bare 503), probes included.
  */
 export async function drainAndClose(app: FastifyInstance): Promise<void> {

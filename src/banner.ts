@@ -7,6 +7,8 @@ export interface BannerFacts {
   /** The generated query token, or null in the bearer modes. */
   readonly queryToken: string | null
   readonly enforced: boolean
+  /** `engine: codex 0.169.0`, `engine: off` or `engine: none (why)`. */
+  readonly engineLine?: string
 }
 
 /** The URL an IDE connects to: the only place the query token is ever written. */
@@ -27,6 +29,7 @@ export function formatBanner(f: BannerFacts): string {
       ? '  note: binds localhost only (use SSH port-forwarding for remote access)'
       : '  note: listening beyond localhost; every connection must authenticate',
   ]
+  if (f.engineLine !== undefined) lines.push(`  ${f.engineLine}`)
   if (!f.enforced) lines.push('warning: token enforcement is disabled')
   return lines.join('\n') + '\n'
 }

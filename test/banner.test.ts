@@ -21,6 +21,8 @@ type Subtest = Parameters<Parameters<typeof t.test>[0]>[0]
 
 const LOOPBACK_NOTE = '  note: binds localhost only (use SSH port-forwarding for remote access)'
 const WARNING = 'warning: token enforcement is disabled'
+/** The CLI helper turns the engine off (APP_SERVER_ENGINE=off): the banner says so. */
+const ENGINE_OFF = '  engine: off'
 const TOKEN_RE = /^[A-Za-z0-9_-]{43}$/
 
 /** Common flags: debug logs (the most talkative level) and a throw-away home. */
@@ -176,6 +178,7 @@ t.test('CLI: loopback banner, query token, real port; --url-file replaces a 0644
     `  readyz: http://127.0.0.1:${server.port}/readyz`,
     `  healthz: http://127.0.0.1:${server.port}/healthz`,
     LOOPBACK_NOTE,
+    ENGINE_OFF,
   ])
   t.equal(server.url, `ws://127.0.0.1:${server.port}/?token=${token}`)
   t.equal(readFileSync(urlFile, 'utf8'), server.url + '\n', 'the URL file holds the banner URL, old content fully replaced')
@@ -185,7 +188,7 @@ t.test('CLI: loopback banner, query token, real port; --url-file replaces a 0644
   t.equal(ready.status, 200, 'the printed port is the bound one')
   t.same(JSON.parse(ready.body), { status: 'ready' })
   const health = await httpGet(`http://127.0.0.1:${server.port}/healthz`)
-  t.same(JSON.parse(health.body), { status: 'ok', auth: { mode: 'queryToken', enforced: true } })
+  t.same(JSON.parse(health.body), { status: 'ok', auth: { mode: 'queryToken', enforced: true }, engine: { state: 'off', version: null } })
 
   const client = await connect(server.url)
   const result = await client.initialize()

@@ -198,7 +198,7 @@ async function checkProbes(t: Test, server: TestServer, mode: string, secretQuer
     const h = await httpGet(server.httpBase + path)
     bodies.push(h.body)
     t.equal(h.status, 200, `${path.slice(0, 8)} answers 200`)
-    t.same(JSON.parse(h.body), { status: 'ok', auth: { mode, enforced: true } }, 'healthz names the mode only')
+    t.same(JSON.parse(h.body), { status: 'ok', auth: { mode, enforced: true }, engine: { state: 'off', version: null } }, 'healthz names the mode (and engine state) only')
     t.same(leakedCanaries(h.body), [], 'healthz body holds no canary')
   }
   for (const path of ['/readyz', `/readyz?token=${secretQuery}`]) {
@@ -475,7 +475,7 @@ t.test('--no-token-check: degraded admissions log the reason, never the token', 
   await expectAccepted(t, `${base}?token=${canary('d1')}&token=${token}`, {}, 'duplicate tokens admitted (degraded)')
   await expectAccepted(t, `${base}?token=${token}`, {}, 'valid token admitted')
   const h = await httpGet(`${server.httpBase}/healthz?token=${token}`)
-  t.same(JSON.parse(h.body), { status: 'ok', auth: { mode: 'queryToken', enforced: false } })
+  t.same(JSON.parse(h.body), { status: 'ok', auth: { mode: 'queryToken', enforced: false }, engine: { state: 'off', version: null } })
   const degraded = server.logs.authEvents().filter((l) => l.outcome === 'degraded')
   t.same(
     degraded.map((l) => [l.level, l.reason]),

@@ -78,7 +78,7 @@ t.test('in-process: while draining, /readyz is 503, /healthz 200, new upgrades 5
   t.same(JSON.parse(ready.body), { status: 'draining' }, '/readyz body')
   const health = await httpGet(`${server.httpBase}/healthz`)
   t.equal(health.status, 200, '/healthz still 200')
-  t.same(JSON.parse(health.body), { status: 'ok', auth: { mode: 'queryToken', enforced: true } })
+  t.same(JSON.parse(health.body), { status: 'ok', auth: { mode: 'queryToken', enforced: true }, engine: { state: 'off', version: null } })
 
   const upgrade = await tryUpgrade(server.wsUrl)
   if ('ws' in upgrade) {

@@ -136,7 +136,7 @@ async function expectHealth(t: TestT, server: TestServer, mode: Mode, enforced: 
   const h = await httpGet(`${server.httpBase}/healthz`)
   t.equal(h.status, 200, '/healthz is 200')
   t.match(h.headers.get('content-type'), /^application\/json/, '/healthz is JSON')
-  t.strictSame(JSON.parse(h.body), { status: 'ok', auth: { mode, enforced } }, `/healthz body (${mode}, enforced ${enforced})`)
+  t.strictSame(JSON.parse(h.body), { status: 'ok', auth: { mode, enforced }, engine: { state: 'off', version: null } }, `/healthz body (${mode}, enforced ${enforced})`)
   const r = await httpGet(`${server.httpBase}/readyz`)
   t.equal(r.status, 200, '/readyz is 200')
   t.match(r.headers.get('content-type'), /^application\/json/, '/readyz is JSON')
@@ -483,7 +483,7 @@ t.test('browser defences: Host on a loopback listener', async (t) => {
     const r = await rawGet(port, '/healthz', { Host: host })
     t.equal(r.status, 200, `GET /healthz with Host ${host}`)
     t.match(r.contentType, /^application\/json/)
-    t.strictSame(JSON.parse(r.body), { status: 'ok', auth: { mode: 'queryToken', enforced: true } })
+    t.strictSame(JSON.parse(r.body), { status: 'ok', auth: { mode: 'queryToken', enforced: true }, engine: { state: 'off', version: null } })
   }
 })
 

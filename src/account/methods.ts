@@ -15,6 +15,8 @@ export type { RateLimitsReader } from './rate-limits.js'
 export interface AccountServices {
   readonly accounts: AccountService
   readonly rateLimits: RateLimitsReader
+  /** The engine's `requiresOpenaiAuth` (false when its model provider needs no OpenAI auth); null or absent: true. */
+  readonly engineRequiresOpenaiAuth?: () => boolean | null
 }
 
 
@@ -61,8 +63,11 @@ export function accountMethods<S extends AccountServices>(): MethodDefinition<S,
       scope: 'account:read',
       params: GetAccountParams,
       result: GetAccountResult,
-      handler: (params, { services }) =>
-        wireErrors(services.accounts.read(params.refreshToken === undefined ? {} : { refreshToken: params.refreshToken })),
+      // The account is the gateway's; whether the engine's model provider needs it is the engine's answer.
+      async handler(params, { services }) {
+        const read = await wireErrors(services.accounts.read(params.refreshToken === undefined ? {} : { refreshToken: params.refreshToken }))
+        return { ...read, requiresOpenaiAuth: services.engineRequiresOpenaiAuth?.() ?? read.requiresOpenaiAuth }
+      },
     }),
     defineMethod<S, typeof LoginAccountParams>({
       name: 'account/login/start',

@@ -117,6 +117,22 @@ export class CredentialRecovery {
     return this.refreshing
   }
 
+  /**
+   * The engine's backend call got a 401 (it asked `account/chatgptAuthTokens/refresh`): the
+   * same recovery as a rejected call of ours, without the call. Managed → newer tokens of the
+   * same account in storage, else a forced refresh; external → ask the client; else
+   * `NotLoggedIn`.
+   */
+  async recoverUnauthorized(): Promise<void> {
+    const c = this.holder.current()
+    if (c?.kind === 'chatgptExternal') return this.refreshExternal(c)
+    if (c?.kind === 'chatgptManaged') {
+      if (!(await this.reloadSameAccount(c))) await this.refreshManaged({ force: true })
+      return
+    }
+    throw new NotLoggedIn()
+  }
+
   private async recover<T>(call: ChatgptCall<T>): Promise<T> {
     const c = this.holder.current()
     if (c?.kind === 'chatgptExternal') {

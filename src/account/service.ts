@@ -3,6 +3,7 @@ import { withheldError } from '../log/logger.js'
 import { credentialFromDocument } from './auth-document.js'
 import { LoginFlows, type BrowserLoginStarter } from './logins.js'
 import { CredentialRecovery, type ChatgptCall, type CredentialHolder, type ExternalRefresher, type TokenAuthority } from './recovery.js'
+import { NotLoggedIn } from './errors.js'
 import type { LoginRules } from './rules.js'
 import type { ClaimsReader, Credential, CredentialStore, PlanType } from './types.js'
 
@@ -22,6 +23,13 @@ export interface AccountServiceDeps {
   readonly onEvent: (event: AccountEvent) => void
   /** Held while re-reading storage and refreshing, so two processes never refresh at once. */
   readonly withStoreLock?: <T>(fn: () => Promise<T>) => Promise<T>
+}
+
+/** ChatGPT tokens as codex takes them (`account/login/start {type:"chatgptAuthTokens"}`, refresh replies). */
+export interface ChatgptAuthTokens {
+  readonly accessToken: string
+  readonly chatgptAccountId: string
+  readonly chatgptPlanType: string | null
 }
 
 /** The wire `Account` of `account/read`. */
@@ -157,6 +165,31 @@ export class AccountService {
    */
   withChatgptAuth<T>(call: ChatgptCall<T>): Promise<T> {
     return this.recovery.withChatgptAuth(call)
+  }
+
+  /** The current ChatGPT credential as tokens to hand to the engine; null without one (or without an account id). */
+  chatgptTokens(): ChatgptAuthTokens | null {
+    const c = this.credential
+    const accountId = this.chatgptAccountId
+    if (accountId === null) return null
+    const view = this.view()
+    // `unknown` is no plan: codex then reads the plan from the token's claims itself.
+    const planType = view !== null && view.type === 'chatgpt' && view.planType !== 'unknown' ? view.planType : null
+    if (c?.kind === 'chatgptManaged') return { accessToken: c.tokens.accessToken, chatgptAccountId: accountId, chatgptPlanType: planType }
+    if (c?.kind === 'chatgptExternal') return { accessToken: c.accessToken, chatgptAccountId: accountId, chatgptPlanType: planType }
+    return null
+  }
+
+  /**
+   * After a 401 elsewhere (the engine's `account/chatgptAuthTokens/refresh`): runs the 401
+   * recovery (recovery.ts) and returns the tokens it left. Rejects with the account errors
+   * (`NotLoggedIn`, `RefreshFailed`, `ExternalRefreshFailed`, …) when it could not recover.
+   */
+  async recoverAfterUnauthorized(): Promise<ChatgptAuthTokens> {
+    await this.recovery.recoverUnauthorized()
+    const tokens = this.chatgptTokens()
+    if (tokens === null) throw new NotLoggedIn()
+    return tokens
   }
 
   // ---- internals ----------------------------------------------------------------------

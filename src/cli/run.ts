@@ -80,6 +80,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     loopback: config.listen.loopback,
     queryToken: app.wsAuth.queryToken,
     enforced: app.wsAuth.enforced,
+    engineLine: app.engine.bannerLine(),
   }
   if (config.urlFile !== null) {
     // Created 0600 and chmod-ed in case it existed with looser bits.

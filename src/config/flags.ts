@@ -7,7 +7,7 @@
  * in step) are all derived from it; no other file repeats a default. A default is written once,
  * as a user would write the value, and goes through the same parser as a user's value.
  */
-import { oneOf, parseAbsolutePath, parseBlankAsNull, parseClientId, parseHome, parseInteger, parseListen, parseLogLevel, parseOrigin, parseSwitch } from './parsers.js'
+import { oneOf, parseAbsolutePath, parseBlankAsNull, parseClientId, parseEngineConfig, parseHome, parseUserDir, splitEngineConfigEnv, parseInteger, parseListen, parseLogLevel, parseOrigin, parseSwitch } from './parsers.js'
 
 export type FlagKind = 'string' | 'integer' | 'boolean' | 'list'
 
@@ -28,6 +28,8 @@ export interface FlagSpec<T = unknown> {
   readonly parse: (raw: RawSetting) => T
   /** The value when nothing sets the flag. */
   readonly defaultValue: () => T
+  /** How a list flag's environment value splits into items (default: at commas). */
+  readonly splitEnv?: (text: string) => string[]
 }
 
 type Help = { readonly valueName?: string; readonly help: string }
@@ -68,9 +70,20 @@ function toggle(name: string, help: string): FlagSpec<boolean> {
   return { name, kind: 'boolean', help, defaultText: 'false', parse: (raw) => parseSwitch(single(raw), envName(name)), defaultValue: () => false }
 }
 
-/** Repeatable on the command line, comma-separated in the environment; empty when unset. */
-function list<T>(name: string, o: Help & { readonly parse: (items: readonly string[]) => T; readonly empty: T }): FlagSpec<T> {
-  return { name, kind: 'list', valueName: o.valueName, help: o.help, parse: (raw) => o.parse(typeof raw === 'string' ? [raw] : raw), defaultValue: () => o.empty }
+/** Repeatable on the command line, comma-separated in the environment (unless `splitEnv` says otherwise); empty when unset. */
+function list<T>(
+  name: string,
+  o: Help & { readonly parse: (items: readonly string[]) => T; readonly empty: T; readonly splitEnv?: (text: string) => string[] },
+): FlagSpec<T> {
+  return {
+    name,
+    kind: 'list',
+    valueName: o.valueName,
+    help: o.help,
+    parse: (raw) => o.parse(typeof raw === 'string' ? [raw] : raw),
+    defaultValue: () => o.empty,
+    ...(o.splitEnv ? { splitEnv: o.splitEnv } : {}),
+  }
 }
 
 function single(raw: RawSetting): string {
@@ -149,6 +162,22 @@ const TABLE = {
   }),
   // Codex's public client id; configurable because a test or another deployment has its own.
   loginClientId: text('login-client-id', { valueName: 'ID', default: 'app_EMoamEEZ73f0CkXaXp7hrann', parse: parseClientId, help: 'public OAuth client id for ChatGPT login' }),
+  engine: text('engine', {
+    valueName: 'MODE',
+    default: 'auto',
+    parse: oneOf(['auto', 'on', 'off'], 'auto, on or off'),
+    help: 'the codex engine behind the gateway: auto (when a binary resolves) | on (expected; missing is an error) | off (gateway alone)',
+  }),
+  engineBin: text('engine-bin', { valueName: 'PATH', parse: parseAbsolutePath, help: 'absolute path of the codex binary (default: the installed @openai/codex)' }),
+  // No table default: it is `$CODEX_HOME` when set, which load.ts reads from the environment.
+  engineHome: text('engine-home', { valueName: 'DIR', parse: parseUserDir, help: "the engine's CODEX_HOME: its config, MCP servers, thread history (default: $CODEX_HOME, else ~/.codex)" }),
+  engineConfig: list('engine-config', {
+    valueName: 'KEY=VALUE',
+    parse: (items): readonly string[] => items.map(parseEngineConfig),
+    empty: [],
+    splitEnv: splitEngineConfigEnv,
+    help: 'codex config override passed to the engine as `-c KEY=VALUE` (TOML value; repeatable; env: one per line, or comma-separated when there is no newline)',
+  }),
 } as const
 
 export type Flags = typeof TABLE

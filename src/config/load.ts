@@ -7,10 +7,12 @@
  * auth flags go with which mode) are here; a setting's own rules are in its parser.
  */
 import { readFileSync } from 'node:fs'
+import { homedir } from 'node:os'
+import { join, resolve } from 'node:path'
 import { ConfigError, shown } from './errors.js'
 import { envOnlyDefault, FLAG_TABLE, type FlagKey, type FlagValue } from './flags.js'
 import { readSources, sourcesOf, type RawSettings, type SourceOptions } from './sources.js'
-import type { AccountSettings, Config, WsAuthConfig } from './types.js'
+import type { AccountSettings, Config, EngineSettings, WsAuthConfig } from './types.js'
 import { sha256 } from '../util/sha256.js'
 
 export { ConfigError } from './errors.js'
@@ -53,6 +55,7 @@ export function loadConfig(argv: readonly string[], options: LoadConfigOptions):
     remoteControlWaitMs: 1000 * value('remoteControlWaitSeconds'),
     chatgptBaseUrl: settings.envOnly('CHATGPT_BASE_URL')?.raw ?? envOnlyDefault('CHATGPT_BASE_URL'),
     authIssuer: settings.envOnly('AUTH_ISSUER')?.raw ?? envOnlyDefault('AUTH_ISSUER'),
+    engine: resolveEngine(value, options.env),
     sources: sourcesOf(settings),
   }
 }
@@ -132,6 +135,17 @@ function resolveAccounts(value: Reader): AccountSettings {
     forcedWorkspaceIds: value('forcedChatgptWorkspaceId'),
     loginClientId: value('loginClientId'),
     loginCallbackPort: value('loginCallbackPort'),
+  }
+}
+
+/** The engine home defaults to the user's own codex home, as the codex CLI finds it. */
+function resolveEngine(value: Reader, env: LoadConfigOptions['env']): EngineSettings {
+  const codexHome = env.CODEX_HOME?.trim()
+  return {
+    mode: value('engine'),
+    binary: value('engineBin'),
+    home: value('engineHome') ?? (codexHome ? resolve(codexHome) : join(homedir(), '.codex')),
+    configOverrides: value('engineConfig'),
   }
 }
 

@@ -84,3 +84,27 @@ export function parseClientId(text: string): string {
   if (!/^[\x21-\x7e]{1,200}$/.test(clientId)) throw new ConfigError('--login-client-id must be 1 to 200 visible ASCII characters')
   return clientId
 }
+
+/** A directory a user names: `~` and `~/…` are the user's home; anything else resolves against the working directory. */
+export function parseUserDir(text: string, flag: string): string {
+  const v = text.trim()
+  if (v === '') throw new ConfigError(`--${flag} must not be empty`)
+  if (v === '~' || v.startsWith('~/')) return join(homedir(), v.slice(1))
+  return resolve(v)
+}
+
+/** A codex `-c` override: `KEY=VALUE`, the key a dotted path, passed to the engine unchanged. */
+export function parseEngineConfig(text: string): string {
+  const eq = text.indexOf('=')
+  if (eq <= 0 || text.slice(0, eq).trim() === '') throw new ConfigError(`invalid --engine-config \`${shown(text)}\`; expected KEY=VALUE`)
+  return text
+}
+
+/**
+ * `APP_SERVER_ENGINE_CONFIG`: one override per line; a value without a newline is split at
+ * commas instead (so a TOML value holding a comma needs the one-per-line form).
+ */
+export function splitEngineConfigEnv(text: string): string[] {
+  const items = text.includes('\n') ? text.split(/\r?\n/) : text.split(',')
+  return items.map((s) => s.trim()).filter((s) => s.length > 0)
+}

@@ -12,7 +12,6 @@ import { ENV_ONLY, envName, FLAGS, type EnvOnlyName, type FlagKey, type RawSetti
 import type { ValueSource } from './types.js'
 import { errorCode } from '../util/error-code.js'
 
-
 export interface RawSettings {
   /** The text (or list items) a layer gave the flag, with that layer; `null` when none did. */
   flag(key: FlagKey): { readonly raw: RawSetting; readonly source: Exclude<ValueSource, 'default'> } | null
@@ -43,7 +42,7 @@ export function readSources(argv: readonly string[], options: SourceOptions): Ra
       if (given !== undefined) return { raw: given === true ? 'true' : given, source: 'flag' }
       const env = fromEnvironment(envName(spec.name))
       if (env === null) return null
-      return spec.kind === 'list' ? { raw: splitList(env.raw), source: env.source } : env
+      return spec.kind === 'list' ? { raw: (spec.splitEnv ?? splitList)(env.raw), source: env.source } : env
     },
     envOnly: (name) => fromEnvironment(name),
   }

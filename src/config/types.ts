@@ -47,6 +47,7 @@ export interface Config {
   readonly remoteControlWaitMs: number
   readonly chatgptBaseUrl: string
   readonly authIssuer: string
+  readonly engine: EngineSettings
   /** The layer each setting came from (a user's choice, or the default). */
   readonly sources: Readonly<Record<SettingName, ValueSource>>
 }
@@ -70,4 +71,17 @@ export interface AccountSettings {
   readonly forcedWorkspaceIds: readonly string[] | null
   readonly loginCallbackPort: number
   readonly loginClientId: string
+}
+
+export type EngineMode = 'auto' | 'on' | 'off'
+
+export interface EngineSettings {
+  /** auto: run one when a binary resolves; on: one is expected (missing is an error); off: gateway alone. */
+  readonly mode: EngineMode
+  /** An explicit binary (`--engine-bin`), or null for the installed `@openai/codex`. */
+  readonly binary: string | null
+  /** The engine's `CODEX_HOME`. */
+  readonly home: string
+  /** `-c KEY=VALUE` overrides, passed through unchanged. */
+  readonly configOverrides: readonly string[]
 }

@@ -91,8 +91,8 @@ type State = 'new' | 'opening' | 'open' | 'closed'
 export class EngineUpstream {
   private state: State = 'new'
   private ws: WebSocket | null = null
-  /** Ids of client requests forwarded and not yet answered. */
-  private readonly inFlight = new Set<RequestId>()
+  /** Client requests forwarded and not yet answered, each with what settles its `forwardRequest`. */
+  private readonly inFlight = new Map<RequestId, () => void>()
   private readonly engineRequests: ServerRequestMap
   private readonly client: UpstreamClient
   private readonly log: AppLogger
@@ -165,13 +165,20 @@ export class EngineUpstream {
     })
   }
 
-  /** A client request that passed the gateway's checks: forwarded as `text`, tracked by `id`. */
-  forwardRequest(id: RequestId, text: string): void {
+  /**
+   * A client request that passed the gateway's checks: forwarded as `text`, tracked by `id`.
+   * Resolves once it is answered (by the engine, or with `engine unavailable` when the link
+   * fails), or the client has gone.
+   */
+  forwardRequest(id: RequestId, text: string): Promise<void> {
     if (!this.sendToEngine(text)) {
       this.client.sendToClient(encodeError(id, ENGINE_UNAVAILABLE))
-      return
+      return Promise.resolve()
     }
-    this.inFlight.add(id)
+    // A client reusing the id of a request still in flight: the engine answers both under it;
+    // the first answer settles the older one, so no slot is held for ever.
+    this.settle(id)
+    return new Promise((resolve) => this.inFlight.set(id, resolve))
   }
 
   /** A client notification (e.g. `initialized`), forwarded as `text`. */
@@ -197,7 +204,7 @@ export class EngineUpstream {
     if (this.state === 'closed') return
     this.state = 'closed'
     for (const request of this.engineRequests.drain()) this.sendRaw(encodeError(request.engineId, CLIENT_GONE))
-    this.inFlight.clear()
+    this.settleAll()
     const ws = this.ws
     if (ws !== null && (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING)) ws.close(1000)
   }
@@ -206,8 +213,8 @@ export class EngineUpstream {
     if (this.state === 'closed') return
     this.state = 'closed'
     this.log.warn({ inFlight: this.inFlight.size, engineRequests: this.engineRequests.size }, 'engine upstream closed unexpectedly')
-    for (const id of this.inFlight) this.client.sendToClient(encodeError(id, ENGINE_UNAVAILABLE))
-    this.inFlight.clear()
+    for (const id of this.inFlight.keys()) this.client.sendToClient(encodeError(id, ENGINE_UNAVAILABLE))
+    this.settleAll()
     this.engineRequests.drain()
     this.client.closeClient(ENGINE_RESTARTED_CLOSE_CODE, ENGINE_RESTARTED_REASON)
   }
@@ -228,10 +235,25 @@ export class EngineUpstream {
       case 'response':
       case 'error':
         // Only an answer to this client's own request in flight; a forged or stale id goes nowhere.
-        if (this.inFlight.delete(msg.id)) this.client.sendToClient(text)
+        if (this.inFlight.has(msg.id)) {
+          this.client.sendToClient(text)
+          this.settle(msg.id)
+        }
         else this.log.warn({ kind: msg.kind }, 'dropped engine reply to no request in flight')
         return
     }
+  }
+
+  private settle(id: RequestId): void {
+    const done = this.inFlight.get(id)
+    this.inFlight.delete(id)
+    done?.()
+  }
+
+  private settleAll(): void {
+    const all = [...this.inFlight.values()]
+    this.inFlight.clear()
+    for (const done of all) done()
   }
 
   private engineNotification(method: string, params: unknown, text: string): void {

@@ -45,6 +45,11 @@ export class Dispatcher<Services> {
     this.unknownVariantTail = `, expected one of ${[...this.methods.keys()].map((n) => '`' + n + '`').join(', ')}`
   }
 
+  /** Whether the gateway answers `method` itself (anything else may go to the engine). */
+  has(method: string): boolean {
+    return this.methods.has(method)
+  }
+
   async dispatch(session: Session, method: string, rawParams: unknown): Promise<DispatchOutcome> {
     const entry = this.methods.get(method)
     if (entry === undefined) return invalid(`Invalid request: unknown variant \`${method}\`${this.unknownVariantTail}`)

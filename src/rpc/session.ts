@@ -1,4 +1,5 @@
 import type { Principal } from '../auth/principal.js'
+import { ENGINE_UNAVAILABLE, engineRequestRefusal, goesToEngine } from '../engine/forward.js'
 import { withheldError, type AppLogger } from '../log/logger.js'
 import type { Dispatcher } from './dispatcher.js'
 import { INTERNAL_ERROR, OVERLOADED, OVERLOADED_MESSAGE } from './errors.js'
@@ -18,6 +19,16 @@ export interface ClientInfo {
   readonly name: string
   readonly title: string | null
   readonly version: string
+}
+
+/** The session's link to the engine (an `EngineUpstream`), once its `initialize` opened one. */
+export interface SessionUpstream {
+  /** Resolves once the engine has answered (or the link failed, or the client went). */
+  forwardRequest(id: RequestId, text: string): Promise<void>
+  forwardNotification(text: string): void
+  /** False when `id` names no engine request (it may be one of the gateway's own). */
+  forwardReply(id: unknown, text: string): boolean
+  close(): void
 }
 
 /** What every session of an app shares besides the dispatcher (see `SessionFactory`). */
@@ -41,8 +52,14 @@ const NO_OPT_OUT: ReadonlySet<string> = new Set()
 
 /**
  * One JSON-RPC connection: its principal, its handshake state, its rate limit, the requests
- * it has in flight and the server requests it has not answered. It knows nothing of sockets
- * beyond `SessionTransport`.
+ * it has in flight, the server requests it has not answered, and its upstream to the engine.
+ * It knows nothing of sockets beyond `SessionTransport`.
+ *
+ * A request passes the rate limit and the in-flight bound, then goes to the dispatcher or,
+ * for an engine method, through the engine path's checks to the upstream (see
+ * src/engine/forward.ts); its in-flight slot is held until it is answered. Notifications are
+ * forwarded to the upstream after the rate limit. A reply goes to the upstream if it answers
+ * an engine request, else to the session's own server requests.
  */
 export class Session {
   private initializedState: { clientInfo: ClientInfo; optOut: ReadonlySet<string> } | null = null
@@ -52,6 +69,7 @@ export class Session {
   private readonly bucket: TokenBucket | null
   private readonly serverRequests: ServerRequests
   private lastDropWarning = -Infinity
+  private upstream: SessionUpstream | null = null
 
   constructor(
     readonly id: string,
@@ -82,6 +100,13 @@ export class Session {
     this.initializedState = { clientInfo, optOut }
   }
 
+  /** Takes the engine upstream; false when there already is one or the session has closed. */
+  attachUpstream(upstream: SessionUpstream): boolean {
+    if (this.closed || this.upstream !== null) return false
+    this.upstream = upstream
+    return true
+  }
+
   /** Whether a broadcast notification should reach this connection. */
   wantsNotification(method: string): boolean {
     return this.initializedState !== null && !this.initializedState.optOut.has(method)
@@ -106,21 +131,26 @@ export class Session {
           this.warnDropped('request over the process in-flight bound answered with -32001')
           return
         }
-        void this.runRequest(msg.id, msg.method, msg.params)
+        if (goesToEngine(msg.method, this.deps.dispatcher.has(msg.method), this.upstream !== null)) void this.runForwarded(msg.id, msg.method, text)
+        else void this.runRequest(msg.id, msg.method, msg.params)
         return
       case 'notification':
         if (this.bucket !== null && !this.bucket.take()) {
           this.warnDropped('notification over the connection rate limit dropped')
           return
         }
-        // `initialized` needs no reply; codex drops other client notifications silently.
-        this.log.debug({ method: msg.method }, 'client notification')
+        // `initialized` needs no reply from the gateway; without an engine, codex drops other
+        // client notifications silently.
+        if (this.upstream !== null) this.upstream.forwardNotification(text)
+        else this.log.debug({ method: msg.method }, 'client notification')
         return
       // Replies to server requests are not rate limited: they answer what we asked.
       case 'response':
+        if (this.upstream?.forwardReply(msg.id, text) === true) return
         this.serverRequests.resolve(msg.id, msg.result)
         return
       case 'error':
+        if (this.upstream?.forwardReply(msg.id, text) === true) return
         this.serverRequests.reject(msg.id, msg.error)
         return
     }
@@ -128,6 +158,11 @@ export class Session {
 
   handleBinary(): void {
     this.log.warn('ignored binary WebSocket frame')
+  }
+
+  /** Sends a frame written elsewhere (by the engine), as it is. */
+  relay(text: string): void {
+    this.send(text)
   }
 
   sendNotification(method: string, params: unknown): void {
@@ -153,6 +188,7 @@ export class Session {
     if (this.closed) return
     this.closed = true
     this.serverRequests.abortAll()
+    this.upstream?.close()
     this.transport.close(code, reason)
   }
 
@@ -160,6 +196,7 @@ export class Session {
   detach(): void {
     this.closed = true
     this.serverRequests.abortAll()
+    this.upstream?.close()
   }
 
   private send(text: string): void {
@@ -173,6 +210,19 @@ export class Session {
     this.log.warn(what)
   }
 
+  /** An engine-bound request: the engine path's checks, then the original frame to the upstream. */
+  private async runForwarded(id: RequestId, method: string, text: string): Promise<void> {
+    this.inFlight++
+    try {
+      const refusal = engineRequestRefusal(this, method)
+      if (refusal !== null) this.send(encodeError(id, refusal))
+      else if (this.upstream === null) this.send(encodeError(id, ENGINE_UNAVAILABLE))
+      else await this.upstream.forwardRequest(id, text)
+    } finally {
+      this.requestDone()
+    }
+  }
+
   private async runRequest(id: RequestId, method: string, params: unknown): Promise<void> {
     this.inFlight++
     try {
@@ -184,13 +234,17 @@ export class Session {
       this.log.error({ method, error: withheldError(err) }, 'request failed outside its handler')
       this.send(encodeError(id, { code: INTERNAL_ERROR, message: 'internal error' }))
     } finally {
-      this.deps.inFlight.release()
-      this.inFlight--
-      if (this.inFlight === 0 && this.idleWaiters.length > 0) {
-        const waiters = this.idleWaiters
-        this.idleWaiters = []
-        for (const w of waiters) w()
-      }
+      this.requestDone()
+    }
+  }
+
+  private requestDone(): void {
+    this.deps.inFlight.release()
+    this.inFlight--
+    if (this.inFlight === 0 && this.idleWaiters.length > 0) {
+      const waiters = this.idleWaiters
+      this.idleWaiters = []
+      for (const w of waiters) w()
     }
   }
 }

@@ -1,10 +1,12 @@
 /**
  * What the engine tests share: a log capture that can be awaited, timers the test drives,
- * and a stand-in engine binary (a small node script) for the paths the real engine cannot be
+ * an engine runner for an engine already listening, and a stand-in engine binary (a small node script) for the paths the real engine cannot be
  * made to take on demand (ignoring SIGTERM, never listening).
  */
 import { chmodSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import type { EngineRunner } from '../../src/engine/service.js'
+import type { EngineExit, EngineStatus } from '../../src/engine/supervisor.js'
 import { LogCapture, type LogLine } from './server.js'
 
 /** A `LogCapture` whose lines can be waited for (no polling, no sleeping). */
@@ -58,4 +60,49 @@ if (mode === 'exit') {
   writeFileSync(path, script)
   chmodSync(path, 0o755)
   return path
+}
+
+/**
+ * An engine process as the gateway's `EngineService` sees it, for an engine that is already
+ * listening (a `FakeEngine`): `start()` makes it `running` at once and announces readiness;
+ * nothing is spawned. `exit()` plays an unexpected exit.
+ */
+export class AttachedEngine implements EngineRunner {
+  private state: EngineStatus = { state: 'off', version: '0.169.0', reason: null }
+  private readonly ready = new Set<(socketPath: string) => void>()
+  private readonly exits = new Set<(exit: EngineExit) => void>()
+
+  constructor(readonly socketPath: string) {}
+
+  get status(): EngineStatus {
+    return this.state
+  }
+
+  start(): Promise<EngineStatus> {
+    this.state = { state: 'running', version: '0.169.0', reason: null }
+    for (const l of this.ready) l(this.socketPath)
+    return Promise.resolve(this.state)
+  }
+
+  async stop(): Promise<void> {
+    if (this.state.state !== 'running') return
+    this.state = { state: 'off', version: '0.169.0', reason: null }
+    for (const l of this.exits) l({ code: 0, signal: null, expected: true })
+  }
+
+  /** The engine went away unexpectedly. */
+  exit(): void {
+    this.state = { state: 'unavailable', version: '0.169.0', reason: 'engine exited (code 1)' }
+    for (const l of this.exits) l({ code: 1, signal: null, expected: false })
+  }
+
+  onReady(listener: (socketPath: string) => void): () => void {
+    this.ready.add(listener)
+    return () => this.ready.delete(listener)
+  }
+
+  onExit(listener: (exit: EngineExit) => void): () => void {
+    this.exits.add(listener)
+    return () => this.exits.delete(listener)
+  }
 }

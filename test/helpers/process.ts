@@ -16,8 +16,14 @@ export interface RunResult {
 function baseEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   // A clean environment: no APP_SERVER_* leaking in from the developer's shell.
   // Throwaway homes (the user's and the server's), so no test reads or writes the developer's
-  // credentials or configuration.
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '', HOME: tempDir('cli-user-home'), APP_SERVER_HOME: tempDir('cli-home') }
+  // credentials or configuration. No engine unless a test asks for one: none spawned, the
+  // developer's ~/.codex never read.
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH ?? '',
+    HOME: tempDir('cli-user-home'),
+    APP_SERVER_HOME: tempDir('cli-home'),
+    APP_SERVER_ENGINE: 'off',
+  }
   return { ...env, ...extra }
 }
 
@@ -80,7 +86,7 @@ export function startCli(args: readonly string[], options: { env?: Record<string
     child.stderr.on('data', (d: Buffer) => {
       stderr += d.toString()
       const m = /listening on: (\S+)/.exec(stderr)
-      if (m && /healthz: \S+\n {2}note: [^\n]*\n/.test(stderr)) {
+      if (m && /healthz: \S+\n {2}note: [^\n]*\n {2}engine: [^\n]*\n/.test(stderr)) {
         clearTimeout(timer)
         const url = m[1]!
         const port = Number(/:(\d+)\//.exec(url)?.[1])

@@ -74,6 +74,8 @@ export interface StartOptions {
   readonly timers?: BuildOptions['timers']
   readonly account?: BuildOptions['account']
   readonly remoteControl?: BuildOptions['remoteControl']
+  /** An engine already listening (a fake engine's socket); without it and without `--engine`, the engine is off. */
+  readonly engine?: BuildOptions['engine']
 }
 
 export async function startServer(options: StartOptions = {}): Promise<TestServer> {
@@ -82,6 +84,8 @@ export async function startServer(options: StartOptions = {}): Promise<TestServe
   // Never the developer's real home, nor the real login callback port.
   if (!argv.some((a) => a.startsWith('--home'))) argv.push('--home', tempDir('home'))
   if (!argv.some((a) => a.startsWith('--login-callback-port'))) argv.push('--login-callback-port', '0')
+  // No test spawns the installed engine (nor reads the developer's ~/.codex) unless it asks.
+  if (options.engine === undefined && !argv.some((a) => a.startsWith('--engine'))) argv.push('--engine', 'off')
   // Many tests make dozens of failed upgrades on purpose; the throttle has its own tests.
   if (!argv.some((a) => a.startsWith('--failed-upgrade-limit'))) argv.push('--failed-upgrade-limit', '0')
   const config = loadConfig(argv, { env: options.env ?? {}, dotenvPath: null })
@@ -96,6 +100,7 @@ export async function startServer(options: StartOptions = {}): Promise<TestServe
     ...(options.timers ? { timers: options.timers } : {}),
     ...(options.account ? { account: options.account } : {}),
     ...(options.remoteControl ? { remoteControl: options.remoteControl } : {}),
+    ...(options.engine ? { engine: options.engine } : {}),
   })
   await app.listen({ host: config.listen.host, port: config.listen.port })
   const port = (app.server.address() as AddressInfo).port

@@ -1,4 +1,5 @@
 import { Type } from 'typebox'
+import type { SessionEngine } from '../../engine/forward.js'
 import { RpcError } from '../errors.js'
 import { defineMethod, type MethodDefinition } from '../method.js'
 import type { UserAgent } from '../user-agent.js'
@@ -38,7 +39,13 @@ export const InitializeResult = Type.Object({
   platformOs: Type.String(),
 })
 
-export function initializeMethods<S extends { serverInfo: ServerInfo }>(): MethodDefinition<S, any>[] {
+/**
+ * `initialize`: the gateway's checks (`Already initialized`, the client name), then, when an
+ * engine runs, the session's upstream is opened with the client's params and the client gets
+ * the engine's result; without an engine, the gateway's own. A failed upstream leaves the
+ * session uninitialized.
+ */
+export function initializeMethods<S extends { serverInfo: ServerInfo; engine?: SessionEngine }>(): MethodDefinition<S, any>[] {
   return [
     defineMethod<S, typeof InitializeParams>({
       name: 'initialize',
@@ -46,15 +53,17 @@ export function initializeMethods<S extends { serverInfo: ServerInfo }>(): Metho
       params: InitializeParams,
       result: InitializeResult,
       beforeInitialize: true,
-      handler(params, { session, services }) {
+      async handler(params, { session, services }) {
         if (session.initialized) throw RpcError.invalidRequest('Already initialized')
         const { name, title, version } = params.clientInfo
         if (!hasNoHeaderControls(name)) {
           throw RpcError.invalidRequest(`Invalid clientInfo.name: '${name}'. Must be a valid HTTP header value.`)
         }
+        const engineResult = services.engine === undefined ? null : await services.engine.openFor(session, params)
+        session.markInitialized({ name, title: title ?? null, version }, params.capabilities?.optOutNotificationMethods ?? [])
+        if (engineResult !== null) return engineResult
         const info = services.serverInfo
         const userAgent = info.userAgent.forClient(name, version)
-        session.markInitialized({ name, title: title ?? null, version }, params.capabilities?.optOutNotificationMethods ?? [])
         return { userAgent, codexHome: info.home, platformFamily: info.platformFamily, platformOs: info.platformOs }
       },
     }),

@@ -1,0 +1,92 @@
+/**
+ * Which client requests go to the engine, the gateway's checks before one does, and how a
+ * session gets its upstream.
+ *
+ * Routing: a method the gateway answers (the dispatcher knows it) is dispatched. Any other
+ * goes to the engine path — except, for a session without an upstream, a method the scope
+ * table does not know either: that keeps the dispatcher's `unknown variant` answer, as a
+ * gateway without an engine always gave.
+ *
+ * Checks on the engine path, after the session's rate limit and in-flight bound, in order:
+ * 1. the session is initialized (`Not initialized`);
+ * 2. the principal holds the method's scope (`scopeOf`; a method the table does not know
+ *    needs every scope): `method X requires scope Y`, naming the first scope missing;
+ * 3. the session has an upstream (`engine unavailable` otherwise: no engine was running at
+ *    its `initialize`).
+ * Only then is the original frame text forwarded, with the client's own id.
+ */
+import { SCOPES, type Principal } from '../auth/principal.js'
+import type { AppLogger } from '../log/logger.js'
+import { INVALID_REQUEST, RpcError } from '../rpc/errors.js'
+import type { RpcErrorBody } from '../rpc/wire.js'
+import { scopeOf } from './scopes.js'
+import type { EngineService } from './service.js'
+import { ENGINE_UNAVAILABLE, EngineUnavailableError, type EngineUpstream } from './upstream.js'
+
+export { ENGINE_UNAVAILABLE }
+
+/** Whether a request for `method` takes the engine path. */
+export function goesToEngine(method: string, gatewayAnswers: boolean, hasUpstream: boolean): boolean {
+  if (gatewayAnswers) return false
+  return hasUpstream || scopeOf(method) !== 'ALL'
+}
+
+/** The gateway's refusal of an engine-bound request (checks 1 and 2 above), or null. */
+export function engineRequestRefusal(session: { readonly initialized: boolean; readonly principal: Principal }, method: string): RpcErrorBody | null {
+  if (!session.initialized) return { code: INVALID_REQUEST, message: 'Not initialized' }
+  const needed = scopeOf(method)
+  const scopes = session.principal.scopes
+  const missing = needed === 'ALL' ? SCOPES.find((s) => !scopes.has(s)) : scopes.has(needed) ? undefined : needed
+  return missing === undefined ? null : { code: INVALID_REQUEST, message: `method ${method} requires scope ${missing}` }
+}
+
+/** What a session offers its upstream and the `initialize` handler. */
+export interface UpstreamSession {
+  readonly principal: Principal
+  readonly log: AppLogger
+  /** Sends a frame written elsewhere (by the engine), as it is. */
+  relay(text: string): void
+  close(code: number, reason: string): void
+  /** Takes the upstream; false when the session already has one or has closed (the caller closes it). */
+  attachUpstream(upstream: EngineUpstream): boolean
+}
+
+/** How `initialize` reaches the engine. */
+export interface SessionEngine {
+  /**
+   * Opens the session's upstream with the client's `initialize` params; resolves with the
+   * engine's result, or null when no engine runs (the gateway answers itself). Rejects with
+   * an `RpcError`: `engine unavailable`, or `Already initialized` for a second `initialize`
+   * racing the first.
+   */
+  openFor(session: UpstreamSession, initializeParams: unknown): Promise<unknown>
+}
+
+export function sessionEngine(engine: EngineService): SessionEngine {
+  return {
+    async openFor(session, initializeParams) {
+      let opened
+      try {
+        opened = await engine.openUpstream(
+          {
+            sendToClient: (text) => session.relay(text),
+            closeClient: (code, reason) => session.close(code, reason),
+            holdsExec: session.principal.scopes.has('exec'),
+          },
+          initializeParams,
+          session.log,
+        )
+      } catch (err) {
+        if (!(err instanceof EngineUnavailableError)) throw err
+        session.log.warn({ event: 'engine.upstream_failed', why: err.message }, 'could not open the engine upstream')
+        throw new RpcError(ENGINE_UNAVAILABLE.code, ENGINE_UNAVAILABLE.message)
+      }
+      if (opened === null) return null
+      if (!session.attachUpstream(opened.upstream)) {
+        opened.upstream.close()
+        throw RpcError.invalidRequest('Already initialized')
+      }
+      return opened.result
+    },
+  }
+}

@@ -1,0 +1,283 @@
+/**
+ * The gateway's engine: whether there is one, its state, the gateway's own control connection
+ * to it, and the upstream each client connection gets. Framework-free; `plugins/engine.ts`
+ * wires it.
+ *
+ * Policy, in the order things happen:
+ * 1. `--engine off`: no engine; state `off`. `auto` (the default): an engine when a binary
+ *    resolves, else `off` with the reason (logged at info, shown in the banner). `on`: a missing
+ *    binary is an error (logged) and the state is `unavailable`. `expected` (an engine is
+ *    configured) is what `/readyz` waits on.
+ * 2. `start()` does not wait for readiness: the listener comes up at once, the state reads
+ *    `starting` until the engine answers `initialize`.
+ * 3. On every engine start: the control connection opens, the credentials are handed off
+ *    (API key → `account/login/start {type:"apiKey"}`, ChatGPT managed or external →
+ *    `{type:"chatgptAuthTokens"}`, none → `account/logout`), then the engine's
+ *    `account/read` answer is kept for its `requiresOpenaiAuth`. Every credential change
+ *    (login, logout, a refresh the gateway performs) hands off again. Hand-offs run one at a
+ *    time and each sends the credential current when it runs, so the engine ends up with the
+ *    latest. A failed hand-off is logged by error type or code only, never with its text.
+ * 4. The engine's `account/chatgptAuthTokens/refresh` — on the control connection or on any
+ *    client's upstream — is answered by the account service's 401 recovery with fresh
+ *    tokens, or with -32603 `token refresh failed`.
+ * 5. An unexpected exit: the supervisor logs it and reads `unavailable`; the control
+ *    connection is dropped and each client's upstream ends itself (its client is closed with
+ *    1012). Restarting is a policy for later: `start()` may be called again.
+ * 6. `stop()` (after the client drain): SIGTERM, SIGKILL after the supervisor's grace.
+ */
+import type { ChatgptAuthTokens } from '../account/service.js'
+import type { Credential } from '../account/types.js'
+import type { Clock } from '../clock.js'
+import type { EngineSettings } from '../config/types.js'
+import { withheldError, type AppLogger } from '../log/logger.js'
+import { INTERNAL_ERROR, RpcError } from '../rpc/errors.js'
+import type { RequestIdAllocator } from '../rpc/server-requests.js'
+import { resolveEngineBinary, type EngineBinaryResolution } from './binary.js'
+import { EngineRpcClient, EngineRpcError } from './rpc-client.js'
+import { EngineSupervisor, GATEWAY_CLIENT_NAME, type EngineExit, type EngineStatus } from './supervisor.js'
+import { EngineUnavailableError, EngineUpstream, type UpstreamClient } from './upstream.js'
+
+/** What the service needs of the engine process; `EngineSupervisor` is the real one. */
+export interface EngineRunner {
+  readonly status: EngineStatus
+  readonly socketPath: string
+  /** The engine's process id while it runs, when there is a process of ours. */
+  readonly pid?: number | null
+  start(): Promise<EngineStatus>
+  stop(): Promise<void>
+  onReady(listener: (socketPath: string) => void): () => void
+  onExit(listener: (exit: EngineExit) => void): () => void
+}
+
+/** What the service needs of the account service. */
+export interface EngineAccounts {
+  readonly current: Credential | null
+  chatgptTokens(): ChatgptAuthTokens | null
+  onCredentialChange(listener: () => void): () => void
+  recoverAfterUnauthorized(): Promise<ChatgptAuthTokens>
+}
+
+export interface EngineServiceOptions {
+  readonly settings: EngineSettings
+  readonly gatewayHome: string
+  /** The gateway's version (clientInfo of its own connections). */
+  readonly clientVersion: string
+  readonly accounts: EngineAccounts
+  readonly serverRequestIds: RequestIdAllocator
+  readonly log: AppLogger
+  readonly clock: Clock
+  /** An engine process other than the one resolved and spawned from the settings (tests). */
+  readonly runner?: EngineRunner
+  readonly resolveBinary?: (explicitPath: string | null) => EngineBinaryResolution
+}
+
+const CONTROL_CALL_TIMEOUT_MS = 30_000
+const TOKEN_REFRESH_METHOD = 'account/chatgptAuthTokens/refresh'
+const REFRESH_FAILED = 'token refresh failed'
+
+export class EngineService {
+  private readonly runner: EngineRunner | null
+  /** Why there is no engine at all (off, or no binary), or null when there is one. */
+  private readonly absentReason: string | null
+  private control: EngineRpcClient | null = null
+  private requiresOpenaiAuthValue: boolean | null = null
+  private handOffChain: Promise<void> = Promise.resolve()
+  private handOffQueued = false
+  private starting: Promise<EngineStatus> | null = null
+  private readonly log: AppLogger
+  private readonly unsubscribe: (() => void)[] = []
+
+  constructor(private readonly options: EngineServiceOptions) {
+    this.log = options.log.child({ source: 'engine' })
+    const { settings } = options
+    if (options.runner !== undefined) {
+      this.runner = options.runner
+      this.absentReason = null
+    } else if (settings.mode === 'off') {
+      this.runner = null
+      this.absentReason = 'turned off'
+    } else {
+      const resolved = (options.resolveBinary ?? ((explicitPath) => resolveEngineBinary({ explicitPath })))(settings.binary)
+      if (resolved.ok) {
+        this.runner = new EngineSupervisor({
+          binary: resolved.binary,
+          gatewayHome: options.gatewayHome,
+          engineHome: settings.home,
+          configOverrides: settings.configOverrides,
+          clientVersion: options.clientVersion,
+          log: options.log,
+          timers: options.clock,
+        })
+        this.absentReason = null
+      } else {
+        this.runner = null
+        this.absentReason = resolved.reason
+        if (settings.mode === 'on') this.log.error({ event: 'engine.missing' }, `engine expected but not available: ${resolved.reason}`)
+        else this.log.info({ event: 'engine.missing' }, `running without an engine: ${resolved.reason}`)
+      }
+    }
+  }
+
+  /** For `/healthz`: never a path or an argument. */
+  get status(): EngineStatus {
+    if (this.runner !== null) return this.runner.status
+    const state = this.options.settings.mode === 'on' ? 'unavailable' : 'off'
+    return { state, version: null, reason: this.absentReason }
+  }
+
+  /** An engine is configured: the gateway is not ready while it does not run. */
+  get expected(): boolean {
+    return this.runner !== null || this.options.settings.mode === 'on'
+  }
+
+  get running(): boolean {
+    return this.runner !== null && this.runner.status.state === 'running'
+  }
+
+  /** The engine process's id while it runs, or null. */
+  get pid(): number | null {
+    return this.runner?.pid ?? null
+  }
+
+  /** Resolves once the last start attempt is decided (running or not); at once without one. */
+  settled(): Promise<EngineStatus> {
+    return this.starting ?? Promise.resolve(this.status)
+  }
+
+  /** The engine's `account/read` `requiresOpenaiAuth` since it last started, or null when unknown. */
+  get requiresOpenaiAuth(): boolean | null {
+    return this.requiresOpenaiAuthValue
+  }
+
+  /** One line for the start-up banner. */
+  bannerLine(): string {
+    if (this.runner === null) return this.options.settings.mode === 'off' ? 'engine: off' : `engine: none (${this.absentReason})`
+    const version = this.runner.status.version
+    return version === null ? 'engine: codex' : `engine: codex ${version}`
+  }
+
+  /** Starts the engine without waiting for it; the control connection follows readiness. */
+  start(): void {
+    const runner = this.runner
+    if (runner === null) return
+    if (this.unsubscribe.length === 0) {
+      this.unsubscribe.push(
+        runner.onReady((socketPath) => void this.engineReady(socketPath)),
+        runner.onExit(() => this.engineGone()),
+        this.options.accounts.onCredentialChange(() => this.scheduleHandOff()),
+      )
+    }
+    this.starting = runner.start()
+  }
+
+  /** Stops the engine (SIGTERM, then SIGKILL after the grace); resolves once it has exited. */
+  async stop(): Promise<void> {
+    for (const off of this.unsubscribe.splice(0)) off()
+    this.engineGone()
+    await this.runner?.stop()
+  }
+
+  /**
+   * Opens `client`'s upstream with its `initialize` params, unchanged; resolves with the
+   * upstream and the engine's `initialize` result. Null when no engine runs; rejects with
+   * `EngineUnavailableError` when the engine could not be reached.
+   */
+  async openUpstream(client: UpstreamClient, initializeParams: unknown, log: AppLogger): Promise<{ upstream: EngineUpstream; result: unknown } | null> {
+    if (this.runner === null || !this.running) return null
+    const upstream = new EngineUpstream({
+      socketPath: this.runner.socketPath,
+      client,
+      serverRequestIds: this.options.serverRequestIds,
+      onTokenRefresh: () => this.refreshTokens(),
+      timers: this.options.clock,
+      log,
+    })
+    const result = await upstream.open(initializeParams)
+    return { upstream, result }
+  }
+
+  /** The answer to the engine's `account/chatgptAuthTokens/refresh`. */
+  private async refreshTokens(): Promise<ChatgptAuthTokens> {
+    try {
+      return await this.options.accounts.recoverAfterUnauthorized()
+    } catch (err) {
+      this.log.warn({ event: 'engine.token_refresh_failed', error: withheldError(err) }, 'could not answer the engine with fresh tokens')
+      throw new RpcError(INTERNAL_ERROR, REFRESH_FAILED)
+    }
+  }
+
+  private async engineReady(socketPath: string): Promise<void> {
+    let control: EngineRpcClient
+    try {
+      control = await EngineRpcClient.connect(socketPath, { log: this.log, timers: this.options.clock })
+      await control.call('initialize', { clientInfo: { name: GATEWAY_CLIENT_NAME, title: null, version: this.options.clientVersion } }, CONTROL_CALL_TIMEOUT_MS)
+    } catch (err) {
+      this.log.error({ event: 'engine.control_failed', error: withheldError(err) }, 'could not open the control connection to the engine')
+      return
+    }
+    if (!this.running) return control.close()
+    control.notify('initialized')
+    control.onRequest((method) => {
+      if (method === TOKEN_REFRESH_METHOD) return this.refreshTokens()
+      throw new RpcError(-32601, `method not found: ${method}`)
+    })
+    control.onClose(() => {
+      if (this.control === control) this.control = null
+    })
+    this.control = control
+    this.scheduleHandOff()
+    await this.handOffChain
+    try {
+      const account = (await control.call('account/read', {}, CONTROL_CALL_TIMEOUT_MS)) as { requiresOpenaiAuth?: unknown } | null
+      if (typeof account?.requiresOpenaiAuth === 'boolean') this.requiresOpenaiAuthValue = account.requiresOpenaiAuth
+    } catch (err) {
+      this.log.warn({ event: 'engine.account_read_failed', ...engineFailure(err) }, 'could not read the engine account state')
+    }
+  }
+
+  private engineGone(): void {
+    this.requiresOpenaiAuthValue = null
+    const control = this.control
+    this.control = null
+    control?.close()
+  }
+
+  /** Queues one hand-off of whatever credential is current when it runs. */
+  private scheduleHandOff(): void {
+    if (this.handOffQueued || this.control === null) return
+    this.handOffQueued = true
+    this.handOffChain = this.handOffChain.then(() => {
+      this.handOffQueued = false
+      return this.handOff()
+    })
+  }
+
+  private async handOff(): Promise<void> {
+    const control = this.control
+    if (control === null) return
+    const { method, params, kind } = this.handOffCall()
+    try {
+      await control.call(method, params, CONTROL_CALL_TIMEOUT_MS)
+      this.log.info({ event: 'engine.credentials', kind }, 'credentials handed to the engine')
+    } catch (err) {
+      this.log.warn({ event: 'engine.credentials_failed', kind, ...engineFailure(err) }, 'could not hand the credentials to the engine')
+    }
+  }
+
+  private handOffCall(): { method: string; params: unknown; kind: string } {
+    const accounts = this.options.accounts
+    const credential = accounts.current
+    if (credential?.kind === 'apiKey') return { method: 'account/login/start', params: { type: 'apiKey', apiKey: credential.apiKey }, kind: 'apiKey' }
+    const tokens = credential === null ? null : accounts.chatgptTokens()
+    if (tokens !== null) return { method: 'account/login/start', params: { type: 'chatgptAuthTokens', ...tokens }, kind: 'chatgptAuthTokens' }
+    // No credential, or a ChatGPT one without an account id (the engine needs one).
+    return { method: 'account/logout', params: undefined, kind: credential === null ? 'none' : 'chatgptWithoutAccountId' }
+  }
+}
+
+/** How an engine call failed, for the log: the engine's error code, or the error's type. */
+function engineFailure(err: unknown): Record<string, unknown> {
+  if (err instanceof EngineRpcError) return { code: err.body.code }
+  if (err instanceof EngineUnavailableError) return { why: 'unavailable' }
+  return { error: withheldError(err) }
+}
