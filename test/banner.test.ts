@@ -217,6 +217,7 @@ t.test('CLI: capability-token mode from the environment, --url-file from its twi
     `  readyz: http://127.0.0.1:${server.port}/readyz`,
     `  healthz: http://127.0.0.1:${server.port}/healthz`,
     LOOPBACK_NOTE,
+    ENGINE_OFF,
   ])
   t.notOk(server.banner.includes(token), 'the capability token is not printed')
   t.equal(server.url, `ws://127.0.0.1:${server.port}/`)
