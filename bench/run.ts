@@ -1,7 +1,7 @@
 /**
- * `npm run bench`: app-server beside a bare `ws` server (same token check, fixed JSON answer),
- * both started and measured in this run, printed as ratios. Optional: `--peer PATH` adds the
- * real codex app-server binary (shared/spec/peer.md) as a third column.
+ * `npm run bench`: app-server beside a bare `ws` server (same token check, fixed JSON answer), both
+ * started and measured in this run, printed as ratios. Optional: `--peer PATH` adds the real codex
+ * app-server binary (`node_modules/.bin/codex`, from `@openai/codex`) as a third column.
  *
  * Then the engine section (engine-section.ts): the codex engine through the gateway against
  * the same engine reached directly. `--engine-only` runs just that; `--no-engine` skips it.

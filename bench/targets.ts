@@ -48,7 +48,10 @@ export function bareTarget(): Target {
   return { name: 'bare ws', command: process.execPath, args: () => [here('./bare-server.js')] }
 }
 
-/** The real codex app-server (see shared/spec/peer.md); it takes no query token on loopback. */
+/**
+ * The real codex app-server (`codex app-server --listen`); 0.169.0 has no generated query token,
+ * so on loopback without `--ws-auth` it accepts any client.
+ */
 export function codexTarget(bin: string): Target {
   return {
     name: 'codex',

@@ -1,9 +1,9 @@
 /**
- * Accounts end to end (accounts.md): the ChatGPT browser login through JSON-RPC, its failures
- * (denial, forced workspace, cancel, a newer login, logout), proactive refresh and the managed
- * 401 recovery loop, permanent refresh failures, logout's revocation, and the `login` /
- * `status` / `logout` commands as a real subprocess, all over real sockets against a real
- * OAuth server (oidc-provider, test/helpers/oauth-server.ts) and a fake usage backend.
+ * Accounts end to end: the ChatGPT browser login through JSON-RPC, its failures (denial, forced
+ * workspace, cancel, a newer login, logout), proactive refresh and the managed 401 recovery loop,
+ * permanent refresh failures, logout's revocation, and the `login` / `status` / `logout` commands
+ * as a real subprocess, all over real sockets against a real OAuth server (oidc-provider,
+ * test/helpers/oauth-server.ts) and a fake usage backend.
  *
  * Every result and notification a client receives is checked against codex 0.169.0's
  * schemas; every token seen is a canary and must not appear in any server log or output.

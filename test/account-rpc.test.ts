@@ -1,8 +1,8 @@
 /**
- * The `account/*` JSON-RPC methods over real sockets (accounts.md, protocol.md): logins and
- * their broadcasts, login rules, cancel, logout, the file store, rate limits against a fake
- * usage backend (with the external-token 401 loop), and scopes. Every result, notification
- * and server request a client receives here is checked against codex 0.169.0's schemas.
+ * The `account/*` JSON-RPC methods over real sockets: logins and their broadcasts, login rules,
+ * cancel, logout, the file store, rate limits against a fake usage backend (with the external-token
+ * 401 loop), and scopes. Every result, notification and server request a client receives here is
+ * checked against codex 0.169.0's schemas.
  */
 import { randomBytes, randomUUID } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs'
@@ -63,7 +63,7 @@ function frameIndex(conn: Conn, pred: (m: Json) => boolean): number {
 
 /**
  * Asserts the frames a login produced on the connection that asked: the result, then
- * completed, then updated (accounts.md: "then").
+ * completed, then updated, in that order.
  */
 function assertResultThenNotifications(t: TestT, conn: Conn, reply: Json, methods: string[]): void {
   const resultAt = frameIndex(conn, (m) => m.id === reply.id && 'result' in m)
@@ -94,7 +94,7 @@ interface BackendReply {
   contentType?: string
 }
 
-/** A realistic `/wham/usage` payload (accounts.md, "Rate limits backend"). */
+/** A realistic `/wham/usage` payload, in the backend's snake_case shape. */
 const USAGE = {
   plan_type: 'plus',
   rate_limit: {

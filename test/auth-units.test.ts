@@ -1,6 +1,6 @@
 /**
- * Unit tests of the framework-free auth pieces (transport.md, "The three modes, at the
- * upgrade" and "Browser and rebinding defences"; protocol.md, scopes). No sockets here; JWT
+ * Unit tests of the framework-free auth pieces: the three auth modes at the upgrade, the
+ * browser and DNS-rebinding defences, and scopes. No sockets here; JWT
  * checks run against an injected clock.
  */
 import t from 'tap'
@@ -247,7 +247,7 @@ t.test('verifySignedBearer', async (t) => {
     t.ok((await verifySignedBearer(strBad, rules(secret), NOW_MS)).ok, 'aud not checked when not configured')
   })
 
-  t.test('reasons come in the spec order', async (t) => {
+  t.test("reasons come in codex's order", async (t) => {
     const r = rules(secret, { issuer: 'issuer-a', audience: 'aud-a' })
     const noExpBadIss = await signJwt(secret, { iss: 'wrong', aud: 'wrong' })
     t.same(await verifySignedBearer(noExpBadIss, r, NOW_MS), INVALID, 'invalid before issuer')

@@ -1,7 +1,7 @@
 /**
- * Outbound backpressure and inbound size (transport.md "Frames and limits"): a client that does
- * not read is closed with 1008 `slow consumer` once its outbound buffer passes the bound,
- * without stalling anyone else; a frame over `maxPayload` closes with 1009.
+ * Outbound backpressure and inbound size: a client that does not read is closed with 1008 `slow
+ * consumer` once its outbound buffer passes the bound, without stalling anyone else; a frame over
+ * `maxPayload` closes with 1009.
  */
 import t from 'tap'
 import type { Socket } from 'node:net'

@@ -1,7 +1,7 @@
 /**
- * Broadcast notifications (protocol.md "Handshake"): they reach only initialized connections,
- * never for a method that connection opted out of (`capabilities.optOutNotificationMethods`);
- * frames are `{method, params}` (no id, no jsonrpc); closed connections leave the registry.
+ * Broadcast notifications: they reach only initialized connections, never for a method that
+ * connection opted out of (`capabilities.optOutNotificationMethods`); frames are `{method, params}`
+ * (no id, no jsonrpc); closed connections leave the registry.
  */
 import t from 'tap'
 import { defineMethod } from '../src/rpc/method.js'

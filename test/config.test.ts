@@ -65,7 +65,7 @@ function secretValue(): string {
   return s.length >= 40 ? s : s + canary('pad')
 }
 
-// Messages, verbatim from the spec.
+// The refusal messages, word for word as codex words them.
 /** How a refusal echoes a value: control characters escaped (one line, no forged lines), cut at 200 chars. */
 function echoed(value: string): string {
   const named: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' }
@@ -637,7 +637,7 @@ t.test('CLI refusal stays one line even for a value with a newline', async (t) =
   t.equal(r.code, 2)
   t.equal(r.stdout, '')
   t.ok(r.stderr.startsWith('invalid websocket --listen URL `'), r.stderr)
-  t.equal(r.stderr.split('\n').length, 2, 'one line on stderr (spec: "one line on stderr")')
+  t.equal(r.stderr.split('\n').length, 2, 'one line on stderr')
 })
 
 t.test('CLI refusal from a .env in the working directory', async (t) => {

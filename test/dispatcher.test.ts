@@ -1,7 +1,6 @@
 /**
- * The dispatcher (protocol.md "Framing", "Error codes", "Handshake", "Connection authority is
- * not execution authority"): method registry, order of checks, params validation, scope
- * checks, handler errors, and concurrency of requests on one connection.
+ * The dispatcher: framing, error codes, the handshake, method registry, order of checks, params
+ * validation, scope checks, handler errors, and concurrency of requests on one connection.
  */
 import t from 'tap'
 import { Type } from 'typebox'

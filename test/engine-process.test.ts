@@ -1,8 +1,8 @@
 /**
- * The engine process (engine.md "Starting the engine", "Operating it"): binary resolution,
- * the supervisor's private unix socket, readiness by `initialize`, stderr as log lines, stop
- * with SIGTERM then SIGKILL, start-up failures as `unavailable` with a reason, and a whole
- * turn against the real `codex app-server` through the engine rpc client and a fake model.
+ * The engine process, started and operated by its supervisor: binary resolution, the supervisor's
+ * private unix socket, readiness by `initialize`, stderr as log lines, stop with SIGTERM then
+ * SIGKILL, start-up failures as `unavailable` with a reason, and a whole turn against the real
+ * `codex app-server` through the engine rpc client and a fake model.
  *
  * Real-engine tests skip (saying why) only when `@openai/codex` is not installed for this
  * platform. Paths the real engine cannot be made to take (ignoring SIGTERM, never listening)

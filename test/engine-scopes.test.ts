@@ -1,6 +1,6 @@
 /**
- * Every method of the codex protocol has a scope (engine.md, "Connection authority is not
- * execution authority, for every method"): the project's copy of codex 0.169.0's method list,
+ * Every method of the codex protocol has a scope (connection authority is not execution
+ * authority, for every method): the project's copy of codex 0.169.0's method list,
  * and the list the installed engine itself generates, are both fully classified.
  */
 import { spawn } from 'node:child_process'

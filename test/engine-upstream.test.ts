@@ -1,7 +1,7 @@
 /**
- * One client's upstream to the engine (engine.md, "One upstream per client"), against a fake
- * engine on a real unix socket: what is forwarded as written, what is rewritten, what is
- * dropped, who answers what, and what happens when either side goes away.
+ * One client's upstream to the engine (one upstream per client), against a fake engine on a real
+ * unix socket: what is forwarded as written, what is rewritten, what is dropped, who answers what,
+ * and what happens when either side goes away.
  */
 import t from 'tap'
 import { createLogger } from '../src/log/logger.js'

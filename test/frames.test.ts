@@ -1,6 +1,6 @@
 /**
- * Framing over real sockets (protocol.md "Framing", "Handshake"; transport.md "Frames and
- * limits"): what is dropped, what is answered and how, and what the server survives.
+ * Framing, the handshake and frame limits over real sockets: what is dropped, what is answered and
+ * how, and what the server survives.
  */
 import t from 'tap'
 import { canary, leakedCanaries } from './helpers/canary.js'

@@ -1,7 +1,7 @@
 /**
- * Rate limits and load shedding (protocol.md "Rate limits and load shedding"): the limiter
- * units on a manual clock, then over real sockets the failed-upgrade throttle, the per-address
- * HTTP limit, the per-connection token bucket and the process-wide in-flight bound.
+ * Rate limits and load shedding: the limiter units on a manual clock, then over real sockets the
+ * failed-upgrade throttle, the per-address HTTP limit, the per-connection token bucket and the
+ * process-wide in-flight bound.
  */
 import t from 'tap'
 import { FailedUpgradeThrottle } from '../src/auth/upgrade-throttle.js'
@@ -227,7 +227,7 @@ t.test('--http-rate-limit 3: the 4th health probe in a minute gets 429; upgrades
   const up = await tryUpgrade(server.wsUrl)
   if ('ws' in up) up.ws.terminate()
   t.ok('refused' in up && up.refused.status === 429, 'an upgrade with the right token: 429 instead of 101')
-  // transport.md: every upgrade decision logs one ws.auth line, this refusal included.
+  // Every upgrade decision logs one ws.auth line, this refusal included.
   const decisions = server.logs.authEvents()
   t.equal(decisions.length, 1, 'the rate-limited upgrade wrote one ws.auth line')
   t.match(decisions[0] ?? {}, { event: 'ws.auth', outcome: 'rejected', mode: 'queryToken', reason: String, remote: String }, 'rejected, with mode, reason and remote')

@@ -1,9 +1,8 @@
 /**
- * The ChatGPT browser login and token refresh (accounts.md, "ChatGPT browser login (PKCE)"
- * and "Refresh and the 401 recovery loop"), end to end against a real OAuth server
+ * The ChatGPT browser login (PKCE) and token refresh, end to end against a real OAuth server
  * (oidc-provider, test/helpers/oauth-server.ts) over loopback sockets: the authorize URL, the
- * callback server, the code exchange, claims, refresh and its failures, revocation, the
- * forced workspace, the timeout, cancellation and the port fallback.
+ * callback server, the code exchange, claims, refresh and its failures, revocation, the forced
+ * workspace, the timeout, cancellation and the port fallback.
  *
  * Every token, code, state and verifier seen is a canary; every error text and page the
  * project produces is recorded, and the file fails if any canary appears in them.
@@ -122,7 +121,7 @@ t.test('authorize URL', async (t) => {
       '&code_challenge=CHALLENGE&code_challenge_method=S256' +
       '&id_token_add_organizations=true&codex_cli_simplified_flow=true' +
       '&state=STATE&originator=codex_cli_rs',
-    "codex's parameters and order, the spec's scope, %20 for spaces, no trailing slash on the issuer",
+    "codex's parameters and order, this server's narrower scope, %20 for spaces, no trailing slash on the issuer",
   )
   const forced = client.authorizeUrl({ redirectUri: 'http://localhost:1455/auth/callback', codeChallenge: 'C', state: 'S', allowedWorkspaceIds: ['ws-a', 'ws-b'] })
   t.ok(forced.endsWith('&originator=codex_cli_rs&allowed_workspace_id=ws-a%2Cws-b'), 'forced workspaces last, comma-joined')

@@ -1,12 +1,12 @@
 /**
- * `app-server remote-control [--json]` (remote-control.md, last section) as a real subprocess
- * (`dist/src/main.js`) against the fake backend (helpers/fake-remote-backend.ts): the CLI starts
- * logged in with ChatGPT tokens from `$APP_SERVER_HOME/auth.json`, enrolls, connects, and prints
- * one announcement line on stdout (`This machine is available for remote control as NAME.`, or
- * the `--json` object) while the banner and logs go to stderr. Covered: the exact stdout of both
- * forms, the enroll request and the handshake the backend saw, SIGTERM → exit 0, the server
- * being a real app server (banner, local client with the printed token, `remoteControl/status/read`),
- * a remote client initializing through the relay, and no secret on stdout or stderr.
+ * `app-server remote-control [--json]` as a real subprocess (`dist/src/main.js`) against the fake
+ * backend (helpers/fake-remote-backend.ts): the CLI starts logged in with ChatGPT tokens from
+ * `$APP_SERVER_HOME/auth.json`, enrolls, connects, and prints one announcement line on stdout
+ * (`This machine is available for remote control as NAME.`, or the `--json` object) while the
+ * banner and logs go to stderr. Covered: the exact stdout of both forms, the enroll request and the
+ * handshake the backend saw, SIGTERM → exit 0, the server being a real app server (banner, local
+ * client with the printed token, `remoteControl/status/read`), a remote client initializing through
+ * the relay, and no secret on stdout or stderr.
  *
  * Not covered: the "never connects" `--json` case (`status: "connecting"`, `timedOut: true`),
  * which waits the full 30 s (`CONNECT_WAIT_MS`, no knob to shorten it without changing code).
@@ -198,7 +198,7 @@ t.test('remote-control --json: exactly one JSON line {mode, status connected, se
     t.fail(`stdout is not JSON: ${JSON.stringify(run.line)}`)
   }
   t.same(parsed, expected, 'the JSON object')
-  t.equal(run.line, JSON.stringify(expected) + '\n', 'stdout: exactly that JSON line (keys in the spec order)')
+  t.equal(run.line, JSON.stringify(expected) + '\n', 'stdout: exactly that JSON line (keys in the documented order)')
   t.notOk(run.line.includes('This machine is available'), 'no human sentence with --json')
   t.same(
     backend.requests.map((r) => `${r.endpoint}:${r.status}`),

@@ -1,12 +1,12 @@
 /**
- * Remote control end to end (remote-control.md), over real sockets: the real app server on
- * 127.0.0.1 with a fake backend (helpers/fake-remote-backend.ts) serving enroll, refresh and
- * the backend WebSocket. Covered: `remoteControl/*` methods and `remoteControl/status/changed`
- * (every status checked against codex 0.169.0's schema, notifications only on change), the
- * account wait (none / API key / ChatGPT), the enroll request and the handshake headers, the
- * relay into the same dispatcher (principal `remote`), each row of the status table, restart
- * with a persisted enrollment, the raw bytes of the SQLite store (no token, expiry or cursor),
- * redacted error previews, disable, and canaries in logs.
+ * Remote control end to end, over real sockets: the real app server on 127.0.0.1 with a fake
+ * backend (helpers/fake-remote-backend.ts) serving enroll, refresh and the backend WebSocket.
+ * Covered: `remoteControl/*` methods and `remoteControl/status/changed` (every status checked
+ * against codex 0.169.0's schema, notifications only on change), the account wait (none / API key /
+ * ChatGPT), the enroll request and the handshake headers, the relay into the same dispatcher
+ * (principal `remote`), each backend status the controller acts on, restart with a persisted
+ * enrollment, the raw bytes of the SQLite store (no token, expiry or cursor), redacted error
+ * previews, disable, and canaries in logs.
  *
  * Real time throughout: the controller's backoff starts at 200 ms and is reset by every
  * successful connect, so each scenario takes at most a few attempts.

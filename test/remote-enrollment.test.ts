@@ -1,10 +1,9 @@
 /**
- * Remote control enrollment and server tokens (remote-control.md, "Enrollment and server
- * tokens", "Status handling" and the error-text paragraph), over real sockets against a fake
- * backend on 127.0.0.1: the URL allow-list, the enroll and refresh requests (paths, bodies,
- * headers), response checks, HTTP failures and their redacted previews, and the memory-only
- * token cache on a fake clock (required vs proactive, Retry-After, the 24–36 s deferral,
- * failing fast during a deferral, clearIfSame).
+ * Remote control enrollment and server tokens, over real sockets against a fake backend on
+ * 127.0.0.1: the URL allow-list, the enroll and refresh requests (paths, bodies, headers), response
+ * checks, HTTP failures and their redacted previews, and the memory-only token cache on a fake
+ * clock (required vs proactive, Retry-After, the 24–36 s deferral, failing fast during a deferral,
+ * clearIfSame).
  *
  * Every token the backend hands out and the ChatGPT access token are canaries; every error
  * message is recorded, and the file fails if any canary appears in one.

@@ -1,8 +1,8 @@
 /**
- * The remote-control relay and its envelopes (remote-control.md "The backend WebSocket"):
- * virtual connections opened only by `initialize`, inbound dedupe, outbound numbering, acks
- * and replay, the 128-unacked bound, chunking both ways, ping/pong, client_closed, idle
- * close; and, with real Sessions over the real Dispatcher, a real `initialize` result.
+ * The remote-control relay and its envelopes on the backend WebSocket: virtual connections opened
+ * only by `initialize`, inbound dedupe, outbound numbering, acks and replay, the 128-unacked bound,
+ * chunking both ways, ping/pong, client_closed, idle close; and, with real Sessions over the real
+ * Dispatcher, a real `initialize` result.
  */
 import t from 'tap'
 import { Type } from 'typebox'

@@ -1,6 +1,6 @@
 /**
- * Connection authority is not execution authority (protocol.md, scopes): the principal a
- * connection earns at the upgrade decides which methods it may call.
+ * Connection authority is not execution authority: the principal a connection earns at the upgrade
+ * decides which methods it may call.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'

@@ -1,7 +1,7 @@
 /**
- * Server → client requests (protocol.md "Server → client requests"): ids are integers from 0
- * per server, the client's `{id, result}` / `{id, error}` settles the request, a timeout
- * fails it, a late reply is logged at WARN and dropped, a closed connection aborts it.
+ * Server → client requests: ids are integers from 0 per server, the client's
+ * `{id, result}` / `{id, error}` settles the request, a timeout fails it, a late reply is logged
+ * at WARN and dropped, a closed connection aborts it.
  */
 import t from 'tap'
 import { Type } from 'typebox'

@@ -1,7 +1,6 @@
 /**
- * Graceful shutdown (transport.md "Frames and limits", last item): `/readyz` turns 503, new
- * upgrades get 503, open sockets get 1001 `server shutting down` after in-flight requests are
- * answered, then the process exits 0.
+ * Graceful shutdown: `/readyz` turns 503, new upgrades get 503, open sockets get 1001 `server
+ * shutting down` after in-flight requests are answered, then the process exits 0.
  */
 import t from 'tap'
 import type WebSocket from 'ws'

@@ -1,7 +1,7 @@
 /**
- * The upgrade decision over real sockets (transport.md: "The three modes, at the upgrade",
- * "Browser and rebinding defences", "HTTP routes on the same listener", and the one
- * `ws.auth` line per decision from "Secrets never leave through the side doors").
+ * The upgrade decision over real sockets: the three auth modes, the browser and DNS-rebinding
+ * defences, the HTTP routes on the same listener, and the one `ws.auth` log line per decision
+ * (which never carries a secret).
  */
 import { request as httpRequest } from 'node:http'
 import { writeFileSync } from 'node:fs'

@@ -1,6 +1,6 @@
 /**
- * One ChatGPT browser login (accounts.md, "ChatGPT browser login (PKCE)"): PKCE and state, the
- * local callback server, the code exchange, the forced-workspace rule and the 10-minute limit.
+ * One ChatGPT browser login (OAuth authorization code with PKCE): PKCE and state, the local
+ * callback server, the code exchange, the forced-workspace rule and the 10-minute limit.
  *
  * It only produces tokens. Saving them, notifying clients (`account/login/completed`) and
  * opening a browser are the account service's and the client's jobs, so a login that is

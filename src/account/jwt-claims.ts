@@ -50,8 +50,8 @@ function readClaims(token: string): TokenClaims {
 
 /**
  * `email`, else the profile claim's email. Codex nests it (`{"https://api.openai.com/profile":
- * {"email": ...}}`); a flat `https://api.openai.com/profile.email` key is read too, as the spec
- * spells it that way.
+ * {"email": ...}}`); a flat `https://api.openai.com/profile.email` key is read too, so a
+ * token written either way yields its email.
  */
 function readEmail(payload: Record<string, unknown>): string | null {
   return (

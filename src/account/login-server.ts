@@ -1,7 +1,6 @@
 /**
- * The local OAuth callback server of the ChatGPT browser login (accounts.md, "ChatGPT browser
- * login (PKCE)"), on plain node:http: it must run without the app server (the CLI login) and
- * serves only a handful of fixed pages.
+ * The local OAuth callback server of the ChatGPT browser login, on plain node:http: it must
+ * run without the app server (the CLI login) and serves only a handful of fixed pages.
  *
  * It answers one login: the first callback that ends the flow (a code, a denial, a state
  * mismatch, a missing code) or `/cancel` is reported once, answered, and the server then

@@ -12,7 +12,10 @@ import { REDACTED } from '../util/redaction-markers.js'
 
 /** What codex sends as `originator` unless a client named itself. */
 export const DEFAULT_ORIGINATOR = 'codex_cli_rs'
-/** The spec's scope. Codex also asks for `api.connectors.*`; the spec wins. */
+/**
+ * The scope this server asks for: identity, email and a refresh token. Narrower than codex's,
+ * which also asks for `api.connectors.*`, a grant this server never uses.
+ */
 export const LOGIN_SCOPE = 'openid profile email offline_access'
 
 const DEFAULT_TIMEOUT_MS = 30_000
@@ -175,8 +178,8 @@ export class OAuthClient {
 
   /**
    * `POST {issuer}/oauth/token` with `grant_type=refresh_token`. Form-encoded like the code
-   * exchange and RFC 6749 (codex posts JSON; the spec names only the grant, and a standard
-   * token endpoint — the test server's included — parses forms only).
+   * exchange, as RFC 6749 has it (codex posts JSON, but a standard token endpoint — the test
+   * server's included — parses forms only).
    *
    * Permanent: a 401 (classified by codex's error codes), any answer carrying
    * `refresh_token_expired` / `_reused` / `_invalidated`, and the standard `invalid_grant`

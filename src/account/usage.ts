@@ -48,8 +48,8 @@ export const AdditionalRateLimitPayload = Type.Object({
 })
 
 /**
- * The spec names the member `kind`; codex's backend model reads it from `type`. Both are
- * accepted (`kind` first), and so is a bare string.
+ * The usage payload names the member `kind`; codex's backend model reads it from `type`.
+ * Both are accepted (`kind` first), and so is a bare string.
  */
 export const RateLimitReachedPayload = Type.Union([
   Type.Object({ kind: OptionalNullable(Type.String()), type: OptionalNullable(Type.String()) }),

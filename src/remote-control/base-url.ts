@@ -1,7 +1,6 @@
 /**
  * Where remote control talks to: the enroll, refresh and websocket URLs derived from
- * `{CHATGPT_BASE_URL}` (remote-control.md, "Enrollment and server tokens"; codex
- * `normalize_remote_control_url`).
+ * `{CHATGPT_BASE_URL}` (codex `normalize_remote_control_url`).
  *
  * The host allow-list matters because the ChatGPT access token goes to the enroll and refresh
  * URLs: only the ChatGPT hosts (over https) and this machine's loopback (for local backends

@@ -96,8 +96,10 @@ const NOT_FOUND_DETAIL = 'Remote app server not found'
 /**
  * Keeps this server connected to the backend while remote control is enabled: waits for a
  * ChatGPT account, enrolls or refreshes the memory-only server token, opens the backend
- * socket, keeps it alive, and reconnects with backoff — applying the status table of
- * remote-control.md to every failure.
+ * socket, keeps it alive, and reconnects with backoff. A 401/403 drops the server token (and,
+ * from enroll or refresh, recovers the ChatGPT credential); a 404 on refresh, or "not found"
+ * on the handshake, forgets the enrollment and re-enrolls; any other failure keeps the
+ * enrollment and backs off.
  */
 export class RemoteControlController {
   private enabled = false

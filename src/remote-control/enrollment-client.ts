@@ -1,6 +1,6 @@
 /**
  * The two backend calls that give this server its identity and its server token
- * (remote-control.md, "Enrollment and server tokens"; codex `server_api.rs`):
+ * (codex `server_api.rs`):
  *
  * - `enroll`:  `POST {base}/wham/remote/control/server/enroll`
  *   `{name, os, arch, app_server_version, installation_id}`
@@ -12,7 +12,7 @@
  *
  * Failures are one of three kinds, and none of their messages ever contains the ChatGPT
  * token or the server token:
- * - `RemoteControlHttpError` (types.ts): a non-2xx answer; the status table acts on `status`.
+ * - `RemoteControlHttpError` (types.ts): a non-2xx answer; the controller acts on `status`.
  * - `RemoteControlNetworkError`: no (complete) answer; transient.
  * - `RemoteControlResponseError`: a 2xx answer that is not a usable grant, or a refresh for
  *   another server/environment than asked; not transient.

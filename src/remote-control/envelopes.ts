@@ -1,6 +1,6 @@
 /**
- * The JSON text envelopes of the remote-control backend WebSocket (remote-control.md "The
- * backend WebSocket"), as codex's `remote_control/protocol.rs` and `segment.rs` write them:
+ * The JSON text envelopes of the remote-control backend WebSocket, as codex's
+ * `remote_control/protocol.rs` and `segment.rs` write them:
  * `type` snake_case, the ids flattened beside the event's own fields, and `message` a JSON-RPC
  * message embedded as a JSON value (not a string).
  *
@@ -18,8 +18,8 @@ import { isJsonObject, tryParseJson } from '../util/json.js'
 /** An outbound envelope above this many bytes is sent as chunks; an inbound chunk above it is dropped. */
 export const SEGMENT_MAX_BYTES = 150 * 1024
 /**
- * Base64 characters per outbound chunk. The spec says "~100 KiB base64 chunks"; codex cuts
- * 100 KiB of raw bytes (≈137 KiB of base64). Both keep every chunk envelope under 150 KiB.
+ * Base64 characters per outbound chunk: 100 KiB of base64 here, where codex cuts 100 KiB of raw
+ * bytes (≈137 KiB of base64). Both keep every chunk envelope under 150 KiB.
  */
 export const SEGMENT_BASE64_BYTES = 100 * 1024
 /** Raw message bytes per chunk: a multiple of 3, so only the last chunk carries base64 padding. */
@@ -50,7 +50,7 @@ const ClientMessageChunkWire = Type.Object({
   message_size_bytes: Count,
   message_chunk_base64: Type.String(),
 })
-// The spec makes `stream_id` and `seq_id` required on an ack; codex ignores an ack without them.
+// An ack must name `stream_id` and `seq_id` (what it acknowledges); codex ignores one without them.
 const AckWire = Type.Object({ ...Ids, stream_id: Type.String(), seq_id: Count, segment_id: OptionalNullable(Count) })
 const IdsOnlyWire = Type.Object(Ids)
 

@@ -1,7 +1,7 @@
 /**
- * The text of a remote control HTTP failure (remote-control.md, the error-text paragraph;
- * codex `preview_remote_control_response_body` and `format_headers`): status, request id,
- * cf-ray and a short body preview, so an operator can find the request at the backend.
+ * The text of a remote control HTTP failure (codex `preview_remote_control_response_body` and
+ * `format_headers`): status, request id, cf-ray and a short body preview, so an operator can
+ * find the request at the backend.
  *
  * Backend error bodies may echo what they were about (a server token, a pairing code), so the
  * preview redacts those fields before anything is shown.

@@ -1,8 +1,8 @@
 /**
- * The remote-control relay (remote-control.md "The backend WebSocket"): turns the envelopes
- * of the one backend WebSocket into many virtual connections, each a session like a local
- * socket's. It knows nothing of the socket: it is handed each text frame (`handleText`),
- * sends through `send`, and is told when a new backend socket is up (`onReconnect`).
+ * The remote-control relay: turns the envelopes of the one backend WebSocket into many virtual
+ * connections, each a session like a local socket's. It knows nothing of the socket: it is
+ * handed each text frame (`handleText`), sends through `send`, and is told when a new backend
+ * socket is up (`onReconnect`).
  *
  * Semantics follow codex's `client_tracker.rs` and `websocket.rs`:
  * - A virtual connection is a (client_id, stream_id). Only a `client_message` holding an

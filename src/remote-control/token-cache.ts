@@ -1,6 +1,6 @@
 /**
- * The server token, in memory only (remote-control.md, "Enrollment and server tokens"; codex
- * `server_token_refresh_requirement_at` and `refresh_remote_control_server`).
+ * The server token, in memory only (codex `server_token_refresh_requirement_at` and
+ * `refresh_remote_control_server`).
  *
  * `get()` hands out a usable grant, refreshing when needed:
  * - required:  no token, or `expires_at <= now` → refresh, and fail if that fails;

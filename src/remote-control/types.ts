@@ -39,7 +39,7 @@ export interface Enrollment {
   readonly updatedAt: Date
 }
 
-/** An HTTP failure talking to the backend, with what the status table needs. */
+/** An HTTP failure talking to the backend, with what the controller's status handling needs. */
 export class RemoteControlHttpError extends Error {
   override name = 'RemoteControlHttpError'
   constructor(

@@ -1,6 +1,6 @@
 /**
- * A scriptable fake of the ChatGPT backend's remote-control endpoints (remote-control.md), on
- * 127.0.0.1:0, for end-to-end tests over real sockets:
+ * A scriptable fake of the ChatGPT backend's remote-control endpoints, on 127.0.0.1:0, for
+ * end-to-end tests over real sockets:
  *
  * - `POST /backend-api/wham/remote/control/server/enroll`  → a new server, environment and token
  * - `POST /backend-api/wham/remote/control/server/refresh` → a new token for a known server
