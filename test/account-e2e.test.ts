@@ -13,9 +13,8 @@ import { randomUUID } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { AddressInfo } from 'node:net'
-import Fastify, { type FastifyInstance } from 'fastify'
 import t from 'tap'
+import { FakeUsageBackend } from './helpers/fake-usage-backend.js'
 import { canary, leakedCanaries, record, registerCanary } from './helpers/canary.js'
 import { codexErrors } from './helpers/codex-schemas.js'
 import { contextTest, type Conn, type Ctx, type Json, type TestT } from './helpers/rpc-context.js'
@@ -52,16 +51,7 @@ t.teardown(async () => {
 })
 
 // ---------------------------------------------------------------------------------------------
-// A fake ChatGPT usage backend.
-
-interface BackendCall {
-  authorization: string | undefined
-  accountId: string | undefined
-}
-interface BackendReply {
-  status: number
-  body: unknown
-}
+// The fake ChatGPT usage backend's payload.
 
 const USAGE = {
   plan_type: 'pro',
@@ -76,41 +66,8 @@ const USAGE = {
   rate_limit_reached_type: null,
 }
 
-class FakeUsageBackend {
-  readonly calls: BackendCall[] = []
-  respond: (call: BackendCall, index: number) => BackendReply = () => ({ status: 200, body: USAGE })
-
-  private constructor(
-    private readonly app: FastifyInstance,
-    readonly baseUrl: string,
-  ) {}
-
-  static async start(): Promise<FakeUsageBackend> {
-    const app = Fastify({ logger: false })
-    let self: FakeUsageBackend | null = null
-    app.get('/backend-api/wham/usage', async (request, reply) => {
-      const h = request.headers
-      const str = (v: string | string[] | undefined) => (Array.isArray(v) ? v.join(',') : v)
-      const call: BackendCall = { authorization: str(h.authorization), accountId: str(h['chatgpt-account-id']) }
-      const backend = self as FakeUsageBackend
-      const index = backend.calls.length
-      backend.calls.push(call)
-      const r = backend.respond(call, index)
-      reply.code(r.status).type('application/json')
-      return JSON.stringify(r.body)
-    })
-    await app.listen({ host: '127.0.0.1', port: 0 })
-    self = new FakeUsageBackend(app, `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/backend-api`)
-    return self
-  }
-
-  close(): Promise<void> {
-    return this.app.close()
-  }
-}
-
 async function backendFor(t: TestT): Promise<FakeUsageBackend> {
-  const b = await FakeUsageBackend.start()
+  const b = await FakeUsageBackend.start(USAGE)
   t.teardown(() => b.close())
   return b
 }
@@ -780,7 +737,7 @@ const cli = {
 t.teardown(() => cli.backend?.close())
 
 t.test('CLI: `login` prints the URL, the browser flow completes, `status` shows the account', async (t) => {
-  cli.backend = await FakeUsageBackend.start()
+  cli.backend = await FakeUsageBackend.start(USAGE)
   const env = cli.env()
   const login = spawnCli(['login'], env)
   t.teardown(() => login.kill())
