@@ -52,7 +52,6 @@ function warns(server: TestServer, from: number, msg: string): LogLine[] {
   return server.logs.lines.slice(from).filter((l) => l.level === WARN && l.msg === msg)
 }
 
-/** Polls a condition (bounded); for state that settles on the server a few ticks later. */
 // ---------------------------------------------------------------------------------------------
 // (a) units
 // ---------------------------------------------------------------------------------------------
