@@ -5,6 +5,7 @@
  */
 import t from 'tap'
 import { FailedUpgradeThrottle } from '../src/auth/upgrade-throttle.js'
+import { OVERLOADED_MESSAGE } from '../src/rpc/errors.js'
 import { InFlightLimit } from '../src/rpc/in-flight.js'
 import { defineMethod, type MethodDefinition } from '../src/rpc/method.js'
 import { TokenBucket } from '../src/rpc/token-bucket.js'
@@ -18,7 +19,7 @@ import { until } from './helpers/wait.js'
 type Test = import('tap').Test
 type Json = Record<string, unknown>
 
-const OVERLOADED = { code: -32001, message: 'Server overloaded; retry later.' }
+const OVERLOADED = { code: -32001, message: OVERLOADED_MESSAGE }
 /** The exact frame codex sends for an overloaded request (`error` first, no `jsonrpc`). */
 const overloadedFrame = (id: number | string): string => JSON.stringify({ error: OVERLOADED, id })
 

@@ -25,6 +25,7 @@ import {
   withFileLock,
   type KeyringBackend,
 } from '../src/account/stores/index.js'
+import { LOCK_FILE } from '../src/account/stores/file-store.js'
 import { StoreError, type AuthDotJson } from '../src/account/types.js'
 import { createLogger } from '../src/log/logger.js'
 import { canary, leakedCanaries, record } from './helpers/canary.js'
@@ -304,7 +305,7 @@ for (let i = 0; i < Number(n); i++) {
 
 t.test('file lock: a stale lock (older than 30 s) is broken', async (t) => {
   const home = tempDir('stores-stale', t)
-  const lock = join(home, 'auth.json.lock')
+  const lock = join(home, LOCK_FILE)
   await writeFile(lock, JSON.stringify({ pid: 999_999, createdAt: Date.now() - 60_000, token: 'dead' }))
   const old = new Date(Date.now() - 31_000)
   await utimes(lock, old, old)
@@ -319,7 +320,7 @@ t.test('file lock: a stale lock (older than 30 s) is broken', async (t) => {
 
 t.test('file lock: a live lock makes the second caller wait', async (t) => {
   const home = tempDir('stores-live', t)
-  const lock = join(home, 'auth.json.lock')
+  const lock = join(home, LOCK_FILE)
   // Another process's lock, just taken.
   await writeFile(lock, JSON.stringify({ pid: 999_999, createdAt: Date.now(), token: 'other' }))
   const doc = chatgptDoc()
@@ -350,7 +351,7 @@ t.test('file lock: a live lock makes the second caller wait', async (t) => {
 
 t.test('file lock: bounded wait, re-entrant, kept fresh while held', async (t) => {
   const home = tempDir('stores-bounded', t)
-  const lock = join(home, 'auth.json.lock')
+  const lock = join(home, LOCK_FILE)
   await writeFile(lock, JSON.stringify({ pid: 999_999, createdAt: Date.now(), token: 'other' }))
   let ran = false
   const started = Date.now()
