@@ -8,18 +8,16 @@
  * Every result and notification a client receives is checked against codex 0.169.0's
  * schemas; every token seen is a canary and must not appear in any server log or output.
  */
-import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { AddressInfo } from 'node:net'
-import Fastify, { type FastifyInstance } from 'fastify'
 import t from 'tap'
+import { FakeUsageBackend } from './helpers/fake-usage-backend.js'
 import { canary, leakedCanaries, record, registerCanary } from './helpers/canary.js'
 import { contextTest, type Conn, type Ctx, type Json, type TestT } from './helpers/rpc-context.js'
 import { getCallback, TestOAuthServer } from './helpers/oauth-server.js'
-import { MAIN } from './helpers/process.js'
+import { cliEnv, MAIN, runProcess, spawnProcess } from './helpers/process.js'
 import { tempDir } from './helpers/temp-dir.js'
 
 
@@ -51,16 +49,7 @@ t.teardown(async () => {
 })
 
 // ---------------------------------------------------------------------------------------------
-// A fake ChatGPT usage backend.
-
-interface BackendCall {
-  authorization: string | undefined
-  accountId: string | undefined
-}
-interface BackendReply {
-  status: number
-  body: unknown
-}
+// The fake ChatGPT usage backend's payload.
 
 const USAGE = {
   plan_type: 'pro',
@@ -75,41 +64,8 @@ const USAGE = {
   rate_limit_reached_type: null,
 }
 
-class FakeUsageBackend {
-  readonly calls: BackendCall[] = []
-  respond: (call: BackendCall, index: number) => BackendReply = () => ({ status: 200, body: USAGE })
-
-  private constructor(
-    private readonly app: FastifyInstance,
-    readonly baseUrl: string,
-  ) {}
-
-  static async start(): Promise<FakeUsageBackend> {
-    const app = Fastify({ logger: false })
-    let self: FakeUsageBackend | null = null
-    app.get('/backend-api/wham/usage', async (request, reply) => {
-      const h = request.headers
-      const str = (v: string | string[] | undefined) => (Array.isArray(v) ? v.join(',') : v)
-      const call: BackendCall = { authorization: str(h.authorization), accountId: str(h['chatgpt-account-id']) }
-      const backend = self as FakeUsageBackend
-      const index = backend.calls.length
-      backend.calls.push(call)
-      const r = backend.respond(call, index)
-      reply.code(r.status).type('application/json')
-      return JSON.stringify(r.body)
-    })
-    await app.listen({ host: '127.0.0.1', port: 0 })
-    self = new FakeUsageBackend(app, `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/backend-api`)
-    return self
-  }
-
-  close(): Promise<void> {
-    return this.app.close()
-  }
-}
-
 async function backendFor(t: TestT): Promise<FakeUsageBackend> {
-  const b = await FakeUsageBackend.start()
+  const b = await FakeUsageBackend.start(USAGE)
   t.teardown(() => b.close())
   return b
 }
@@ -696,72 +652,6 @@ e2eTest('logout with managed tokens revokes at the issuer, removes auth.json, no
 // ---------------------------------------------------------------------------------------------
 // 7. The command line, as a real subprocess.
 
-interface Spawned {
-  stdout(): string
-  stderr(): string
-  /** Resolves with the first match of `re` in stderr. */
-  waitForStderr(re: RegExp): Promise<RegExpExecArray>
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-  kill(): void
-}
-
-function spawnCli(args: readonly string[], env: Record<string, string>, timeoutMs = 15_000): Spawned {
-  const child = spawn(process.execPath, [MAIN, ...args], {
-    env: { PATH: process.env.PATH ?? '', HOME: tempDir('cli-user-home'), ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let stdout = ''
-  let stderr = ''
-  let waiters: (() => void)[] = []
-  const wake = () => {
-    const w = waiters
-    waiters = []
-    for (const f of w) f()
-  }
-  child.stdout.on('data', (d: Buffer) => {
-    stdout += d.toString()
-    wake()
-  })
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString()
-    wake()
-  })
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-  let done = false
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('close', (code, signal) => {
-      clearTimeout(timer)
-      done = true
-      record(stdout)
-      record(stderr)
-      wake()
-      resolve({ code, signal })
-    }),
-  )
-  return {
-    stdout: () => stdout,
-    stderr: () => stderr,
-    exited,
-    kill: () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-    },
-    async waitForStderr(re) {
-      for (;;) {
-        const m = re.exec(stderr)
-        if (m) return m
-        if (done) throw new Error(`process ended without ${String(re)}; stderr: ${stderr}`)
-        await new Promise<void>((r) => waiters.push(r))
-      }
-    },
-  }
-}
-
-async function runToEnd(args: readonly string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const p = spawnCli(args, env)
-  const { code } = await p.exited
-  return { code, stdout: p.stdout(), stderr: p.stderr() }
-}
-
 /** Shared by the two CLI subtests: one home, logged in by the first, logged out by the second. */
 const cli = {
   home: mkdtempSync(join(tmpdir(), 'account-e2e-cli-')),
@@ -779,11 +669,11 @@ const cli = {
 t.teardown(() => cli.backend?.close())
 
 t.test('CLI: `login` prints the URL, the browser flow completes, `status` shows the account', async (t) => {
-  cli.backend = await FakeUsageBackend.start()
+  cli.backend = await FakeUsageBackend.start(USAGE)
   const env = cli.env()
-  const login = spawnCli(['login'], env)
+  const login = spawnProcess(process.execPath, [MAIN, 'login'], { env: cliEnv(env) })
   t.teardown(() => login.kill())
-  const [authUrl] = await login.waitForStderr(/http:\/\/127\.0\.0\.1:\d+\/oauth\/authorize\?\S+/)
+  const [authUrl] = await login.waitFor('stderr', /http:\/\/127\.0\.0\.1:\d+\/oauth\/authorize\?\S+/)
   t.equal(authUrl.startsWith(`${issuer.issuer}/oauth/authorize?`), true, 'the URL is the issuer’s authorize endpoint')
   const q = new URL(authUrl).searchParams
   t.equal(q.get('code_challenge_method'), 'S256')
@@ -799,7 +689,7 @@ t.test('CLI: `login` prints the URL, the browser flow completes, `status` shows 
   const tokens = storedTokens(cli.home)
   t.equal(tokens.account_id, 'ws-cli')
 
-  const status = await runToEnd(['status'], env)
+  const status = await runProcess(process.execPath, [MAIN, 'status'], { env: cliEnv(env) })
   cli.outputs.push(status.stdout + status.stderr)
   t.equal(status.code, 0, `status exits 0; stderr: ${status.stderr}`)
   t.equal(status.stdout.split('\n')[0], 'Logged in using ChatGPT - cli@example.com (plan: pro)')
@@ -811,14 +701,14 @@ t.test('CLI: `logout` revokes at the issuer and clears auth.json', async (t) => 
   const file = join(cli.home, 'auth.json')
   if (!existsSync(file)) return t.fail('the login subtest left no auth.json')
   const revokes = hits(issuer, '/oauth/revoke')
-  const logout = await runToEnd(['logout'], env)
+  const logout = await runProcess(process.execPath, [MAIN, 'logout'], { env: cliEnv(env) })
   cli.outputs.push(logout.stdout + logout.stderr)
   t.equal(logout.code, 0, `logout exits 0; stderr: ${logout.stderr}`)
   t.equal(logout.stdout, 'Successfully logged out\n')
   t.notOk(existsSync(file), 'auth.json removed')
   t.equal(hits(issuer, '/oauth/revoke'), revokes + 1, 'the refresh token was revoked at the issuer')
 
-  const after = await runToEnd(['status'], env)
+  const after = await runProcess(process.execPath, [MAIN, 'status'], { env: cliEnv(env) })
   t.equal(after.stdout, 'Not logged in\n')
   for (const out of cli.outputs) t.same(leakedCanaries(out), [], 'no token in the CLI output')
 })

@@ -8,8 +8,8 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { AddressInfo } from 'node:net'
-import Fastify, { type FastifyInstance } from 'fastify'
+import t from 'tap'
+import { FakeUsageBackend, type BackendCall } from './helpers/fake-usage-backend.js'
 import { canary, leakedCanaries, registerCanary } from './helpers/canary.js'
 import { codexErrors } from './helpers/codex-schemas.js'
 import { contextTest, type Conn, type Ctx, type Json, type TestT } from './helpers/rpc-context.js'
@@ -81,18 +81,7 @@ function errorOf(reply: Json): { code: number; message: string } {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A fake ChatGPT usage backend.
-
-interface BackendCall {
-  authorization: string | undefined
-  accountId: string | undefined
-  userAgent: string | undefined
-}
-interface BackendReply {
-  status: number
-  body: unknown
-  contentType?: string
-}
+// The fake ChatGPT usage backend's payload.
 
 /** A realistic `/wham/usage` payload, in the backend's snake_case shape. */
 const USAGE = {
@@ -119,43 +108,8 @@ const USAGE = {
   rate_limit_reached_type: { kind: 'workspace_member_usage_limit_reached' },
 }
 
-class FakeUsageBackend {
-  readonly calls: BackendCall[] = []
-  /** Scripted per test; sees each call and how many came before it. */
-  respond: (call: BackendCall, index: number) => BackendReply = () => ({ status: 200, body: USAGE })
-
-  private constructor(
-    private readonly app: FastifyInstance,
-    readonly baseUrl: string,
-  ) {}
-
-  static async start(): Promise<FakeUsageBackend> {
-    const app = Fastify({ logger: false })
-    let self: FakeUsageBackend | null = null
-    app.get('/backend-api/wham/usage', async (request, reply) => {
-      const h = request.headers
-      const str = (v: string | string[] | undefined) => (Array.isArray(v) ? v.join(',') : v)
-      const call: BackendCall = { authorization: str(h.authorization), accountId: str(h['chatgpt-account-id']), userAgent: str(h['user-agent']) }
-      const backend = self as FakeUsageBackend
-      const index = backend.calls.length
-      backend.calls.push(call)
-      const r = backend.respond(call, index)
-      reply.code(r.status).type(r.contentType ?? 'application/json')
-      return typeof r.body === 'string' ? r.body : JSON.stringify(r.body)
-    })
-    await app.listen({ host: '127.0.0.1', port: 0 })
-    const port = (app.server.address() as AddressInfo).port
-    self = new FakeUsageBackend(app, `http://127.0.0.1:${port}/backend-api`)
-    return self
-  }
-
-  close(): Promise<void> {
-    return this.app.close()
-  }
-}
-
 async function backendFor(t: TestT): Promise<FakeUsageBackend> {
-  const b = await FakeUsageBackend.start()
+  const b = await FakeUsageBackend.start(USAGE)
   t.teardown(() => b.close())
   return b
 }
@@ -586,10 +540,8 @@ rpcTest('backend failures are -32603 without secrets, and the server keeps servi
 })
 
 rpcTest('an unreachable backend is -32603 too', async (t, ctx) => {
-  // A port that was just free: nothing listens there.
-  const probe = await FakeUsageBackend.start()
-  const base = probe.baseUrl
-  await probe.close()
+  // Nothing can listen on port 0: every connection there is refused.
+  const base = 'http://127.0.0.1:0/backend-api'
   const server = await ctx.server({ argv: EPHEMERAL, env: { CHATGPT_BASE_URL: base } })
   const c = await ctx.initialized(server)
   await loginExternal(t, c, plusToken(), 'acct-9')

@@ -49,10 +49,6 @@ function tcpSocket(client: RpcClient): Socket {
   return (client.ws as unknown as { _socket: Socket })._socket
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms))
-}
-
 function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN
 }
@@ -85,21 +81,25 @@ t.test('a client that does not read is closed (1008 slow consumer); another clie
     }
   })()
 
-  // The stalled client stops reading from TCP and keeps asking for large replies.
+  // The stalled client stops reading from TCP and keeps asking for large replies. Each batch is
+  // paced by a round trip on the active connection: the server has had its turn at the sockets.
   tcpSocket(stalled).pause()
   let sent = 0
+  let paced = 0
   const MAX_REQUESTS = 2000 // ~256 MB: far more than any kernel buffer, so the bound must trip.
   while (!slowConsumerLogged() && sent < MAX_REQUESTS) {
     for (let i = 0; i < 10; i++) void stalled.request('test/big', undefined, `b-${sent++}`)
-    await sleep(2)
+    const pace = await active.request('test/echo', undefined, `pace-${paced++}`)
+    if (!('result' in pace)) activeErrors.push(pace)
   }
   t.ok(slowConsumerLogged(), `server logged WARN "closing slow consumer" (after ${sent} large requests)`)
   const warn = server.logs.lines.find((l) => l.msg === 'closing slow consumer')
   t.ok(typeof warn?.bufferedBytes === 'number' && warn.bufferedBytes > 65536, 'with the buffered byte count over the bound')
   t.type(warn?.connectionId, 'string', 'naming the connection')
 
-  // Give the active client some more round trips after the close decision, then stop it.
-  await sleep(50)
+  // Let the active client finish some more round trips after the close decision, then stop it.
+  const atDecision = latencies.length
+  await until(() => latencies.length >= atDecision + 5, 'five more active round trips after the close decision', 10_000)
   stopActive = true
   await withTimeout(activeLoop, 10_000, 'active client round trips')
 

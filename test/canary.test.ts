@@ -17,6 +17,7 @@ import { connect, httpGet, tryUpgrade, type UpgradeRefusal } from './helpers/cli
 import { nowSeconds, signJwt, unsignedJwt } from './helpers/jwt.js'
 import { startCli } from './helpers/process.js'
 import { LogCapture, startServer, type LogLine, type StartOptions, type TestServer } from './helpers/server.js'
+import { until, withTimeout } from './helpers/wait.js'
 
 type Test = import('tap').Test
 
@@ -110,10 +111,6 @@ function rawRequest(port: number, opts: RawOptions): Promise<RawResponse> {
 // ---------------------------------------------------------------------------------------------
 // Servers whose teardown cannot hang the file: sockets the server failed to end are destroyed.
 
-function delay(ms: number): Promise<'timeout'> {
-  return new Promise((r) => setTimeout(() => r('timeout'), ms))
-}
-
 function trackSockets(server: import('node:http').Server): Set<Socket> {
   const sockets = new Set<Socket>()
   server.on('connection', (s: Socket) => {
@@ -125,8 +122,11 @@ function trackSockets(server: import('node:http').Server): Set<Socket> {
 
 async function closeOrForce(close: () => Promise<void>, sockets: Set<Socket>, graceMs = 300): Promise<boolean> {
   const closing = close()
-  const first = await Promise.race([closing.then(() => 'closed' as const), delay(graceMs)])
-  if (first === 'closed') return true
+  const closedInTime = await withTimeout(closing, graceMs, 'a graceful close').then(
+    () => true,
+    () => false,
+  )
+  if (closedInTime) return true
   for (const s of sockets) s.destroy()
   await closing
   return false
@@ -183,16 +183,6 @@ async function expectRaw(t: Test, port: number, opts: RawOptions, expected: { st
   return r
 }
 
-/** Short polling for a log line (log writes are synchronous, but server-side close events race the client's). */
-async function waitForLog(server: TestServer, pred: (l: LogLine) => boolean, ms = 2000): Promise<LogLine | undefined> {
-  const until = Date.now() + ms
-  for (;;) {
-    const hit = server.logs.lines.find(pred)
-    if (hit || Date.now() > until) return hit
-    await delay(10)
-  }
-}
-
 async function checkProbes(t: Test, server: TestServer, mode: string, secretQuery: string, bodies: string[]): Promise<void> {
   for (const path of ['/healthz', `/healthz?token=${secretQuery}`]) {
     const h = await httpGet(server.httpBase + path)
@@ -213,7 +203,7 @@ async function checkProbes(t: Test, server: TestServer, mode: string, secretQuer
 /** The checks every mode ends with: no canary in the log, the log was at debug, and ws.auth lines explain every decision. */
 async function checkLog(t: Test, server: TestServer, mode: string, expectedReasons: readonly string[], acceptedAtLeast: number): Promise<void> {
   // Every accepted socket was closed; wait for the server side to log it at debug.
-  await waitForLog(server, (l) => l.level === 20 && l.msg === 'websocket connection closed')
+  await until(() => server.logs.lines.some((l) => l.level === 20 && l.msg === 'websocket connection closed'), 'the server to log a closed connection at debug')
   const text = server.logs.text()
   t.ok(text.length > 0, 'logs were captured')
   t.same(leakedCanaries(text), [], `${mode}: no canary appears anywhere in the debug log`)
@@ -485,7 +475,7 @@ t.test('--no-token-check: degraded admissions log the reason, never the token', 
     ],
     'one WARN ws.auth line per degraded admission, naming the reason',
   )
-  await waitForLog(server, (l) => l.level === 20)
+  await until(() => server.logs.lines.some((l) => l.level === 20), 'a debug line in the log')
   t.same(leakedCanaries(server.logs.text()), [], 'no canary in the debug log')
 })
 

@@ -3,7 +3,6 @@
  * authority, for every method): the project's copy of codex 0.169.0's method list,
  * and the list the installed engine itself generates, are both fully classified.
  */
-import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
@@ -14,6 +13,7 @@ import { accountMethods } from '../src/account/methods.js'
 import { declineResult } from '../src/engine/approval-decline.js'
 import { APPROVAL_REQUEST_METHODS, classifiedMethods, GATEWAY_OWNED_METHODS, scopeOf } from '../src/engine/scopes.js'
 import { remoteControlMethods } from '../src/remote-control/methods.js'
+import { runProcess } from './helpers/process.js'
 import { initializeMethods } from '../src/rpc/methods/initialize.js'
 
 const FIXTURE = new URL('../../test/fixtures/codex-0.169.0/client-methods.txt', import.meta.url)
@@ -92,18 +92,10 @@ function codexLauncher(): string | null {
   }
 }
 
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env, stdio: 'ignore' })
-    child.on('error', reject)
-    child.on('close', (code) => resolve({ code }))
-  })
-}
-
 /** Why the engine-generated list cannot be checked here, or false when it can. */
 async function engineSkipReason(launcher: string | null, env: NodeJS.ProcessEnv): Promise<string | false> {
   if (launcher === null) return '@openai/codex is not installed: the engine-generated method list cannot be checked'
-  const { code } = await run(process.execPath, [launcher, '--version'], env)
+  const { code } = await runProcess(process.execPath, [launcher, '--version'], { env, timeoutMs: null, record: [] })
   return code === 0 ? false : 'the codex binary does not run on this platform: the engine-generated method list cannot be checked'
 }
 
@@ -116,7 +108,7 @@ const engineSkip = await engineSkipReason(launcher, engineEnv)
 
 t.test('the installed engine generates no method the table does not classify', { skip: engineSkip }, async (t) => {
   const out = join(scratch, 'schema')
-  const { code } = await run(process.execPath, [launcher!, 'app-server', 'generate-json-schema', '--out', out], engineEnv)
+  const { code } = await runProcess(process.execPath, [launcher!, 'app-server', 'generate-json-schema', '--out', out], { env: engineEnv, timeoutMs: null, record: [] })
   t.equal(code, 0, 'generate-json-schema succeeded')
   const schema = JSON.parse(readFileSync(join(out, 'ClientRequest.json'), 'utf8')) as { oneOf: { properties?: { method?: { enum?: string[] } } }[] }
   const methods = schema.oneOf.flatMap((v) => v.properties?.method?.enum ?? [])

@@ -5,7 +5,7 @@
  */
 import t from 'tap'
 import { createLogger } from '../src/log/logger.js'
-import { EngineUpstream, type TokenRefreshHandler } from '../src/engine/upstream.js'
+import { ENGINE_RESTARTED_CLOSE_CODE, ENGINE_RESTARTED_REASON, EngineUpstream, type TokenRefreshHandler } from '../src/engine/upstream.js'
 import { RpcError } from '../src/rpc/errors.js'
 import { RequestIdAllocator } from '../src/rpc/server-requests.js'
 import { systemClock } from '../src/clock.js'
@@ -350,7 +350,7 @@ t.test('the engine goes away: in-flight requests get -32603 engine unavailable, 
 
   h.engine.crash()
   await Promise.all([link.client.closed(), other.client.closed()])
-  t.same(link.client.closedWith, { code: 1012, reason: 'engine restarted' })
+  t.same(link.client.closedWith, { code: ENGINE_RESTARTED_CLOSE_CODE, reason: ENGINE_RESTARTED_REASON })
   const errors = link.client.sent.map((s) => JSON.parse(s) as Frame).filter((f) => 'error' in f)
   t.same(
     errors.map((f) => [f.id, f.error]),
@@ -360,7 +360,7 @@ t.test('the engine goes away: in-flight requests get -32603 engine unavailable, 
     ],
     'exactly the requests still in flight, each once',
   )
-  t.same(other.client.closedWith, { code: 1012, reason: 'engine restarted' }, 'an idle client is closed too')
+  t.same(other.client.closedWith, { code: ENGINE_RESTARTED_CLOSE_CODE, reason: ENGINE_RESTARTED_REASON }, 'an idle client is closed too')
   t.equal(other.client.sent.length, 0, 'with nothing in flight, nothing to answer')
 
   link.upstream.forwardRequest(4, '{"id":4,"method":"thread/list","params":{}}')

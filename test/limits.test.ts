@@ -5,6 +5,7 @@
  */
 import t from 'tap'
 import { FailedUpgradeThrottle } from '../src/auth/upgrade-throttle.js'
+import { OVERLOADED_MESSAGE } from '../src/rpc/errors.js'
 import { InFlightLimit } from '../src/rpc/in-flight.js'
 import { defineMethod, type MethodDefinition } from '../src/rpc/method.js'
 import { TokenBucket } from '../src/rpc/token-bucket.js'
@@ -17,7 +18,7 @@ import { until } from './helpers/wait.js'
 
 type Test = import('tap').Test
 
-const OVERLOADED = { code: -32001, message: 'Server overloaded; retry later.' }
+const OVERLOADED = { code: -32001, message: OVERLOADED_MESSAGE }
 /** The exact frame codex sends for an overloaded request (`error` first, no `jsonrpc`). */
 const overloadedFrame = (id: number | string): string => JSON.stringify({ error: OVERLOADED, id })
 
@@ -47,7 +48,6 @@ function warns(server: TestServer, from: number, msg: string): LogLine[] {
   return server.logs.lines.slice(from).filter((l) => l.level === WARN && l.msg === msg)
 }
 
-/** Polls a condition (bounded); for state that settles on the server a few ticks later. */
 // ---------------------------------------------------------------------------------------------
 // (a) units
 // ---------------------------------------------------------------------------------------------

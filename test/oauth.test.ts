@@ -10,6 +10,7 @@
 import t from 'tap'
 import { createHash } from 'node:crypto'
 import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { BrowserLogin, LOGIN_TIMEOUT_MS, workspaceViolation, type BrowserLoginOptions, type BrowserLoginOutcome } from '../src/account/browser-login.js'
 import { readAccessTokenClaims, readIdTokenClaims } from '../src/account/jwt-claims.js'
 import { DEFAULT_LOGIN_PORT, FALLBACK_LOGIN_PORT, LoginServerError, startLoginServer, type CallbackFailure } from '../src/account/login-server.js'
@@ -24,7 +25,7 @@ import { createPkce, createState, s256Challenge } from '../src/account/pkce.js'
 import { flagDefault } from '../src/config/flags.js'
 import { canary, leakedCanaries, record, registerCanary } from './helpers/canary.js'
 import { ManualClock } from './helpers/manual-clock.js'
-import { freePorts, getCallback, TestOAuthServer } from './helpers/oauth-server.js'
+import { getCallback, TestOAuthServer } from './helpers/oauth-server.js'
 
 const ACCESS_TTL = 90
 const MSG = {
@@ -37,6 +38,8 @@ const MSG = {
 const srv = await TestOAuthServer.start({ accessTokenTtlSeconds: ACCESS_TTL })
 t.teardown(() => srv.close())
 const oauth = new OAuthClient({ issuer: srv.issuer, clientId: srv.clientId })
+/** Nothing can listen on port 0, so a connection there is always refused (no port is released and hoped to stay free). */
+const UNREACHABLE_ISSUER = 'http://127.0.0.1:0'
 
 /** A login on a free port whose state is registered as a canary. */
 async function startLogin(options: Partial<BrowserLoginOptions> = {}): Promise<BrowserLogin> {
@@ -267,8 +270,7 @@ t.test("refresh: auth.openai.com's error codes and transient failures", async (t
     t.same({ permanent: err.permanent, reason: err.reason, message: err.message }, { permanent: c.permanent, reason: c.reason, message: c.message }, `${c.status} ${JSON.stringify(c.body).replace(rt, 'RT')}`)
   }
 
-  const [deadPort] = await freePorts(1)
-  const unreachable = new OAuthClient({ issuer: `http://127.0.0.1:${deadPort}`, clientId: srv.clientId })
+  const unreachable = new OAuthClient({ issuer: UNREACHABLE_ISSUER, clientId: srv.clientId })
   const down = await refreshError(unreachable.refresh(rt))
   t.same([down.permanent, down.reason, down.message], [false, 'transient', 'Failed to refresh token: could not reach the auth server (ECONNREFUSED)'])
 
@@ -289,8 +291,7 @@ t.test('revoke is best-effort and never throws', async (t) => {
   const err = await refreshError(oauth.refresh(tokens.refreshToken))
   t.equal(err.permanent, true, 'the revoked refresh token no longer refreshes')
 
-  const [deadPort] = await freePorts(1)
-  t.equal(await new OAuthClient({ issuer: `http://127.0.0.1:${deadPort}`, clientId: 'x' }).revoke(canary('rt')), false, 'unreachable → false')
+  t.equal(await new OAuthClient({ issuer: UNREACHABLE_ISSUER, clientId: 'x' }).revoke(canary('rt')), false, 'unreachable → false')
 
   const hang = createServer(() => {})
   await listenOn(hang, 0)
@@ -422,20 +423,24 @@ t.test('forced workspace', async (t) => {
 t.test('callback server port: fallback, cancelling an earlier login, both busy', async (t) => {
   t.equal(DEFAULT_LOGIN_PORT, 1455)
   t.equal(FALLBACK_LOGIN_PORT, 1457)
-  const [preferred, fallback] = (await freePorts(2)) as [number, number]
   const retry = { attempts: 3, delayMs: 20 }
   const failures: CallbackFailure[] = []
   const base = { state: canary('state'), onCode: async () => ({ ok: true }) as const, onFailure: (f: CallbackFailure) => void failures.push(f), bindRetry: retry }
 
-  // Something that is not a login server holds the preferred port: it gets one `/cancel`, ignores it.
+  // Something that is not a login server holds the preferred port (whatever port 0 gave it): it
+  // gets one `/cancel` and ignores it. The fallback is port 0 too, so the login server binds a
+  // port nobody released for it; it is the fallback because it is the only other candidate.
   const seen: string[] = []
   const occupier = createServer((req, res) => {
     seen.push(req.url ?? '')
     res.writeHead(404).end()
   })
-  await listenOn(occupier, preferred)
-  const moved = await startLoginServer({ ...base, port: preferred, fallbackPort: fallback })
-  t.equal(moved.port, fallback, 'the fallback port')
+  await listenOn(occupier, 0)
+  const preferred = (occupier.address() as AddressInfo).port
+  const moved = await startLoginServer({ ...base, port: preferred, fallbackPort: 0 })
+  const fallback = moved.port
+  t.not(fallback, preferred, 'the fallback port')
+  t.not(fallback, 0)
   t.equal(moved.redirectUri, `http://localhost:${fallback}/auth/callback`)
   t.same(seen, ['/cancel'], 'one cancel request to the busy port first')
 
@@ -445,13 +450,13 @@ t.test('callback server port: fallback, cancelling an earlier login, both busy',
   await closeServer(occupier)
 
   // An earlier login of ours holds the port: it is cancelled and the new one takes the port.
-  const first = await startLogin({ port: preferred, fallbackPort: fallback, bindRetry: retry })
-  t.equal(first.port, preferred)
-  const second = await startLogin({ port: preferred, fallbackPort: fallback, bindRetry: { attempts: 20, delayMs: 20 } })
+  const first = await startLogin({ port: 0, bindRetry: retry })
+  const held = first.port
+  const second = await startLogin({ port: held, fallbackPort: 0, bindRetry: { attempts: 20, delayMs: 20 } })
   t.teardown(() => second.cancel())
   const firstOutcome = await outcomeOf(first)
   t.equal(firstOutcome.ok ? null : firstOutcome.error.reason, 'cancelled', 'the earlier login was cancelled')
-  t.equal(second.port, preferred, 'the new login got the preferred port')
+  t.equal(second.port, held, 'the new login got the preferred port')
   t.same(failures, [])
 })
 

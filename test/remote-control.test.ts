@@ -25,6 +25,7 @@ import { loadConfig } from '../src/config/load.js'
 import type { Config } from '../src/config/types.js'
 import { createLogger } from '../src/log/logger.js'
 import { hostPlatform } from '../src/remote-control/enrollment-client.js'
+import { ENROLLMENT_DB_FILE } from '../src/remote-control/enrollment-store.js'
 import type { Clock } from '../src/clock.js'
 import { ManualClock } from './helpers/manual-clock.js'
 import { VERSION } from '../src/version.js'
@@ -55,7 +56,6 @@ const STATUS_SCHEMA = 'v2/RemoteControlStatusChangedNotification'
 const STATUS_CHANGED = 'remoteControl/status/changed'
 const API_KEY_REFUSAL = 'remote control requires ChatGPT authentication; API key auth is not supported'
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
-const DB_FILE = 'app-server.sqlite'
 /** Enough for several reconnect attempts (200 ms, 400 ms, 800 ms, ...). */
 const RECONNECT_WAIT_MS = 10_000
 
@@ -322,7 +322,7 @@ async function connectedSetup(ctx: Ctx, options: { backend?: FakeRemoteBackendOp
 
 /** The rows of the enrollment table (opened read-only beside the server's own connection). */
 function enrollmentRows(home: string): Json[] {
-  const db = new Database(join(home, DB_FILE), { readonly: true, fileMustExist: true })
+  const db = new Database(join(home, ENROLLMENT_DB_FILE), { readonly: true, fileMustExist: true })
   try {
     return db.prepare('SELECT * FROM remote_control_enrollments').all() as Json[]
   } finally {
@@ -877,11 +877,11 @@ rcTest('the database holds the identity only: no server token, expiry or cursor 
   conn2.sendClientMessage({ clientId: 'db-phone', streamId: 's1', seqId: 3 }, { id: 3, method: 'account/read', params: {} })
   await conn2.waitForReply('db-phone', 3)
   await local.waitForStatus((s) => s.status === 'connected', 'connected')
-  const homeFiles = () => readdirSync(server.home).filter((f) => f.startsWith(DB_FILE))
+  const homeFiles = () => readdirSync(server.home).filter((f) => f.startsWith(ENROLLMENT_DB_FILE))
 
   const check = (when: string): void => {
     const files = homeFiles()
-    t.ok(files.includes(DB_FILE), `${when}: ${DB_FILE} exists (${files.join(', ')})`)
+    t.ok(files.includes(ENROLLMENT_DB_FILE), `${when}: ${ENROLLMENT_DB_FILE} exists (${files.join(', ')})`)
     const bytes = Buffer.concat(files.map((f) => readFileSync(join(server.home, f))))
     const latin = bytes.toString('latin1')
     const serverIds = [...new Set(backend.grants.map((g) => g.serverId))]
@@ -909,7 +909,7 @@ rcTest('the database holds the identity only: no server token, expiry or cursor 
     t.same(leaks, [], `${when}: no token, expiry or cursor in ${files.join(' + ')}`)
   }
   check('while running')
-  const db = new Database(join(server.home, DB_FILE), { readonly: true })
+  const db = new Database(join(server.home, ENROLLMENT_DB_FILE), { readonly: true })
   const columns = (db.prepare('SELECT name FROM pragma_table_info(?)').all('remote_control_enrollments') as { name: string }[]).map((c) => c.name).sort()
   const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[]).map((r) => r.name)
   db.close()

@@ -6,7 +6,6 @@
  */
 import t from 'tap'
 import Database from 'better-sqlite3'
-import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { chmod, mkdir, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -23,6 +22,7 @@ import { INSTALLATION_ID_FILE, loadOrCreateInstallationId } from '../src/remote-
 import { isUuid } from '../src/util/uuid.js'
 import type { Enrollment, ServerTokenGrant } from '../src/remote-control/types.js'
 import { canary, leakedCanaries, record } from './helpers/canary.js'
+import { runNode } from './helpers/process.js'
 import { tempDir } from './helpers/temp-dir.js'
 
 type Test = import('tap').Test
@@ -91,28 +91,9 @@ async function databaseBytes(home: string): Promise<{ files: string[]; bytes: Bu
   return { files: names, bytes: Buffer.concat(buffers) }
 }
 
-interface ChildResult {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
 /** Runs an ES module snippet in a fresh node process; stderr is recorded for the leak check. */
-function runNode(source: string, args: readonly string[], timeoutMs = 30_000): Promise<ChildResult> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, ['--input-type=module', '-e', source, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-    child.on('error', reject)
-    child.on('close', (code) => {
-      clearTimeout(timer)
-      record(stderr)
-      resolvePromise({ code, stdout, stderr })
-    })
-  })
+function runSnippet(source: string, args: readonly string[]) {
+  return runNode(['--input-type=module', '-e', source, ...args], { record: ['stderr'] })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -448,7 +429,7 @@ t.test('installation id: two processes racing to create it print the same id', a
   `
   for (let round = 0; round < 5; round++) {
     const home = tempDir(`remote-store-iid-race-${round}`, t)
-    const [a, b] = await Promise.all([runNode(source, [home]), runNode(source, [home])])
+    const [a, b] = await Promise.all([runSnippet(source, [home]), runSnippet(source, [home])])
     t.equal(a.code, 0, `round ${round}: process a exits 0`)
     t.equal(b.code, 0, `round ${round}: process b exits 0`)
     t.ok(isUuid(a.stdout), `round ${round}: a printed a UUID`)
@@ -456,7 +437,7 @@ t.test('installation id: two processes racing to create it print the same id', a
     t.equal(await readFile(join(home, INSTALLATION_ID_FILE), 'utf8'), `${a.stdout}\n`, `round ${round}: the id on disk`)
     t.equal(a.stderr + b.stderr, '', `round ${round}: no warnings`)
     // A later process reads the same id.
-    const c = await runNode(source, [home])
+    const c = await runSnippet(source, [home])
     t.equal(c.stdout, a.stdout, `round ${round}: a third process reads the same id`)
   }
 })
@@ -490,7 +471,7 @@ t.test('installation id: invalid content is replaced, and the warning says so wi
   // With no warn given, a process warning is emitted (in a child, to keep this process's clean).
   const home = tempDir('remote-store-iid-default-warn', t)
   await writeFile(join(home, INSTALLATION_ID_FILE), 'garbage')
-  const child = await runNode(
+  const child = await runSnippet(
     `const { loadOrCreateInstallationId } = await import(${JSON.stringify(new URL(`file://${INSTALLATION_ID_MODULE}`).href)})
      process.stdout.write(await loadOrCreateInstallationId(process.argv[1]))`,
     [home],

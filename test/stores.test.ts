@@ -25,9 +25,11 @@ import {
   withFileLock,
   type KeyringBackend,
 } from '../src/account/stores/index.js'
+import { LOCK_FILE } from '../src/account/stores/file-store.js'
 import { StoreError, type AuthDotJson } from '../src/account/types.js'
 import { createLogger } from '../src/log/logger.js'
 import { canary, leakedCanaries, record } from './helpers/canary.js'
+import { runNode, spawnProcess } from './helpers/process.js'
 import { tempDir } from './helpers/temp-dir.js'
 import { gate } from './helpers/wait.js'
 
@@ -114,30 +116,6 @@ function capturingLogger(): { log: ReturnType<typeof createLogger>; lines: () =>
     },
   })
   return { log: createLogger('debug', dest), lines: () => out }
-}
-
-interface ChildResult {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
-/** Runs `node script args…` to completion; stderr is recorded for the leak check. */
-function runNode(script: string, args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs = 30_000): Promise<ChildResult> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [script, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
-    child.on('error', reject)
-    child.on('close', (code) => {
-      clearTimeout(timer)
-      record(stderr)
-      resolvePromise({ code, stdout, stderr })
-    })
-  })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -268,26 +246,20 @@ process.exit(0)
 `,
   )
 
-  const start = (from: number) => {
-    const child = spawn(process.execPath, [script, home, docsPath, String(from), String(from + PER_PROCESS)], { stdio: ['pipe', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-    const ready = new Promise<void>((res) => child.stdout.on('data', (d: Buffer) => ((stdout += d.toString()), stdout.includes('ready\n') && res())))
-    const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((res) => child.on('close', (code) => (record(stderr), res({ code, stdout, stderr }))))
-    return { child, ready, done }
-  }
+  // stderr is recorded for the leak check; stdout only carries `ready` and the count.
+  const start = (from: number) =>
+    spawnProcess(process.execPath, [script, home, docsPath, String(from), String(from + PER_PROCESS)], { stdin: 'pipe', timeoutMs: 60_000, record: ['stderr'] })
   const a = start(0)
   const b = start(PER_PROCESS)
-  await Promise.all([a.ready, b.ready])
+  await Promise.all([a.waitFor('stdout', /ready\n/), b.waitFor('stdout', /ready\n/)])
   // Released together, so their writes interleave.
-  a.child.stdin.end('go\n')
-  b.child.stdin.end('go\n')
-  const [ra, rb] = await Promise.all([a.done, b.done])
-  for (const [name, r] of [['writer A', ra], ['writer B', rb]] as const) {
-    t.equal(r.code, 0, `${name} exited 0`)
-    t.equal(r.stderr, '', `${name} printed no error`)
-    t.match(r.stdout, /"badReads":0/, `${name} never read a partial document`)
+  a.child.stdin!.end('go\n')
+  b.child.stdin!.end('go\n')
+  const [ea, eb] = await Promise.all([a.exited, b.exited])
+  for (const [name, p, exit] of [['writer A', a, ea], ['writer B', b, eb]] as const) {
+    t.equal(exit.code, 0, `${name} exited 0`)
+    t.equal(p.stderr(), '', `${name} printed no error`)
+    t.match(p.stdout(), /"badReads":0/, `${name} never read a partial document`)
   }
 
   const final = await new FileStore(home).load()
@@ -323,7 +295,7 @@ for (let i = 0; i < Number(n); i++) {
 `,
   )
   const env = { PATH: process.env.PATH ?? '' }
-  const [ra, rb] = await Promise.all([runNode(script, [home, '50'], env), runNode(script, [home, '50'], env)])
+  const [ra, rb] = await Promise.all([runNode([script, home, '50'], { env, record: ['stderr'] }), runNode([script, home, '50'], { env, record: ['stderr'] })])
   t.equal(ra.code, 0, `first process exited 0 ${ra.stderr}`)
   t.equal(rb.code, 0, `second process exited 0 ${rb.stderr}`)
   const final = await new FileStore(home).load()
@@ -333,7 +305,7 @@ for (let i = 0; i < Number(n); i++) {
 
 t.test('file lock: a stale lock (older than 30 s) is broken', async (t) => {
   const home = tempDir('stores-stale', t)
-  const lock = join(home, 'auth.json.lock')
+  const lock = join(home, LOCK_FILE)
   await writeFile(lock, JSON.stringify({ pid: 999_999, createdAt: Date.now() - 60_000, token: 'dead' }))
   const old = new Date(Date.now() - 31_000)
   await utimes(lock, old, old)
@@ -348,7 +320,7 @@ t.test('file lock: a stale lock (older than 30 s) is broken', async (t) => {
 
 t.test('file lock: a live lock makes the second caller wait', async (t) => {
   const home = tempDir('stores-live', t)
-  const lock = join(home, 'auth.json.lock')
+  const lock = join(home, LOCK_FILE)
   // Another process's lock, just taken.
   await writeFile(lock, JSON.stringify({ pid: 999_999, createdAt: Date.now(), token: 'other' }))
   const doc = chatgptDoc()
@@ -379,7 +351,7 @@ t.test('file lock: a live lock makes the second caller wait', async (t) => {
 
 t.test('file lock: bounded wait, re-entrant, kept fresh while held', async (t) => {
   const home = tempDir('stores-bounded', t)
-  const lock = join(home, 'auth.json.lock')
+  const lock = join(home, LOCK_FILE)
   await writeFile(lock, JSON.stringify({ pid: 999_999, createdAt: Date.now(), token: 'other' }))
   let ran = false
   const started = Date.now()
@@ -606,7 +578,7 @@ process.stdout.write(JSON.stringify(results))
   }
   const input = join(dir, `steps-${Math.random().toString(36).slice(2)}.json`)
   await writeFile(input, JSON.stringify({ docs, steps }), { mode: 0o600 })
-  const r = await runNode(script, [input], env)
+  const r = await runNode([script, input], { env, record: ['stderr'] })
   t.equal(r.code, 0, `step runner exited 0 ${r.stderr}`)
   record(r.stdout)
   const results = JSON.parse(r.stdout || '[]') as StepResult[]

@@ -420,21 +420,6 @@ export async function getCallback(url: URL | string): Promise<CallbackResponse> 
   return { status: res.status, body, params: target.searchParams }
 }
 
-/** Two ports free right now on 127.0.0.1 (for the fallback test, instead of 1455/1457). */
-export async function freePorts(count: number): Promise<number[]> {
-  const servers: Server[] = []
-  try {
-    for (let i = 0; i < count; i++) {
-      const s = createServer()
-      await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-      servers.push(s)
-    }
-    return servers.map((s) => (s.address() as AddressInfo).port)
-  } finally {
-    await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
-  }
-}
-
 function readBody(req: IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
