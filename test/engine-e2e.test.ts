@@ -9,8 +9,7 @@
  * Skips (saying why) only when the engine binary is not installed; under CI it fails instead,
  * so CI can never skip it silently.
  */
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { resolveEngineBinary } from '../src/engine/binary.js'
@@ -18,20 +17,18 @@ import { connect, httpGet, type RpcClient } from './helpers/client.js'
 import { FakeModel } from './helpers/fake-model.js'
 import { nowSeconds, signJwt } from './helpers/jwt.js'
 import { startServer } from './helpers/server.js'
+import { tempDir } from './helpers/temp-dir.js'
 
-type Test = import('tap').Test
 type Json = Record<string, any>
 
 const SECRET = 'engine-e2e-test-shared-secret-0123456789abcdef'
+// The engine and the shells it runs inherit HOME: a throwaway one keeps them out of the
+// developer's home (codex writes under ~/.codex/tmp) and away from a login profile that may be slow.
+process.env.HOME = tempDir('engine-e2e-user-home')
+
 const installed = resolveEngineBinary()
 const absent = installed.ok ? null : `the codex engine is not installed here (${installed.reason})`
 if (absent !== null && process.env.CI) t.fail(`real-engine tests cannot run under CI: ${absent}`)
-
-function tempDir(t: Test, label: string): string {
-  const dir = mkdtempSync(join(tmpdir(), `engine-e2e-${label}-`))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
 
 async function client(wsBase: string, scope?: string): Promise<RpcClient> {
   const jwt = await signJwt(SECRET, { exp: nowSeconds() + 600, ...(scope === undefined ? {} : { scope }) })
@@ -93,14 +90,14 @@ function toolOutput(model: FakeModel, word: string): string {
 t.test('a codex client works through the gateway against the real engine', { skip: absent ?? false }, async (t) => {
   const model = await FakeModel.start({ defaultText: 'Hello through the gateway, in pieces.', defaultDeltas: 6 })
   t.teardown(() => model.close())
-  const dir = tempDir(t, 'auth')
+  const dir = tempDir('engine-e2e-auth', t)
   const secretFile = join(dir, 'secret')
   writeFileSync(secretFile, SECRET)
   const overrides = [...model.engineConfigOverrides(), 'approval_policy="on-request"']
   const server = await startServer({
     argv: [
       '--ws-auth', 'signed-bearer-token', '--ws-shared-secret-file', secretFile,
-      '--engine', 'on', '--engine-home', tempDir(t, 'codex-home'),
+      '--engine', 'on', '--engine-home', tempDir('engine-e2e-codex-home', t),
       ...overrides.flatMap((o) => ['--engine-config', o]),
     ],
   })
@@ -120,7 +117,7 @@ t.test('a codex client works through the gateway against the real engine', { ski
   const init = await full.request('initialize', { clientInfo: { name: 'e2e-ide', title: null, version: '1.0.0' } })
   t.match(init.result, { userAgent: /\/0\.169\.0 .*\(e2e-ide; 1\.0\.0\)$/ }, "the engine's own initialize result")
   full.notify('initialized')
-  const thread = await full.request('thread/start', { cwd: tempDir(t, 'work') })
+  const thread = await full.request('thread/start', { cwd: tempDir('engine-e2e-work', t) })
   const threadId = (thread.result as Json).thread.id as string
   t.type(threadId, 'string')
   const notes = await turn(full, threadId, 'say hello')
@@ -159,7 +156,7 @@ t.test('a codex client works through the gateway against the real engine', { ski
   t.teardown(() => chatter.close())
   await chatter.initialize('e2e-chatter')
   chatter.notify('initialized')
-  const own = await chatter.request('thread/start', { cwd: tempDir(t, 'work2') })
+  const own = await chatter.request('thread/start', { cwd: tempDir('engine-e2e-work2', t) })
   const ownId = (own.result as Json).thread.id as string
   model.script({ kind: 'function_call', name: 'exec_command', arguments: JSON.stringify({ cmd: 'echo declined-run', sandbox_permissions: 'require_escalated' }) })
   const declinedTurn = await turn(chatter, ownId, 'try to run it')

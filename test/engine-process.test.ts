@@ -30,6 +30,10 @@ const INFO = 30
 const WARN = 40
 const ERROR = 50
 
+// The engine and the shells it runs inherit HOME: a throwaway one keeps them out of the
+// developer's home (codex writes under ~/.codex/tmp) and away from a login profile that may be slow.
+process.env.HOME = tempDir('engine-process-user-home')
+
 const installed = resolveEngineBinary()
 const realEngineSkip = installed.ok ? false : `the codex engine is not installed here (${installed.reason})`
 const realBinary: EngineBinary | null = installed.ok ? installed.binary : null
