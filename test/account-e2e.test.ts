@@ -14,11 +14,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { FakeUsageBackend } from './helpers/fake-usage-backend.js'
-import { canary, leakedCanaries, record, registerCanary } from './helpers/canary.js'
+import { canary, leakedCanaries, registerCanary } from './helpers/canary.js'
 import { contextTest, type Conn, type Ctx, type Json, type TestT } from './helpers/rpc-context.js'
 import { getCallback, TestOAuthServer } from './helpers/oauth-server.js'
 import { cliEnv, MAIN, runProcess, spawnProcess } from './helpers/process.js'
-import { tempDir } from './helpers/temp-dir.js'
 
 
 const AUTH_CLAIM = 'https://api.openai.com/auth'

@@ -33,7 +33,7 @@ interface Rig {
 
 async function rig(t: Test, argv: string[] = []): Promise<Rig> {
   const engine = await FakeEngine.start()
-  engine.on('account/login/start', (p) => ({ result: { type: (p as Json).type } }))
+  engine.on('account/login/start', (p) => ({ result: { type: (p as Json).type as string } }))
   engine.on('account/logout', () => ({ result: {} }))
   engine.on('account/read', () => ({ result: { account: null, requiresOpenaiAuth: false } }))
   const runner = new AttachedEngine(engine.socketPath)
@@ -162,7 +162,7 @@ t.test('without an engine: engine methods answer engine unavailable; the gateway
   t.same((await client.request('thread/start', {})).error, { code: -32603, message: 'engine unavailable' })
   t.match(((await client.request('nope/never', {})).error as Json).message, /^Invalid request: unknown variant `nope\/never`/)
   t.same((await client.request('account/read', {})).result, { account: null, requiresOpenaiAuth: true })
-  const health = JSON.parse((await httpGet(`${server.httpBase}/healthz`)).body)
+  const health = JSON.parse((await httpGet(`${server.httpBase}/healthz`)).body) as Json
   t.same(health.engine, { state: 'off', version: null })
   t.equal((await httpGet(`${server.httpBase}/readyz`)).status, 200, 'no engine configured: ready')
 

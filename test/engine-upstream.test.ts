@@ -148,7 +148,7 @@ t.test('client frames reach the engine as written; engine replies reach the clie
   const h = await harness(t)
   const link = await h.link()
   const request = '{ "method" : "thread/read",  "id":7, "params":{"threadId":"thr_1","big":12345678901234567890123} }'
-  link.upstream.forwardRequest(7, request)
+  void link.upstream.forwardRequest(7, request)
   t.equal(await link.engineSide.waitFor((f) => f.id === 7), request, 'request text byte for byte')
   t.equal(link.upstream.requestsInFlight, 1, 'tracked in flight')
 
@@ -158,7 +158,7 @@ t.test('client frames reach the engine as written; engine replies reach the clie
   t.equal(link.upstream.requestsInFlight, 0, 'answered, no longer in flight')
 
   const stringId = '{"id":"req-a","method":"model/list","params":{}}'
-  link.upstream.forwardRequest('req-a', stringId)
+  void link.upstream.forwardRequest('req-a', stringId)
   await link.engineSide.waitFor((f) => f.id === 'req-a')
   const errorReply = '{"error":{"code":-32600,"message":"Invalid request: nope"},"id":"req-a"}'
   link.engineSide.sendRaw(errorReply)
@@ -340,12 +340,12 @@ t.test('the engine goes away: in-flight requests get -32603 engine unavailable, 
   const h = await harness(t)
   const link = await h.link()
   const other = await h.link()
-  link.upstream.forwardRequest(1, '{"id":1,"method":"turn/start","params":{"threadId":"thr_d","input":[]}}')
-  link.upstream.forwardRequest('two', '{"id":"two","method":"thread/list","params":{}}')
+  void link.upstream.forwardRequest(1, '{"id":1,"method":"turn/start","params":{"threadId":"thr_d","input":[]}}')
+  void link.upstream.forwardRequest('two', '{"id":"two","method":"thread/list","params":{}}')
   await link.engineSide.waitFor((f) => f.id === 'two')
   link.engineSide.answer(1, { result: { turn: { id: 'turn_d' } } })
   await link.client.waitFor((f) => f.id === 1)
-  link.upstream.forwardRequest(3, '{"id":3,"method":"thread/read","params":{"threadId":"thr_d"}}')
+  void link.upstream.forwardRequest(3, '{"id":3,"method":"thread/read","params":{"threadId":"thr_d"}}')
   await link.engineSide.waitFor((f) => f.id === 3)
 
   h.engine.crash()
@@ -363,7 +363,7 @@ t.test('the engine goes away: in-flight requests get -32603 engine unavailable, 
   t.same(other.client.closedWith, { code: ENGINE_RESTARTED_CLOSE_CODE, reason: ENGINE_RESTARTED_REASON }, 'an idle client is closed too')
   t.equal(other.client.sent.length, 0, 'with nothing in flight, nothing to answer')
 
-  link.upstream.forwardRequest(4, '{"id":4,"method":"thread/list","params":{}}')
+  void link.upstream.forwardRequest(4, '{"id":4,"method":"thread/list","params":{}}')
   t.same(JSON.parse(link.client.sent.at(-1) ?? '{}'), { error: { code: -32603, message: 'engine unavailable' }, id: 4 }, 'a request after the loss is answered at once')
 })
 
@@ -371,7 +371,7 @@ t.test('forged or stale response ids from the engine reach no client', async (t)
   const h = await harness(t)
   const a = await h.link()
   const b = await h.link()
-  b.upstream.forwardRequest(5, '{"id":5,"method":"thread/read","params":{"threadId":"thr_b"}}')
+  void b.upstream.forwardRequest(5, '{"id":5,"method":"thread/read","params":{"threadId":"thr_b"}}')
   await b.engineSide.waitFor((f) => f.id === 5)
 
   // On A's connection, the engine answers B's id, an id A never sent, and a malformed frame.

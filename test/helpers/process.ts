@@ -173,8 +173,8 @@ export async function startCli(args: readonly string[], options: { env?: Record<
     banner: p.stderr(),
     url,
     port: Number(/:(\d+)\//.exec(url)?.[1]),
-    stdout: p.stdout,
-    stderr: p.stderr,
+    stdout: () => p.stdout(),
+    stderr: () => p.stderr(),
     stop: (signal = 'SIGTERM') => {
       if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill(signal)
       return p.exited
