@@ -210,7 +210,9 @@ export class EngineService {
     let control: EngineRpcClient
     try {
       control = await EngineRpcClient.connect(socketPath, { log: this.log, timers: this.options.clock })
-      await control.call('initialize', { clientInfo: { name: GATEWAY_CLIENT_NAME, title: null, version: this.options.clientVersion } }, CONTROL_CALL_TIMEOUT_MS)
+      // The engine refuses the `chatgptAuthTokens` hand-off from a connection without `experimentalApi`.
+      const params = { clientInfo: { name: GATEWAY_CLIENT_NAME, title: null, version: this.options.clientVersion }, capabilities: { experimentalApi: true } }
+      await control.call('initialize', params, CONTROL_CALL_TIMEOUT_MS)
     } catch (err) {
       this.log.error({ event: 'engine.control_failed', error: withheldError(err) }, 'could not open the control connection to the engine')
       return

@@ -9,7 +9,8 @@
  * `exec_command`), after which codex calls again with the tool's output.
  *
  * Point the engine at it with `engineConfigOverrides()` (a `mock` model provider that needs
- * no OpenAI auth). Any other path answers 404 (codex tolerates that for its optional calls).
+ * no OpenAI auth). `authorize`, when set, answers 401 to the response calls it refuses (a stale
+ * ChatGPT token). Any other path answers 404 (codex tolerates that for its optional calls).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -30,6 +31,8 @@ export class FakeModel {
   readonly requests: RecordedModelRequest[] = []
   private readonly queue: ModelReply[] = []
   private responseSeq = 0
+  /** When set, a `/v1/responses` call it refuses is answered 401 (a stale token, say). */
+  authorize: ((req: IncomingMessage) => boolean) | null = null
 
   private constructor(
     private readonly server: Server,
@@ -87,6 +90,10 @@ export class FakeModel {
     this.requests.push({ method: req.method ?? 'GET', url, body })
     if (req.method !== 'POST' || !url.startsWith('/v1/responses')) {
       res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":{"message":"not found"}}')
+      return
+    }
+    if (this.authorize !== null && !this.authorize(req)) {
+      res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":{"message":"unauthorized","code":"token_expired"}}')
       return
     }
     const reply = this.queue.shift() ?? { kind: 'text', text: this.defaultText, deltas: this.defaultDeltas }
