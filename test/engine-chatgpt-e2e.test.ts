@@ -174,7 +174,7 @@ t.test('external ChatGPT tokens reach the real engine; its 401 refresh is answer
     const msg = JSON.parse(data.toString()) as Json
     if (msg.method !== 'account/chatgptAuthTokens/refresh') return
     refreshes.push(msg)
-    client.sendRaw(JSON.stringify({ id: msg.id, result: { accessToken: freshToken, chatgptAccountId: ACCOUNT_ID, chatgptPlanType: 'plus' } }))
+    client.sendRaw(JSON.stringify({ id: msg.id as number | string, result: { accessToken: freshToken, chatgptAccountId: ACCOUNT_ID, chatgptPlanType: 'plus' } }))
   })
   const thread = await client.request('thread/start', { cwd: tempDir('engine-chatgpt-work', t) })
   const threadId = (thread.result as Json).thread.id as string
