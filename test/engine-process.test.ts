@@ -186,6 +186,16 @@ t.test('binary resolution', async (t) => {
   t.end()
 })
 
+t.test('an engine home that does not exist yet is created (0700) before the engine starts', { skip: realEngineSkip }, async (t) => {
+  // codex refuses a CODEX_HOME that does not exist: a fresh machine has no ~/.codex.
+  const engineHome = join(tempDir('engine-fresh-home', t), 'not-yet', '.codex')
+  const h = supervise(t, realBinary!, { engineHome })
+  t.same(await h.supervisor.start(), { state: 'running', version: '0.169.0', reason: null })
+  t.ok(lstatSync(engineHome).isDirectory(), 'created')
+  t.equal(lstatSync(engineHome).mode & 0o777, 0o700, 'private')
+  await h.supervisor.stop()
+})
+
 t.test('the real engine on a private unix socket', { skip: realEngineSkip }, async (t) => {
   const h = supervise(t, realBinary!)
   const readySockets: string[] = []

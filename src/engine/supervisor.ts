@@ -138,7 +138,7 @@ export class EngineSupervisor {
   start(options: { restarting?: boolean } = {}): Promise<EngineStatus> {
     if (this.run !== null) return this.settled()
     this.setState(options.restarting === true ? 'restarting' : 'starting', null)
-    const dirProblem = this.prepareSocketDir()
+    const dirProblem = this.prepareEngineHome() ?? this.prepareSocketDir()
     if (dirProblem !== null) {
       this.log.error({ event: 'engine.start_failed', cause: dirProblem }, `engine not started: ${dirProblem}`)
       this.setState('unavailable', dirProblem)
@@ -178,6 +178,20 @@ export class EngineSupervisor {
         resolve(status)
       })
     })
+  }
+
+  /**
+   * codex refuses to start when `CODEX_HOME` names a directory that does not exist (it creates
+   * only its default `~/.codex` itself), so a fresh machine needs the engine home made first:
+   * private, like the codex CLI's own.
+   */
+  private prepareEngineHome(): string | null {
+    try {
+      mkdirSync(this.options.engineHome, { recursive: true, mode: 0o700 })
+      return null
+    } catch (err) {
+      return `cannot create the engine home (${errorCode(err)})`
+    }
   }
 
   private prepareSocketDir(): string | null {
