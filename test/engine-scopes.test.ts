@@ -104,9 +104,16 @@ t.teardown(() => rmSync(scratch, { recursive: true, force: true }))
 // A throwaway home: the check reads nothing of the developer's codex set-up.
 const engineEnv = { PATH: process.env.PATH ?? '', HOME: scratch, CODEX_HOME: scratch }
 const launcher = codexLauncher()
-const engineSkip = await engineSkipReason(launcher, engineEnv)
 
-t.test('the installed engine generates no method the table does not classify', { skip: engineSkip }, async (t) => {
+// The skip decision is made inside the test: a test registered after a top-level await can be
+// left out of the run without a word. Under CI the engine must be there.
+t.test('the installed engine generates no method the table does not classify', async (t) => {
+  const engineSkip = await engineSkipReason(launcher, engineEnv)
+  if (engineSkip !== false) {
+    if (process.env.CI) t.fail(`under CI: ${engineSkip}`)
+    else t.test('the engine-generated list', { skip: engineSkip }, () => {})
+    return
+  }
   const out = join(scratch, 'schema')
   const { code } = await runProcess(process.execPath, [launcher!, 'app-server', 'generate-json-schema', '--out', out], { env: engineEnv, timeoutMs: null, record: [] })
   t.equal(code, 0, 'generate-json-schema succeeded')
