@@ -5,12 +5,16 @@
  *
  * Then the engine section (engine-section.ts): the codex engine through the gateway against
  * the same engine reached directly. `--engine-only` runs just that; `--no-engine` skips it.
+ * `--engine-memory` runs only the idle-memory comparison of engine-memory.ts instead
+ * (`--connections` clients through a gateway with the engine and one without).
  *
  *   npm run bench -- [--duration 5] [--concurrency 16] [--connections 1000] [--peer /path/to/codex]
  *                    [--engine-only | --no-engine] [--engine-bin PATH] [--engine-duration 3]
  *                    [--engine-rounds 3] [--deltas 8000]
+ *   npm run bench -- --engine-memory [--connections 1000] [--engine-bin PATH]
  */
 import { parseArgs } from 'node:util'
+import { runEngineMemoryBench } from './engine-memory.js'
 import { runEngineBench } from './engine-section.js'
 import { handshakes, idleMemory, roundTrips, type RoundTripResult } from './measure.js'
 import { bareTarget, codexTarget, projectTarget, startTarget, type Target } from './targets.js'
@@ -23,6 +27,7 @@ const { values } = parseArgs({
     peer: { type: 'string' },
     'engine-only': { type: 'boolean', default: false },
     'no-engine': { type: 'boolean', default: false },
+    'engine-memory': { type: 'boolean', default: false },
     'engine-bin': { type: 'string' },
     'engine-duration': { type: 'string', default: '3' },
     'engine-rounds': { type: 'string', default: '3' },
@@ -103,8 +108,9 @@ async function gatewaySection(): Promise<void> {
 }
 
 if (values['engine-only'] && values['no-engine']) throw new Error('--engine-only and --no-engine exclude each other')
-if (!values['engine-only']) await gatewaySection()
-if (!values['no-engine']) {
+if (values['engine-memory']) await runEngineMemoryBench({ binaryPath: values['engine-bin'] ?? null, connections })
+else if (!values['engine-only']) await gatewaySection()
+if (!values['no-engine'] && !values['engine-memory']) {
   await runEngineBench({
     binaryPath: values['engine-bin'] ?? null,
     durationMs: Number(values['engine-duration']) * 1000,
