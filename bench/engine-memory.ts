@@ -7,7 +7,9 @@
  * Sampled from /proc (VmRSS) a second after the last client is up, against a sample taken
  * before the first: the gateway's growth and, with the engine, the engine's growth (its pid is
  * the gateway's child), each divided by the number of clients. With the engine every client
- * also holds an upstream (one more socket in the gateway, one connection in the engine).
+ * also holds an upstream (one more socket in the gateway, one connection in the engine): the
+ * engine's accepted connections are counted before and after, which shows the engine took
+ * every one of them.
  *
  * The goal: the gateway's share with the engine at most `GOAL_RATIO` times its share without.
  * The fake Responses API is only there so the engine never reaches for the network; no turn runs.
@@ -19,6 +21,7 @@ import { fileURLToPath } from 'node:url'
 import type WebSocket from 'ws'
 import { resolveEngineBinary } from '../src/engine/binary.js'
 import { FakeModel } from '../test/helpers/fake-model.js'
+import { engineConnections } from '../test/helpers/proc-sockets.js'
 import { closed, initialized, open } from './measure.js'
 import { benchTempDir, rssBytes, startTarget, type RunningTarget } from './targets.js'
 
@@ -42,6 +45,8 @@ const mainJs = fileURLToPath(new URL('../src/main.js', import.meta.url))
 interface Sample {
   readonly gateway: number
   readonly engine: number | null
+  /** Connections the engine has accepted (null: no engine). */
+  readonly engineConnections: number | null
 }
 
 interface MemoryShare {
@@ -82,6 +87,11 @@ export async function runEngineMemoryBench(options: EngineMemoryOptions): Promis
       console.log(
         `${name.padEnd(18)} ${`${mib(m.before.gateway)} / ${mib(m.after.gateway)}`.padStart(30)} ${kib(m.gatewayPerClient).padStart(12)}   ${`${mib(m.before.engine)} / ${mib(m.after.engine)}`.padStart(28)} ${kib(m.enginePerClient).padStart(19)}`,
       )
+    }
+    const { before, after } = withEngine
+    if (before.engineConnections !== null && after.engineConnections !== null) {
+      const gained = after.engineConnections - before.engineConnections
+      console.log(`\nengine connections: ${before.engineConnections} before, ${after.engineConnections} with the clients up (${gained === n ? `one upstream per client` : `FAIL: ${gained} for ${n} clients`})`)
     }
     const ratio = without.gatewayPerClient > 0 ? withEngine.gatewayPerClient / without.gatewayPerClient : Number.POSITIVE_INFINITY
     const verdict = ratio <= GOAL_RATIO ? 'PASS' : 'FAIL'
@@ -125,7 +135,8 @@ async function measureGateway(extraArgs: readonly string[], n: number, withEngin
 }
 
 function sample(gatewayPid: number, enginePid: number | null): Sample {
-  return { gateway: rssBytes(gatewayPid), engine: enginePid === null ? null : rssBytes(enginePid) }
+  if (enginePid === null) return { gateway: rssBytes(gatewayPid), engine: null, engineConnections: null }
+  return { gateway: rssBytes(gatewayPid), engine: rssBytes(enginePid), engineConnections: engineConnections(enginePid) }
 }
 
 /** Waits for `/readyz` (the engine answered `initialize`), then finds the engine: the gateway's child. */

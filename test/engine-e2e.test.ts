@@ -9,13 +9,14 @@
  * Skips (saying why) only when the engine binary is not installed; under CI it fails instead,
  * so CI can never skip it silently.
  */
-import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { resolveEngineBinary } from '../src/engine/binary.js'
 import { connect, httpGet, type RpcClient } from './helpers/client.js'
 import { FakeModel } from './helpers/fake-model.js'
 import { nowSeconds, signJwt } from './helpers/jwt.js'
+import { socketInodesOf } from './helpers/proc-sockets.js'
 import { startServer } from './helpers/server.js'
 import { tempDir } from './helpers/temp-dir.js'
 
@@ -51,19 +52,6 @@ function listeningTcpInodes(): Set<string> {
     }
   }
   return inodes
-}
-
-function socketInodesOf(pid: number): string[] {
-  const out: string[] = []
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))
-      if (m) out.push(m[1]!)
-    } catch {
-      // Closed while we looked.
-    }
-  }
-  return out
 }
 
 /** Runs a turn on `thread` and resolves with the notifications of that turn, once it completed. */

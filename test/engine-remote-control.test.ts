@@ -19,13 +19,13 @@
  * Skips (saying why) only when the engine binary is not installed; under CI it fails instead.
  */
 import { randomBytes } from 'node:crypto'
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs'
 import t from 'tap'
 import { resolveEngineBinary } from '../src/engine/binary.js'
 import { leakedCanaries, registerCanary } from './helpers/canary.js'
 import { connect } from './helpers/client.js'
 import { FakeModel } from './helpers/fake-model.js'
 import { FakeRemoteBackend, type BackendConnection, type Json } from './helpers/fake-remote-backend.js'
+import { engineConnections } from './helpers/proc-sockets.js'
 import { startServer } from './helpers/server.js'
 import { tempDir } from './helpers/temp-dir.js'
 import { until } from './helpers/wait.js'
@@ -55,29 +55,6 @@ function chatgptToken(): string {
     jti: randomBytes(8).toString('hex'),
   }
   return registerCanary(`${enc({ alg: 'none', typ: 'JWT' })}.${enc(claims)}.${randomBytes(16).toString('base64url')}`)
-}
-
-/**
- * Connections the engine has accepted on its socket: of the engine's socket descriptors, those
- * /proc/net/unix lists as connected (state 03) under the path of the one it listens on
- * (flag __SO_ACCEPTCON). That path is the engine's own choice (0.169.0 binds in a directory of
- * its own and links the socket we asked for there), so it is read, not assumed.
- */
-function engineConnections(pid: number): number {
-  const mine = new Set<string>()
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))
-      if (m) mine.add(m[1]!)
-    } catch {
-      // Closed while we looked.
-    }
-  }
-  const rows = readFileSync('/proc/net/unix', 'utf8').split('\n').slice(1).map((line) => line.trim().split(/\s+/))
-  const ofEngine = rows.filter((cols) => cols[6] !== undefined && mine.has(cols[6]))
-  const listening = ofEngine.find((cols) => cols[3] === '00010000' && cols[7] !== undefined)
-  if (listening === undefined) throw new Error('the engine has no listening unix socket')
-  return ofEngine.filter((cols) => cols[5] === '03' && cols[7] === listening[7]).length
 }
 
 /** One remote client behind the relay: its ids, its next inbound seq_id, what reached it. */
