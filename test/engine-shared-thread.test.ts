@@ -101,28 +101,27 @@ t.test('two clients that resumed the same thread both stream its turns', { skip:
   const resumed = await b.request('thread/resume', { threadId })
   t.equal((resumed.result as Json | undefined)?.thread?.id, threadId, `B resumed the thread: ${JSON.stringify(resumed.error ?? null)}`)
 
-  // A starts the second turn: both stream it.
-  model.defaultText = 'Second turn, seen twice.'
-  const aFrom = a.frames.length
-  const bFrom = b.frames.length
-  const second = await started(a, threadId, 'second')
-  const [aSaw, bSaw] = await Promise.all([turnSeenBy(a, aFrom, second), turnSeenBy(b, bFrom, second)])
-  t.equal(deltaText(aSaw), 'Second turn, seen twice.', 'A, which started the turn, got its deltas')
-  t.equal(deltaText(bSaw), 'Second turn, seen twice.', 'B, which only resumed the thread, got the same deltas')
-  for (const [who, saw] of [['A', aSaw], ['B', bSaw]] as const) {
-    t.match(saw.find((n) => n.method === 'turn/completed')?.params, { threadId, turn: { id: second, status: 'completed' } }, `${who} got turn/completed`)
+  /** `starter` runs a turn answered with `text`; what each of A and B then heard of it. */
+  const sharedTurn = async (starter: RpcClient, text: string): Promise<{ turnId: string; heard: Map<RpcClient, Json[]> }> => {
+    model.defaultText = text
+    const from = new Map([a, b].map((c) => [c, c.frames.length]))
+    const turnId = await started(starter, threadId, text)
+    const seen = await Promise.all([a, b].map((c) => turnSeenBy(c, from.get(c)!, turnId)))
+    return { turnId, heard: new Map([[a, seen[0]!], [b, seen[1]!]]) }
   }
-  t.notOk(parsed(b, bFrom).some((m) => m.id !== undefined && 'result' in m), "B never saw A's turn/start reply (replies stay on their upstream)")
+  const names = new Map([[a, 'A'], [b, 'B']])
 
-  // B starts the third turn: A streams it too.
-  model.defaultText = 'Third turn, from B.'
-  const aFrom3 = a.frames.length
-  const bFrom3 = b.frames.length
-  const third = await started(b, threadId, 'third')
-  const [aSaw3, bSaw3] = await Promise.all([turnSeenBy(a, aFrom3, third), turnSeenBy(b, bFrom3, third)])
-  t.equal(deltaText(bSaw3), 'Third turn, from B.', 'B, which started it, got its deltas')
-  t.equal(deltaText(aSaw3), 'Third turn, from B.', "A got the deltas of B's turn")
-  t.ok(aSaw3.some((n) => n.method === 'turn/completed'), "A got the turn/completed of B's turn")
+  // A starts the second turn, then B the third: both clients stream both, whoever started it.
+  for (const [starter, text] of [[a, 'Second turn, from A.'], [b, 'Third turn, from B.']] as const) {
+    const bFrom = b.frames.length
+    const { turnId, heard } = await sharedTurn(starter, text)
+    for (const [c, saw] of heard) {
+      const role = c === starter ? 'which started it' : 'which did not'
+      t.equal(deltaText(saw), text, `${names.get(c)}, ${role}, got the deltas of ${names.get(starter)}'s turn`)
+      t.match(saw.find((n) => n.method === 'turn/completed')?.params, { threadId, turn: { id: turnId, status: 'completed' } }, `and its turn/completed`)
+    }
+    if (starter === a) t.notOk(parsed(b, bFrom).some((m) => m.id !== undefined && 'result' in m), "B never saw A's turn/start reply (replies stay on their upstream)")
+  }
 
   // What a connection that never resumed the thread hears of it is the engine's choice (its
   // thread-lifecycle broadcasts, no turn): the same through the gateway as directly.
