@@ -647,3 +647,23 @@ t.test('subprocess: stdout JSON logs at debug hold no token and no canary', asyn
     'stderr holds no other canary',
   )
 })
+
+t.test('malformed query shapes carrying the real token leave no token in any log line', async (t) => {
+  // The shapes an outside attack found on stdout: each is refused, and the log must not depend
+  // on the query parsing as a well-behaved client writes it.
+  const server = await start(t)
+  const token = server.token!
+  const refused = [`/?x#token=${token}`, `/?token%3D${token}`, `/?a"b=${token}`, `/#token=${token}`, `/%3Ftoken=${token}`]
+  // Odd but valid: the token parses, so these connect; their log lines must be as clean.
+  const accepted = [`/?a=1&&token=${token}`, `/?token=${token}#`]
+  for (const target of [...refused, ...accepted]) {
+    for (const upgrade of [true, false]) {
+      const r = await rawRequest(server.port, { target, upgrade })
+      const expected = upgrade && accepted.includes(target) ? 101 : r.status >= 400 ? r.status : 'a refusal'
+      t.equal(r.status, expected, `${upgrade ? 'upgrade' : 'GET'} ${target.replace(token, 'T')}: ${r.status}`)
+      record(r.head + r.body)
+    }
+  }
+  t.ok(server.logs.lines.some((l) => typeof (l.req as { url?: unknown } | undefined)?.url === 'string'), 'request lines were logged')
+  t.same(leakedCanaries(server.logs.text()), [], 'no token in the logs')
+})
