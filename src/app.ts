@@ -67,7 +67,9 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
   await app.register(lifecycle)
   await app.register(wsAuth, { ...(options.queryToken ? { queryToken: options.queryToken } : {}), ...(options.now ? { now: options.now } : {}) })
   await app.register(websocket, {
-    options: { maxPayload: config.maxPayloadBytes },
+    // No subprotocol is ever selected: codex offers none, and ws would echo the first one
+    // offered into the 101 — some clients put a token there.
+    options: { maxPayload: config.maxPayloadBytes, handleProtocols: () => false },
     preClose: async function closeWebSocketServer() {
       await closeWebSockets(app.websocketServer)
     },

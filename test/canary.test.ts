@@ -667,3 +667,14 @@ t.test('malformed query shapes carrying the real token leave no token in any log
   t.ok(server.logs.lines.some((l) => typeof (l.req as { url?: unknown } | undefined)?.url === 'string'), 'request lines were logged')
   t.same(leakedCanaries(server.logs.text()), [], 'no token in the logs')
 })
+
+t.test('an offered subprotocol is never echoed, even a token', async (t) => {
+  const server = await start(t)
+  const token = server.token!
+  const offered = canary('subprotocol')
+  const r = await rawRequest(server.port, { target: `/?token=${token}`, upgrade: true, headers: [`Sec-WebSocket-Protocol: ${offered}, ${token}`] })
+  t.equal(r.status, 101, 'the connection is accepted (the query token is valid)')
+  t.notMatch(r.head, /sec-websocket-protocol/i, 'no subprotocol is selected')
+  record(r.head)
+  t.same(leakedCanaries(r.head), [])
+})
