@@ -11,6 +11,7 @@ import engine, { type EnginePluginOptions } from '../plugins/engine.js'
 import lifecycle from '../plugins/lifecycle.js'
 import rateLimits from '../plugins/rate-limit.js'
 import remoteControl, { type RemoteControlPluginOptions } from '../plugins/remote-control.js'
+import requestShape from '../plugins/request-shape.js'
 import sessions from '../plugins/sessions.js'
 import type { Clock } from './clock.js'
 import wsAuth from '../plugins/ws-auth.js'
@@ -74,6 +75,7 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
       await closeWebSockets(app.websocketServer)
     },
   })
+  await app.register(requestShape)
   await app.register(browserGuard)
   await app.register(rateLimits, options.now ? { now: options.now } : {})
   await app.register(sessions, options.timers ? { timers: options.timers } : {})
