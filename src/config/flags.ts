@@ -105,6 +105,7 @@ const TABLE = {
   wsIssuer: text('ws-issuer', { valueName: 'ISS', parse: parseBlankAsNull, help: 'required JWT issuer (blank: not checked)' }),
   wsAudience: text('ws-audience', { valueName: 'AUD', parse: parseBlankAsNull, help: 'required JWT audience (blank: not checked)' }),
   wsMaxClockSkewSeconds: integer('ws-max-clock-skew-seconds', { valueName: 'N', default: 30, min: 0, max: DAY_SECONDS, help: 'clock skew allowed on JWT exp and nbf' }),
+  wsMaxTokenLifetimeSeconds: integer('ws-max-token-lifetime-seconds', { valueName: 'N', default: 0, min: 0, max: 366 * DAY_SECONDS, help: 'refuse JWTs whose exp − iat (or exp − now without iat) is longer (0: off)' }),
   noTokenCheck: toggle('no-token-check', 'accept connections without a valid query token (loopback only; degraded scopes)'),
   allowOrigin: list('allow-origin', {
     valueName: 'ORIGIN',

@@ -23,6 +23,8 @@ export type WsAuthConfig =
       readonly issuer: string | null
       readonly audience: string | null
       readonly maxClockSkewSeconds: number
+      /** 0: not checked. */
+      readonly maxTokenLifetimeSeconds: number
     }
 
 export interface ListenAddress {
