@@ -40,6 +40,11 @@ export default async function websocketRoutes(app: FastifyInstance): Promise<voi
       logUpgradeRejected(request.log, mode, 'server draining', remote)
       return reply.code(503).type('text/plain; charset=utf-8').send('server shutting down')
     }
+    if (app.websocketServer.clients.size >= app.connectionCap) {
+      app.upgradeThrottle.refund(reservation)
+      logUpgradeRejected(request.log, mode, 'too many connections', remote)
+      return reply.code(503).type('text/plain; charset=utf-8').send('too many connections')
+    }
     const decision = await app.wsAuth.authorize({ url: request.url, headers: request.headers })
     if (!decision.ok) {
       logUpgradeRejected(request.log, mode, decision.reason, remote)

@@ -7,8 +7,11 @@ import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { request as httpRequest } from 'node:http'
+import { connect as netConnect } from 'node:net'
 import { join } from 'node:path'
 import { clientKey } from '../src/auth/client-key.js'
+import { connectionCap } from '../src/auth/socket-guard.js'
+import { openFileLimit } from '../src/util/fd-limit.js'
 import { FailedUpgradeThrottle } from '../src/auth/upgrade-throttle.js'
 import { OVERLOADED_MESSAGE } from '../src/rpc/errors.js'
 import { InFlightLimit } from '../src/rpc/in-flight.js'
@@ -299,6 +302,9 @@ t.test('default limits never throttle a normal IDE', async (t) => {
       rpcBurst: 2000,
       maxInFlight: 4096,
       maxOutboundBufferBytes: 16 * 1024 * 1024,
+      maxConnections: 0,
+      maxPendingPerClient: 32,
+      headerTimeoutMs: 10_000,
     },
     'product defaults',
   )
@@ -522,4 +528,64 @@ t.test('the failed-upgrade budget holds under concurrency, in every mode, and ca
     const again = await rawUpgrade(server.port, goodPath, goodHeaders)
     t.equal(again.status, 101, `${mode.name}: an admitted upgrade gives its token back`)
   }
+})
+
+t.test('pre-auth resources are bounded: stalled sockets, the connection cap, health kept reachable', async (t) => {
+  const server = await start(t, { argv: ['--max-connections', '5', '--max-pending-per-client', '10', '--header-timeout-ms', '2000'] })
+  t.equal(server.app.connectionCap, 5)
+  // 300 sockets that never finish their request headers, from one (loopback) client.
+  const stalled = await Promise.all(
+    Array.from({ length: 300 }, (_, i) =>
+      new Promise<{ closed: Promise<void> }>((resolve, reject) => {
+        const socket = netConnect({ host: '127.0.0.1', port: server.port, localAddress: `127.0.0.${1 + (i % 3)}` }, () => {
+          socket.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n')
+          resolve({ closed })
+        })
+        const closed = new Promise<void>((done) => socket.once('close', () => done()))
+        // Read what the server answers (a 408 at the header timeout), so its end is seen.
+        socket.resume()
+        socket.on('error', () => undefined)
+        socket.once('error', reject)
+        t.teardown(() => socket.destroy())
+      }),
+    ),
+  )
+  // The server accepts from its backlog after the clients see their connects: wait for all 300.
+  await until(() => server.app.socketGuard.closedCount + server.app.socketGuard.size >= 300, 'the server to accept every socket', 30_000)
+  t.ok(server.app.socketGuard.pendingCount <= 10, `one client holds at most 10 pending sockets (${server.app.socketGuard.pendingCount}), whichever loopback address it uses`)
+  t.ok(server.app.socketGuard.closedCount >= 290, `the oldest were closed (${server.app.socketGuard.closedCount})`)
+  const health = await httpGet(`${server.httpBase}/healthz`)
+  t.equal(health.status, 200, 'a health probe from the same client still gets through')
+
+  // The cap: five WebSocket connections, the sixth upgrade is refused; health still answers.
+  const clients = await Promise.all(Array.from({ length: 5 }, () => open(t, server)))
+  await Promise.all(clients.map((c) => c.initialize('cap', '1.0.0')))
+  const sixth = await tryUpgrade(server.wsUrl)
+  if ('ws' in sixth) sixth.ws.terminate()
+  t.ok('refused' in sixth && sixth.refused.status === 503 && sixth.refused.body === 'too many connections', 'past the cap: 503 too many connections')
+  t.equal((await httpGet(`${server.httpBase}/healthz`)).status, 200, 'the headroom is kept for health probes')
+  clients[0]!.ws.close()
+  await until(() => server.app.websocketServer.clients.size < 5, 'the closed connection to go')
+  const again = await tryUpgrade(server.wsUrl)
+  t.ok('ws' in again, 'a freed slot is used again')
+  if ('ws' in again) again.ws.terminate()
+
+  // Node's header timeout closes the rest, without anyone sending anything.
+  await Promise.all(stalled.map((s) => s.closed))
+  t.equal(server.app.socketGuard.pendingCount, 0, 'every stalled socket was closed by the header timeout')
+})
+
+t.test('connectionCap and openFileLimit', async (t) => {
+  t.equal(connectionCap(0, 20_000, 1), 20_000 - 320, 'auto: the open-file limit less the headroom')
+  t.equal(connectionCap(0, 20_000, 2), Math.floor((20_000 - 320) / 2), 'two files a connection with an engine')
+  t.equal(connectionCap(100, 20_000, 2), 100, 'a configured cap below the limit')
+  t.equal(connectionCap(50_000, 1024, 1), 1024 - 320, 'a configured cap above the limit is lowered')
+  t.equal(connectionCap(0, null, 1), 10_000, 'no limit known: a fixed default')
+  t.equal(connectionCap(0, 100, 2), 1, 'never below one')
+  const limits = 'Limit                     Soft Limit           Hard Limit           Units\nMax open files            1024                 524288               files\n'
+  t.equal(openFileLimit(() => limits), 1024, 'the soft limit')
+  t.equal(openFileLimit(() => limits.replace('1024 ', 'unlimited ').replace('1024', 'unlimited')), Number.MAX_SAFE_INTEGER)
+  t.equal(openFileLimit(() => 'garbage'), null)
+  t.equal(openFileLimit(() => { throw new Error('ENOENT') }), null)
+  t.type(openFileLimit(), 'number', 'this machine has /proc')
 })

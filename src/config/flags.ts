@@ -125,6 +125,21 @@ const TABLE = {
     max: MAX_PAYLOAD_CEILING,
     help: 'bytes queued to a client that does not read before it is closed (1008 slow consumer)',
   }),
+  maxConnections: integer('max-connections', {
+    valueName: 'N',
+    default: 0,
+    min: 0,
+    max: 1_000_000,
+    help: 'WebSocket connections at once; past it upgrades get 503 (0: derived from the open-file limit)',
+  }),
+  maxPendingPerClient: integer('max-pending-per-client', {
+    valueName: 'N',
+    default: 32,
+    min: 1,
+    max: 100_000,
+    help: 'sockets one client may hold before finishing its request headers; past it its oldest is closed',
+  }),
+  headerTimeoutMs: integer('header-timeout-ms', { valueName: 'MS', default: 10_000, min: 100, max: 120_000, help: 'time a socket has to send its request headers (and the request to finish)' }),
   httpRateLimit: integer('http-rate-limit', { valueName: 'N', default: 600, min: 0, max: 10_000_000, help: 'health requests and upgrade attempts per minute per remote address (0: off)' }),
   failedUpgradeLimit: integer('failed-upgrade-limit', {
     valueName: 'N',

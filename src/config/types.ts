@@ -65,6 +65,11 @@ export interface Limits {
   readonly rpcBurst: number
   readonly maxInFlight: number
   readonly maxOutboundBufferBytes: number
+  /** WebSocket connections at once; 0: derived from the open-file limit at start. */
+  readonly maxConnections: number
+  /** Sockets per client that have not finished their request headers. */
+  readonly maxPendingPerClient: number
+  readonly headerTimeoutMs: number
 }
 
 export interface AccountSettings {
