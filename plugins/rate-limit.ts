@@ -3,13 +3,14 @@ import rateLimit from '@fastify/rate-limit'
 import type { onRequestHookHandler } from 'fastify'
 import type {} from '@fastify/websocket'
 import { logUpgradeRejected } from '../src/auth/audit.js'
+import { clientKey } from '../src/auth/client-key.js'
 import { FailedUpgradeThrottle } from '../src/auth/upgrade-throttle.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** Per-address limit for health routes and upgrade attempts (an onRequest hook), or null when off. */
     httpRateLimit: onRequestHookHandler | null
-    /** Per-address budget of failed upgrades. */
+    /** Per-client budget of failed upgrades. */
     upgradeThrottle: FailedUpgradeThrottle
   }
 }
@@ -28,6 +29,8 @@ export default fp<{ now?: () => number }>(
         ? (app.rateLimit({
             max: httpPerMinute,
             timeWindow: 60_000,
+            // Loopback is one client and IPv6 counts per /64, as for failed upgrades.
+            keyGenerator: (request) => clientKey(request.ip),
             // A refused upgrade is an upgrade decision: it gets its ws.auth line like any other.
             onExceeded: (request) => {
               if (request.ws) logUpgradeRejected(request.log, app.config.auth.mode, 'rate limited', request.ip)

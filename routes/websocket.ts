@@ -27,20 +27,30 @@ export default async function websocketRoutes(app: FastifyInstance): Promise<voi
     if (!request.ws) return
     const mode = app.wsAuth.mode
     const remote = request.ip
-    if (app.upgradeThrottle.blocked(remote)) {
+    const reservation = app.upgradeThrottle.reserve(remote)
+    if (!reservation.ok) {
       logUpgradeRejected(request.log, mode, 'too many failed upgrades', remote)
+      // The headers describe the limit that fired, not the HTTP limit's (set before this hook).
+      const wait = String(reservation.retryAfterSeconds)
+      reply.headers({ 'retry-after': wait, 'x-ratelimit-limit': String(app.upgradeThrottle.budget), 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': wait })
       return reply.code(429).type('text/plain; charset=utf-8').send('too many failed websocket upgrades')
     }
     if (app.lifecycle.draining) {
+      app.upgradeThrottle.refund(reservation)
       logUpgradeRejected(request.log, mode, 'server draining', remote)
       return reply.code(503).type('text/plain; charset=utf-8').send('server shutting down')
     }
+    if (app.websocketServer.clients.size >= app.connectionCap) {
+      app.upgradeThrottle.refund(reservation)
+      logUpgradeRejected(request.log, mode, 'too many connections', remote)
+      return reply.code(503).type('text/plain; charset=utf-8').send('too many connections')
+    }
     const decision = await app.wsAuth.authorize({ url: request.url, headers: request.headers })
     if (!decision.ok) {
-      app.upgradeThrottle.recordFailure(remote)
       logUpgradeRejected(request.log, mode, decision.reason, remote)
       return reply.code(401).type('text/plain; charset=utf-8').send(decision.reason)
     }
+    app.upgradeThrottle.refund(reservation)
     const connectionId = app.sessionFactory.nextId('local')
     logUpgradeAdmitted(request.log, mode, remote, connectionId, decision.principal, decision.degradedReason)
     request.wsAdmission = { principal: decision.principal, connectionId }

@@ -11,7 +11,9 @@ import engine, { type EnginePluginOptions } from '../plugins/engine.js'
 import lifecycle from '../plugins/lifecycle.js'
 import rateLimits from '../plugins/rate-limit.js'
 import remoteControl, { type RemoteControlPluginOptions } from '../plugins/remote-control.js'
+import requestShape from '../plugins/request-shape.js'
 import sessions from '../plugins/sessions.js'
+import socketGuard from '../plugins/socket-guard.js'
 import type { Clock } from './clock.js'
 import wsAuth from '../plugins/ws-auth.js'
 import healthRoutes from '../routes/health.js'
@@ -56,8 +58,14 @@ const PLAIN_TEXT = 'text/plain; charset=utf-8'
 export async function buildApp(config: Config, options: BuildOptions): Promise<FastifyInstance> {
   // Typed as Fastify's logger interface, so the app is the `FastifyInstance` plugins are written for.
   const loggerInstance: FastifyBaseLogger = options.logger
+  const headerTimeoutMs = config.limits.headerTimeoutMs
   const app = Fastify({
     loggerInstance,
+    // An upgrade endpoint's requests are headers only: a socket that has not sent them in time
+    // is closed (Node's defaults hold it 60-90 s), checked often enough for the bound to mean it.
+    requestTimeout: headerTimeoutMs,
+    keepAliveTimeout: 5_000,
+    http: { headersTimeout: headerTimeoutMs, requestTimeout: headerTimeoutMs, connectionsCheckingInterval: Math.min(1_000, Math.max(50, Math.floor(headerTimeoutMs / 2))) },
     frameworkErrors: answerBadUrl(config),
     return503OnClosing: true,
     forceCloseConnections: 'idle',
@@ -67,11 +75,15 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
   await app.register(lifecycle)
   await app.register(wsAuth, { ...(options.queryToken ? { queryToken: options.queryToken } : {}), ...(options.now ? { now: options.now } : {}) })
   await app.register(websocket, {
-    options: { maxPayload: config.maxPayloadBytes },
+    // No subprotocol is ever selected: codex offers none, and ws would echo the first one
+    // offered into the 101 — some clients put a token there.
+    options: { maxPayload: config.maxPayloadBytes, handleProtocols: () => false },
     preClose: async function closeWebSocketServer() {
       await closeWebSockets(app.websocketServer)
     },
   })
+  await app.register(socketGuard)
+  await app.register(requestShape)
   await app.register(browserGuard)
   await app.register(rateLimits, options.now ? { now: options.now } : {})
   await app.register(sessions, options.timers ? { timers: options.timers } : {})

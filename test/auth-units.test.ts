@@ -4,6 +4,7 @@
  * checks run against an injected clock.
  */
 import t from 'tap'
+import { createHmac } from 'node:crypto'
 import { CompactSign, base64url } from 'jose'
 import { parseBearer } from '../src/auth/bearer.js'
 import { checkBrowserRequest, isLoopbackHostHeader, type BrowserGuardRules } from '../src/auth/browser-guard.js'
@@ -28,7 +29,7 @@ function longSecret(label: string): string {
 }
 
 function rules(secret: string, extra: Partial<SignedBearerRules> = {}): SignedBearerRules {
-  return { sharedSecret: enc.encode(secret), issuer: null, audience: null, maxClockSkewSeconds: 30, ...extra }
+  return { sharedSecret: enc.encode(secret), issuer: null, audience: null, maxClockSkewSeconds: 30, maxTokenLifetimeSeconds: 0, ...extra }
 }
 
 function scopesOf(p: Principal): string[] {
@@ -272,6 +273,75 @@ t.test('verifySignedBearer', async (t) => {
       t.same(await verifySignedBearer(jws, rules(secret), NOW_MS), INVALID, `payload ${JSON.stringify(payload)}`)
     }
   })
+
+  /**
+   * HS256 over header and payload texts exactly as given (duplicate names, parameters jose
+   * would refuse to sign, raw segments), with the right key: only the verifier's strictness
+   * can refuse these.
+   */
+  const signText = (headerText: string, payloadSegment: string): string => {
+    const h = Buffer.from(headerText).toString('base64url')
+    return registerCanary(`${h}.${payloadSegment}.${createHmac('sha256', enc.encode(secret)).update(`${h}.${payloadSegment}`).digest('base64url')}`)
+  }
+  const b64u = (text: string): string => Buffer.from(text).toString('base64url')
+  const signRaw = async (header: Record<string, unknown>, payloadText: string): Promise<string> => signText(JSON.stringify(header), b64u(payloadText))
+
+  t.test('strict header: only alg, typ and kid; b64:false and crit refused', async (t) => {
+    const payload = JSON.stringify(base)
+    t.ok((await verifySignedBearer(await signRaw({ alg: 'HS256', typ: 'JWT', kid: 'k1' }, payload), rules(secret), NOW_MS)).ok, 'alg, typ, kid: accepted')
+    // RFC 7797: with b64:false the payload travels as raw JSON, signed as it is; a verifier
+    // that honours b64 (jose does, with crit) accepts it.
+    const unencoded = signText(JSON.stringify({ alg: 'HS256', b64: false, crit: ['b64'] }), `{"sub":"user-1","exp":${NOW + 3600}}`)
+    t.same(await verifySignedBearer(unencoded, rules(secret), NOW_MS), INVALID, 'b64:false with crit')
+    for (const extra of [{ crit: ['exp'] }, { jku: 'https://example.com/k' }, { x5u: 'https://example.com/c' }, { cty: 'JWT' }, { zip: 'DEF' }]) {
+      t.same(await verifySignedBearer(await signRaw({ alg: 'HS256', ...extra }, payload), rules(secret), NOW_MS), INVALID, `header ${JSON.stringify(extra)}`)
+    }
+  })
+
+  t.test('strict encoding: canonical base64url only', async (t) => {
+    const jwt = await signJwt(secret, base)
+    t.ok((await verifySignedBearer(jwt, rules(secret), NOW_MS)).ok, 'the token as signed')
+    const [h, p, sig] = jwt.split('.') as [string, string, string]
+    const padded = (part: string) => part + '='.repeat((4 - (part.length % 4)) % 4 || 1)
+    t.same(await verifySignedBearer(`${jwt}=`, rules(secret), NOW_MS), INVALID, '= appended to the signature')
+    t.same(await verifySignedBearer(`${padded(h)}.${p}.${sig}`, rules(secret), NOW_MS), INVALID, 'padded header')
+    t.same(await verifySignedBearer(`${h}.${padded(p)}.${sig}`, rules(secret), NOW_MS), INVALID, 'padded payload')
+    const std = (part: string) => part.replace(/-/g, '+').replace(/_/g, '/')
+    if (/[-_]/.test(jwt)) t.same(await verifySignedBearer(`${std(h)}.${std(p)}.${std(sig)}`, rules(secret), NOW_MS), INVALID, 'standard base64 alphabet')
+    // A signature's last character carries spare bits: a different character that decodes to the same bytes.
+    const last = sig[sig.length - 1]!
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+    const twin = [...alphabet].find((c) => c !== last && Buffer.from(sig.slice(0, -1) + c, 'base64url').equals(Buffer.from(sig, 'base64url')))
+    t.ok(twin, 'the signature has a non-canonical twin')
+    t.same(await verifySignedBearer(`${h}.${p}.${sig.slice(0, -1)}${twin}`, rules(secret), NOW_MS), INVALID, 'stray bits in the last character')
+    t.same(await verifySignedBearer(`${h}.${p}.${sig} `, rules(secret), NOW_MS), INVALID, 'trailing space')
+  })
+
+  t.test('duplicate names are refused, in claims and header', async (t) => {
+    const ok = await signRaw({ alg: 'HS256' }, `{"sub":"a","exp":${NOW + 3600}}`)
+    t.ok((await verifySignedBearer(ok, rules(secret), NOW_MS)).ok, 'no duplicate: accepted')
+    for (const text of [
+      `{"sub":"a","exp":${NOW + 3600},"exp":${NOW + 7200}}`,
+      `{"exp":${NOW - 99999},"sub":"a","exp":${NOW + 3600}}`,
+      `{"iss":"a","\\u0069ss":"b","exp":${NOW + 3600}}`,
+    ]) {
+      t.same(await verifySignedBearer(await signRaw({ alg: 'HS256' }, text), rules(secret), NOW_MS), INVALID, text)
+    }
+    const nested = await signRaw({ alg: 'HS256' }, `{"exp":${NOW + 3600},"a":{"x":1},"b":{"x":2},"c":[{"x":1},{"x":1}],"d":"\\"exp\\""}`)
+    t.ok((await verifySignedBearer(nested, rules(secret), NOW_MS)).ok, 'equal names in nested objects and in strings are not duplicates')
+    // The header is JSON too; jose refuses some duplicates itself, the shape check all of them.
+    t.same(await verifySignedBearer(signText('{"alg":"HS256","alg":"HS256"}', b64u(JSON.stringify(base))), rules(secret), NOW_MS), INVALID, 'duplicate alg in the header')
+  })
+
+  t.test('--ws-max-token-lifetime-seconds', async (t) => {
+    const limited = rules(secret, { maxTokenLifetimeSeconds: 3600 })
+    t.ok((await verifySignedBearer(await signJwt(secret, { iat: NOW, exp: NOW + 3600 }), limited, NOW_MS)).ok, 'exactly the limit')
+    t.same(await verifySignedBearer(await signJwt(secret, { iat: NOW, exp: NOW + 3601 }), limited, NOW_MS), { ok: false, reason: 'websocket jwt lifetime too long' }, 'exp − iat over the limit')
+    t.same(await verifySignedBearer(await signJwt(secret, { exp: NOW + 7200 }), limited, NOW_MS), { ok: false, reason: 'websocket jwt lifetime too long' }, 'no iat: exp − now')
+    t.ok((await verifySignedBearer(await signJwt(secret, { exp: NOW + 600 }), limited, NOW_MS)).ok, 'no iat, within the limit')
+    t.same(await verifySignedBearer(await signJwt(secret, { iat: 'x', exp: NOW + 60 }), limited, NOW_MS), INVALID, 'iat not a number')
+    t.ok((await verifySignedBearer(await signJwt(secret, { iat: NOW, exp: NOW + 10 * 365 * 86_400 }), rules(secret), NOW_MS)).ok, 'off by default: a ten-year token is accepted')
+  })
 })
 
 // ---------------------------------------------------------------------------------------------
@@ -407,7 +477,7 @@ t.test('AuthPolicy', async (t) => {
     const secret = longSecret('policy')
     let now = NOW_MS
     const policy = new AuthPolicy(
-      { mode: 'signedBearerToken', sharedSecret: enc.encode(secret), issuer: 'iss-a', audience: 'aud-a', maxClockSkewSeconds: 30 },
+      { mode: 'signedBearerToken', sharedSecret: enc.encode(secret), issuer: 'iss-a', audience: 'aud-a', maxClockSkewSeconds: 30, maxTokenLifetimeSeconds: 0 },
       { now: () => now },
     )
     t.equal(policy.mode, 'signedBearerToken')

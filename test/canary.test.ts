@@ -647,3 +647,60 @@ t.test('subprocess: stdout JSON logs at debug hold no token and no canary', asyn
     'stderr holds no other canary',
   )
 })
+
+t.test('malformed query shapes carrying the real token leave no token in any log line', async (t) => {
+  // The shapes an outside attack found on stdout: each is refused, and the log must not depend
+  // on the query parsing as a well-behaved client writes it.
+  const server = await start(t)
+  const token = server.token!
+  const refused = [`/?x#token=${token}`, `/?token%3D${token}`, `/?a"b=${token}`, `/#token=${token}`, `/%3Ftoken=${token}`, `/?token=${token}#`]
+  // Odd but valid: the token parses, so this connects; its log lines must be as clean.
+  const accepted = [`/?a=1&&token=${token}`]
+  for (const target of [...refused, ...accepted]) {
+    for (const upgrade of [true, false]) {
+      const r = await rawRequest(server.port, { target, upgrade })
+      const expected = upgrade && accepted.includes(target) ? 101 : r.status >= 400 ? r.status : 'a refusal'
+      t.equal(r.status, expected, `${upgrade ? 'upgrade' : 'GET'} ${target.replace(token, 'T')}: ${r.status}`)
+      record(r.head + r.body)
+    }
+  }
+  t.ok(server.logs.lines.some((l) => typeof (l.req as { url?: unknown } | undefined)?.url === 'string'), 'request lines were logged')
+  t.same(leakedCanaries(server.logs.text()), [], 'no token in the logs')
+})
+
+t.test('an offered subprotocol is never echoed, even a token', async (t) => {
+  const server = await start(t)
+  const token = server.token!
+  const offered = canary('subprotocol')
+  const r = await rawRequest(server.port, { target: `/?token=${token}`, upgrade: true, headers: [`Sec-WebSocket-Protocol: ${offered}, ${token}`] })
+  t.equal(r.status, 101, 'the connection is accepted (the query token is valid)')
+  t.notMatch(r.head, /sec-websocket-protocol/i, 'no subprotocol is selected')
+  record(r.head)
+  t.same(leakedCanaries(r.head), [])
+})
+
+t.test('ambiguous requests are refused, not resolved by "first one wins"', async (t) => {
+  const server = await start(t)
+  const token = server.token!
+  const host = `127.0.0.1:${server.port}`
+  const cases: [string, RawOptions, number][] = [
+    ['a valid Host then an invalid one', { target: `/?token=${token}`, upgrade: true, headers: ['Host: evil.example'] }, 400],
+    ['two Authorization headers, valid first', { target: '/', upgrade: true, headers: [`Authorization: Bearer ${token}`, 'Authorization: Bearer nope'] }, 400],
+    ['an asterisk-form target', { target: `*?token=${token}`, upgrade: true }, 400],
+    ['a fragment before the query', { target: `/#?token=${token}`, upgrade: true }, 400],
+    ['a fragment after a valid query', { target: `/?token=${token}#x`, upgrade: true }, 400],
+    ['an absolute-form target naming another authority', { target: `http://evil.example/?token=${token}`, upgrade: true }, 400],
+    ['an absolute-form target with userinfo', { target: `http://x@${host}/?token=${token}`, upgrade: true }, 400],
+    ['a plain GET with two Host headers', { target: '/healthz', headers: ['Host: evil.example'] }, 400],
+    ['an IPv6 zone id in Host', { target: `/?token=${token}`, upgrade: true, host: `[::1%lo]:${server.port}` }, 403],
+    ['an absolute-form target naming this server', { target: `http://${host}/?token=${token}`, upgrade: true }, 101],
+  ]
+  for (const [what, opts, status] of cases) {
+    const r = await rawRequest(server.port, opts)
+    t.equal(r.status, status, `${what}: ${status}`)
+    record(r.head + r.body)
+  }
+  const refusals = server.logs.authEvents().filter((l) => l.outcome === 'rejected').map((l) => l.reason)
+  t.ok(refusals.includes('duplicate host header') && refusals.includes('fragment in target'), 'each upgrade refusal is explained by its ws.auth line')
+  t.same(leakedCanaries(server.logs.text()), [])
+})

@@ -311,6 +311,14 @@ t.test('signed mode: secret trimmed, issuer/audience, skew default', async (t) =
   t.equal(c.auth.issuer, null, 'no issuer: not checked')
   t.equal(c.auth.audience, null, 'no audience: not checked')
   t.equal(c.auth.maxClockSkewSeconds, 30, 'skew defaults to 30')
+  t.equal(c.auth.maxTokenLifetimeSeconds, 0, 'token lifetime: not checked by default')
+  const limited = load([...SIGNED, '--ws-shared-secret-file', path, '--ws-max-token-lifetime-seconds', '900'])
+  if (limited.auth.mode !== 'signedBearerToken') return t.fail('signed mode expected')
+  t.equal(limited.auth.maxTokenLifetimeSeconds, 900)
+  t.throws(() => load([...SIGNED, '--ws-shared-secret-file', path, '--ws-max-token-lifetime-seconds', '-1']), 'negative lifetime refused')
+  t.throws(() => load([...SIGNED, '--ws-shared-secret-file', path, '--ws-max-token-lifetime-seconds', 'soon']), 'non-numeric lifetime refused')
+  t.throws(() => load(['--ws-max-token-lifetime-seconds', '900']), /websocket auth flags require/, 'the lifetime flag needs JWT mode')
+  t.throws(() => load(['--ws-auth', 'capability-token', '--ws-token-sha256', 'a'.repeat(64), '--ws-max-token-lifetime-seconds', '900']), /`--ws-max-token-lifetime-seconds` requires `--ws-auth signed-bearer-token`/, 'not with a capability token')
 
   const c2 = load([...SIGNED, '--ws-shared-secret-file', path, '--ws-issuer', '  https://issuer.example  ', '--ws-audience', ' app ', '--ws-max-clock-skew-seconds', '5'])
   if (c2.auth.mode !== 'signedBearerToken') return t.fail('signed mode expected')
@@ -494,7 +502,7 @@ t.test('every flag default is a value its own parser accepts, within its bounds'
       t.equal(f.kind, 'integer')
     }
   }
-  t.same(c.limits, { httpPerMinute: 600, failedUpgradesPerMinute: 30, rpcRatePerSecond: 1000, rpcBurst: 2000, maxInFlight: 4096, maxOutboundBufferBytes: 16 * 1024 * 1024 })
+  t.same(c.limits, { httpPerMinute: 600, failedUpgradesPerMinute: 30, rpcRatePerSecond: 1000, rpcBurst: 2000, maxInFlight: 4096, maxOutboundBufferBytes: 16 * 1024 * 1024, maxConnections: 0, maxPendingPerClient: 32, headerTimeoutMs: 10_000 })
   t.equal(c.maxPayloadBytes, 16 * 1024 * 1024)
   t.equal(c.pingIntervalMs, 0)
   t.equal(c.remoteControlWaitMs, 30_000)

@@ -4,13 +4,24 @@
  * process-wide in-flight bound.
  */
 import t from 'tap'
+import { randomBytes } from 'node:crypto'
+import { writeFile } from 'node:fs/promises'
+import { request as httpRequest } from 'node:http'
+import { connect as netConnect } from 'node:net'
+import { join } from 'node:path'
+import { clientKey } from '../src/auth/client-key.js'
+import { connectionCap } from '../src/auth/socket-guard.js'
+import { openFileLimit } from '../src/util/fd-limit.js'
 import { FailedUpgradeThrottle } from '../src/auth/upgrade-throttle.js'
 import { OVERLOADED_MESSAGE } from '../src/rpc/errors.js'
 import { InFlightLimit } from '../src/rpc/in-flight.js'
 import { defineMethod, type MethodDefinition } from '../src/rpc/method.js'
 import { TokenBucket } from '../src/rpc/token-bucket.js'
 import type { AppServices } from '../src/services.js'
+import { sha256 } from '../src/util/sha256.js'
 import { canary } from './helpers/canary.js'
+import { nowSeconds, signJwt } from './helpers/jwt.js'
+import { tempDir } from './helpers/temp-dir.js'
 import { connect, httpGet, refuse, tryUpgrade, type RpcClient } from './helpers/client.js'
 import { ManualClock } from './helpers/manual-clock.js'
 import { startServer, type LogLine, type StartOptions, type TestServer } from './helpers/server.js'
@@ -83,68 +94,91 @@ t.test('TokenBucket: burst, refill rate, never above burst', async (t) => {
   t.notOk(b2.take(), 'a clock going backwards grants nothing')
 })
 
-t.test('FailedUpgradeThrottle: budget per window', async (t) => {
+t.test('FailedUpgradeThrottle: a budget per client, refilled continuously', async (t) => {
   const clock = new ManualClock({ monotonicMs: 1_000_000 })
   const throttle = new FailedUpgradeThrottle(3, clock.monotonicMs)
   t.ok(throttle.enabled)
-  t.notOk(throttle.blocked('10.0.0.1'), 'an unknown address is not blocked')
-  throttle.recordFailure('10.0.0.1')
-  throttle.recordFailure('10.0.0.1')
-  t.notOk(throttle.blocked('10.0.0.1'), 'under budget')
-  throttle.recordFailure('10.0.0.1')
-  t.ok(throttle.blocked('10.0.0.1'), 'budget spent: blocked')
-  t.notOk(throttle.blocked('10.0.0.2'), 'other addresses are not affected')
+  for (let i = 0; i < 3; i++) t.ok(throttle.reserve('10.0.0.1').ok, `failure ${i + 1} of 3 is evaluated`)
+  const refused = throttle.reserve('10.0.0.1')
+  t.same(refused, { ok: false, retryAfterSeconds: 20 }, 'budget spent: refused, one token back in 60 s / 3')
+  t.ok(throttle.reserve('10.0.0.2').ok, 'other addresses are not affected')
 
-  clock.advance(59_999)
-  t.ok(throttle.blocked('10.0.0.1'), 'still blocked until the window ends')
+  clock.advance(19_999)
+  t.notOk(throttle.reserve('10.0.0.1').ok, 'not a whole token yet')
   clock.advance(1)
-  t.notOk(throttle.blocked('10.0.0.1'), 'a new window resets the budget')
-  throttle.recordFailure('10.0.0.1')
-  t.notOk(throttle.blocked('10.0.0.1'), 'one failure in the new window is under budget')
+  t.ok(throttle.reserve('10.0.0.1').ok, 'one token after a third of the minute, not a whole window')
+  t.notOk(throttle.reserve('10.0.0.1').ok, 'and only one')
+  clock.advance(60_000)
+  for (let i = 0; i < 3; i++) t.ok(throttle.reserve('10.0.0.1').ok, `refilled to the burst (${i + 1})`)
+  t.notOk(throttle.reserve('10.0.0.1').ok, 'never past the burst')
 })
 
-t.test('FailedUpgradeThrottle: window is fixed from the first failure', async (t) => {
+t.test('FailedUpgradeThrottle: reservations are taken before evaluation and admitted ones are given back', async (t) => {
   const clock = new ManualClock({ monotonicMs: 1_000_000 })
-  const throttle = new FailedUpgradeThrottle(2, clock.monotonicMs, 1000)
-  throttle.recordFailure('a')
-  clock.advance(999)
-  throttle.recordFailure('a')
-  t.ok(throttle.blocked('a'), 'two failures within the window')
-  clock.advance(1)
-  t.notOk(throttle.blocked('a'), 'the window started at the first failure')
+  const throttle = new FailedUpgradeThrottle(5, clock.monotonicMs)
+  // 50 attempts in flight at once: only the budget is ever evaluated.
+  const held = Array.from({ length: 50 }, () => throttle.reserve('10.0.0.9'))
+  t.equal(held.filter((r) => r.ok).length, 5, 'five reservations granted among fifty concurrent attempts')
+  for (const r of held) throttle.refund(r)
+  t.equal(throttle.size, 0, 'all admitted: the bucket is full again and forgotten')
+  const a = throttle.reserve('10.0.0.9')
+  throttle.refund(a)
+  throttle.refund(a)
+  for (let i = 0; i < 5; i++) t.ok(throttle.reserve('10.0.0.9').ok)
+  t.notOk(throttle.reserve('10.0.0.9').ok, 'refunds never raise the budget past its burst')
+})
+
+t.test('FailedUpgradeThrottle: loopback is one client, IPv6 counts per /64', async (t) => {
+  const clock = new ManualClock({ monotonicMs: 1_000_000 })
+  const throttle = new FailedUpgradeThrottle(2, clock.monotonicMs)
+  t.ok(throttle.reserve('127.0.0.1').ok && throttle.reserve('127.0.0.2').ok)
+  for (const other of ['127.0.0.1', '127.9.9.9', '::1', '::ffff:127.0.0.5', '0:0:0:0:0:0:0:1']) {
+    t.notOk(throttle.reserve(other).ok, `${other} shares the loopback budget`)
+  }
+  t.ok(throttle.reserve('2001:db8::1').ok && throttle.reserve('2001:db8:0:0:ffff::2').ok)
+  t.notOk(throttle.reserve('2001:0db8:0000:0000::3').ok, 'the same /64, written differently')
+  t.ok(throttle.reserve('2001:db8:0:1::1').ok, 'the next /64 is another client')
+  t.ok(throttle.reserve('::ffff:10.1.2.3').ok && throttle.reserve('10.1.2.3').ok)
+  t.notOk(throttle.reserve('10.1.2.3').ok, 'an IPv4-mapped address is its IPv4 address')
+})
+
+t.test('clientKey', async (t) => {
+  t.equal(clientKey('127.0.0.1'), 'loopback')
+  t.equal(clientKey('127.255.255.254'), 'loopback')
+  t.equal(clientKey('::1'), 'loopback')
+  t.equal(clientKey('::ffff:127.0.0.1'), 'loopback')
+  t.equal(clientKey('10.0.0.1'), '10.0.0.1')
+  t.equal(clientKey('::ffff:10.0.0.1'), '10.0.0.1')
+  t.equal(clientKey('2001:db8::1'), '2001:db8:0:0::/64')
+  t.equal(clientKey('2001:DB8:0:0:1:2:3:4'), '2001:db8:0:0::/64')
+  t.equal(clientKey('fe80::1%eth0'), 'fe80:0:0:0::/64', 'a zone id is not part of the prefix')
+  t.equal(clientKey('::'), '0:0:0:0::/64')
+  t.equal(clientKey('64:ff9b::192.0.2.1'), '64:ff9b:0:0::/64', 'an embedded IPv4 tail')
+  t.equal(clientKey('not-an-ip'), 'not-an-ip', 'anything else is its own key')
 })
 
 t.test('FailedUpgradeThrottle: 0 disables it', async (t) => {
   const clock = new ManualClock({ monotonicMs: 1_000_000 })
   const throttle = new FailedUpgradeThrottle(0, clock.monotonicMs)
   t.notOk(throttle.enabled)
-  for (let i = 0; i < 1000; i++) throttle.recordFailure('10.0.0.1')
-  t.notOk(throttle.blocked('10.0.0.1'), 'never blocks')
+  for (let i = 0; i < 1000; i++) t.ok(throttle.reserve('10.0.0.1').ok || t.fail('refused'))
+  t.equal(throttle.size, 0, 'nothing tracked')
 })
 
-t.test('FailedUpgradeThrottle: the table is bounded and evicts the oldest address', async (t) => {
+t.test('FailedUpgradeThrottle: the table is bounded and evicts the oldest client', async (t) => {
   const clock = new ManualClock({ monotonicMs: 1_000_000 })
-  const throttle = new FailedUpgradeThrottle(1, clock.monotonicMs, 60_000, 3)
-  throttle.recordFailure('a')
-  clock.advance(1)
-  throttle.recordFailure('b')
-  clock.advance(1)
-  throttle.recordFailure('c')
-  t.ok(['a', 'b', 'c'].every((r) => throttle.blocked(r)), 'three addresses fit')
-  throttle.recordFailure('d')
-  t.notOk(throttle.blocked('a'), 'the oldest entry was dropped past maxAddresses')
-  t.ok(['b', 'c', 'd'].every((r) => throttle.blocked(r)), 'the newer ones are kept')
-  throttle.recordFailure('e')
-  t.notOk(throttle.blocked('b'), 'then the next oldest')
-  t.ok(['c', 'd', 'e'].every((r) => throttle.blocked(r)))
+  const throttle = new FailedUpgradeThrottle(1, clock.monotonicMs, 3)
+  for (const r of ['10.0.0.1', '10.0.0.2', '10.0.0.3']) throttle.reserve(r)
+  t.ok(['10.0.0.1', '10.0.0.2', '10.0.0.3'].every((r) => !throttle.reserve(r).ok), 'three clients fit, each spent')
+  throttle.reserve('10.0.0.4')
+  t.equal(throttle.size, 3)
+  t.ok(throttle.reserve('10.0.0.1').ok, 'the oldest entry was dropped past maxClients (a fresh budget)')
 
   // A flood of addresses never grows the table past its bound.
-  const big = new FailedUpgradeThrottle(1, clock.monotonicMs, 60_000, 100)
-  for (let i = 0; i < 10_000; i++) big.recordFailure(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`)
-  const size = (big as unknown as { windows: Map<string, unknown> }).windows.size
-  t.ok(size <= 100, `table holds ${size} entries (bound 100)`)
-  t.ok(big.blocked('10.0.39.15'), 'the most recent address is still tracked')
-  t.notOk(big.blocked('10.0.0.0'), 'the first address was evicted')
+  const big = new FailedUpgradeThrottle(1, clock.monotonicMs, 100)
+  for (let i = 0; i < 10_000; i++) big.reserve(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`)
+  t.ok(big.size <= 100, `table holds ${big.size} entries (bound 100)`)
+  t.notOk(big.reserve('10.0.39.15').ok, 'the most recent address is still tracked')
 })
 
 t.test('InFlightLimit', async (t) => {
@@ -268,6 +302,9 @@ t.test('default limits never throttle a normal IDE', async (t) => {
       rpcBurst: 2000,
       maxInFlight: 4096,
       maxOutboundBufferBytes: 16 * 1024 * 1024,
+      maxConnections: 0,
+      maxPendingPerClient: 32,
+      headerTimeoutMs: 10_000,
     },
     'product defaults',
   )
@@ -418,4 +455,137 @@ t.test('--max-in-flight 2: a third request from another connection gets -32001; 
   t.same([readyAgain.status, JSON.parse(readyAgain.body)], [200, { status: 'ready' }], '/readyz: 200 once released')
   const after = await b.request('test/echo', undefined, 'after')
   t.same(after, { id: 'after', result: { ok: true } }, 'requests are served again')
+})
+
+/** One raw upgrade attempt (optionally from another local address): its status and headers; a 101 is closed at once. */
+function rawUpgrade(port: number, path: string, headers: Record<string, string> = {}, localAddress?: string): Promise<{ status: number; headers: Record<string, string | string[] | undefined> }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({
+      host: '127.0.0.1',
+      port,
+      path,
+      // A fresh socket each: the server ends refused upgrades, a pooled socket would be stale.
+      agent: false,
+      ...(localAddress ? { localAddress } : {}),
+      headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': randomBytes(16).toString('base64'), ...headers },
+    })
+    req.on('upgrade', (res, socket) => {
+      socket.destroy()
+      resolve({ status: res.statusCode ?? 0, headers: res.headers })
+    })
+    req.on('response', (res) => {
+      res.resume()
+      resolve({ status: res.statusCode ?? 0, headers: res.headers })
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+t.test('the failed-upgrade budget holds under concurrency, in every mode, and cannot be dodged from another loopback address', async (t) => {
+  const dir = tempDir('throttle', t)
+  const secret = canary('throttle-shared-secret-padding-to-thirty-two-bytes')
+  const secretFile = join(dir, 'secret')
+  await writeFile(secretFile, secret, { mode: 0o600 })
+  const capability = canary('capability')
+  const modes: { name: string; argv: string[]; bad: () => Promise<[string, Record<string, string>]>; good: (server: TestServer) => Promise<[string, Record<string, string>]> }[] = [
+    { name: 'query token', argv: [], bad: async () => [`/?token=${canary('bad')}`, {}], good: async (s) => [`/?token=${s.token}`, {}] },
+    {
+      name: 'capability token',
+      argv: ['--ws-auth', 'capability-token', '--ws-token-sha256', sha256(Buffer.from(capability)).toString('hex')],
+      bad: async () => ['/', { Authorization: `Bearer ${canary('bad')}` }],
+      good: async () => ['/', { Authorization: `Bearer ${capability}` }],
+    },
+    {
+      name: 'signed bearer',
+      argv: ['--ws-auth', 'signed-bearer-token', '--ws-shared-secret-file', secretFile],
+      // Well-formed tokens with a wrong key: each one costs a real HMAC verification.
+      bad: async () => ['/', { Authorization: `Bearer ${await signJwt(canary('wrong-key-padding-to-thirty-two-bytes'), { exp: nowSeconds() + 600 })}` }],
+      good: async () => ['/', { Authorization: `Bearer ${await signJwt(secret, { exp: nowSeconds() + 600 })}` }],
+    },
+  ]
+  for (const mode of modes) {
+    const clock = new ManualClock({ wallMs: Date.now() })
+    const server = await start(t, { argv: ['--failed-upgrade-limit', '5', ...mode.argv], now: clock.wallMs })
+    const attempts = await Promise.all(Array.from({ length: 200 }, () => mode.bad()))
+    const results = await Promise.all(attempts.map(([path, headers]) => rawUpgrade(server.port, path, headers)))
+    const evaluated = results.filter((r) => r.status === 401).length
+    t.equal(evaluated, 5, `${mode.name}: 200 concurrent bad credentials, exactly the budget of 5 evaluated`)
+    t.equal(results.filter((r) => r.status === 429).length, 195, `${mode.name}: the rest refused before evaluation`)
+
+    const [goodPath, goodHeaders] = await mode.good(server)
+    const blocked = await rawUpgrade(server.port, goodPath, goodHeaders)
+    t.equal(blocked.status, 429, `${mode.name}: the right credential waits too`)
+    t.equal(blocked.headers['retry-after'], '12', `${mode.name}: Retry-After is the wait for one token (60 s / 5)`)
+    t.equal(blocked.headers['x-ratelimit-limit'], '5', `${mode.name}: the rate-limit headers describe the limit that fired`)
+    t.equal(blocked.headers['x-ratelimit-remaining'], '0')
+    const dodge = await rawUpgrade(server.port, goodPath, goodHeaders, '127.0.0.2')
+    t.equal(dodge.status, 429, `${mode.name}: another loopback address shares the budget`)
+
+    clock.advance(12_000)
+    const back = await rawUpgrade(server.port, goodPath, goodHeaders, '127.0.0.3')
+    t.equal(back.status, 101, `${mode.name}: 12 s later the right credential connects (not a minute)`)
+    const again = await rawUpgrade(server.port, goodPath, goodHeaders)
+    t.equal(again.status, 101, `${mode.name}: an admitted upgrade gives its token back`)
+  }
+})
+
+t.test('pre-auth resources are bounded: stalled sockets, the connection cap, health kept reachable', async (t) => {
+  const server = await start(t, { argv: ['--max-connections', '5', '--max-pending-per-client', '10', '--header-timeout-ms', '2000'] })
+  t.equal(server.app.connectionCap, 5)
+  // 300 sockets that never finish their request headers, from one (loopback) client.
+  const stalled = await Promise.all(
+    Array.from({ length: 300 }, (_, i) =>
+      new Promise<{ closed: Promise<void> }>((resolve, reject) => {
+        const socket = netConnect({ host: '127.0.0.1', port: server.port, localAddress: `127.0.0.${1 + (i % 3)}` }, () => {
+          socket.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n')
+          resolve({ closed })
+        })
+        const closed = new Promise<void>((done) => socket.once('close', () => done()))
+        // Read what the server answers (a 408 at the header timeout), so its end is seen.
+        socket.resume()
+        socket.on('error', () => undefined)
+        socket.once('error', reject)
+        t.teardown(() => socket.destroy())
+      }),
+    ),
+  )
+  // The server accepts from its backlog after the clients see their connects: wait for all 300.
+  await until(() => server.app.socketGuard.closedCount + server.app.socketGuard.size >= 300, 'the server to accept every socket', 30_000)
+  t.ok(server.app.socketGuard.pendingCount <= 10, `one client holds at most 10 pending sockets (${server.app.socketGuard.pendingCount}), whichever loopback address it uses`)
+  t.ok(server.app.socketGuard.closedCount >= 290, `the oldest were closed (${server.app.socketGuard.closedCount})`)
+  const health = await httpGet(`${server.httpBase}/healthz`)
+  t.equal(health.status, 200, 'a health probe from the same client still gets through')
+
+  // The cap: five WebSocket connections, the sixth upgrade is refused; health still answers.
+  const clients = await Promise.all(Array.from({ length: 5 }, () => open(t, server)))
+  await Promise.all(clients.map((c) => c.initialize('cap', '1.0.0')))
+  const sixth = await tryUpgrade(server.wsUrl)
+  if ('ws' in sixth) sixth.ws.terminate()
+  t.ok('refused' in sixth && sixth.refused.status === 503 && sixth.refused.body === 'too many connections', 'past the cap: 503 too many connections')
+  t.equal((await httpGet(`${server.httpBase}/healthz`)).status, 200, 'the headroom is kept for health probes')
+  clients[0]!.ws.close()
+  await until(() => server.app.websocketServer.clients.size < 5, 'the closed connection to go')
+  const again = await tryUpgrade(server.wsUrl)
+  t.ok('ws' in again, 'a freed slot is used again')
+  if ('ws' in again) again.ws.terminate()
+
+  // Node's header timeout closes the rest, without anyone sending anything.
+  await Promise.all(stalled.map((s) => s.closed))
+  t.equal(server.app.socketGuard.pendingCount, 0, 'every stalled socket was closed by the header timeout')
+})
+
+t.test('connectionCap and openFileLimit', async (t) => {
+  t.equal(connectionCap(0, 20_000, 1), 20_000 - 320, 'auto: the open-file limit less the headroom')
+  t.equal(connectionCap(0, 20_000, 2), Math.floor((20_000 - 320) / 2), 'two files a connection with an engine')
+  t.equal(connectionCap(100, 20_000, 2), 100, 'a configured cap below the limit')
+  t.equal(connectionCap(50_000, 1024, 1), 1024 - 320, 'a configured cap above the limit is lowered')
+  t.equal(connectionCap(0, null, 1), 10_000, 'no limit known: a fixed default')
+  t.equal(connectionCap(0, 100, 2), 1, 'never below one')
+  const limits = 'Limit                     Soft Limit           Hard Limit           Units\nMax open files            1024                 524288               files\n'
+  t.equal(openFileLimit(() => limits), 1024, 'the soft limit')
+  t.equal(openFileLimit(() => limits.replace('1024 ', 'unlimited ').replace('1024', 'unlimited')), Number.MAX_SAFE_INTEGER)
+  t.equal(openFileLimit(() => 'garbage'), null)
+  t.equal(openFileLimit(() => { throw new Error('ENOENT') }), null)
+  t.type(openFileLimit(), 'number', 'this machine has /proc')
 })

@@ -5,8 +5,9 @@ export type BearerResult = { ok: true; token: string } | { ok: false; reason: st
 
 export function parseBearer(header: string | string[] | undefined): BearerResult {
   if (header === undefined) return { ok: false, reason: 'missing websocket bearer token' }
-  // Node joins repeated Authorization headers with ", "; an array never reaches here for it,
-  // but refuse one defensively rather than pick an entry.
+  // Node keeps only the first of repeated Authorization headers; the request-shape check
+  // (src/auth/request-shape.ts) refuses such a request before it gets here. An array never
+  // comes from Node for this header, but is refused rather than picked from.
   if (Array.isArray(header)) return { ok: false, reason: 'invalid authorization header' }
   if (!isVisibleAscii(header)) return { ok: false, reason: 'invalid authorization header' }
   const space = header.indexOf(' ')

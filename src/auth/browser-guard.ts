@@ -36,7 +36,8 @@ export function isLoopbackHostHeader(host: string | undefined): boolean {
     const close = host.indexOf(']')
     if (close < 0) return false
     name = host.slice(1, close)
-    if (isIP(name) !== 6) return false
+    // A zone id (`[::1%lo]`) names an interface, not an address: never a loopback name.
+    if (name.includes('%') || isIP(name) !== 6) return false
     rest = host.slice(close + 1)
   } else {
     const colon = host.indexOf(':')

@@ -105,6 +105,7 @@ const TABLE = {
   wsIssuer: text('ws-issuer', { valueName: 'ISS', parse: parseBlankAsNull, help: 'required JWT issuer (blank: not checked)' }),
   wsAudience: text('ws-audience', { valueName: 'AUD', parse: parseBlankAsNull, help: 'required JWT audience (blank: not checked)' }),
   wsMaxClockSkewSeconds: integer('ws-max-clock-skew-seconds', { valueName: 'N', default: 30, min: 0, max: DAY_SECONDS, help: 'clock skew allowed on JWT exp and nbf' }),
+  wsMaxTokenLifetimeSeconds: integer('ws-max-token-lifetime-seconds', { valueName: 'N', default: 0, min: 0, max: 366 * DAY_SECONDS, help: 'refuse JWTs whose exp − iat (or exp − now without iat) is longer (0: off)' }),
   noTokenCheck: toggle('no-token-check', 'accept connections without a valid query token (loopback only; degraded scopes)'),
   allowOrigin: list('allow-origin', {
     valueName: 'ORIGIN',
@@ -124,6 +125,21 @@ const TABLE = {
     max: MAX_PAYLOAD_CEILING,
     help: 'bytes queued to a client that does not read before it is closed (1008 slow consumer)',
   }),
+  maxConnections: integer('max-connections', {
+    valueName: 'N',
+    default: 0,
+    min: 0,
+    max: 1_000_000,
+    help: 'WebSocket connections at once; past it upgrades get 503 (0: derived from the open-file limit)',
+  }),
+  maxPendingPerClient: integer('max-pending-per-client', {
+    valueName: 'N',
+    default: 32,
+    min: 1,
+    max: 100_000,
+    help: 'sockets one client may hold before finishing its request headers; past it its oldest is closed',
+  }),
+  headerTimeoutMs: integer('header-timeout-ms', { valueName: 'MS', default: 10_000, min: 100, max: 120_000, help: 'time a socket has to send its request headers (and the request to finish)' }),
   httpRateLimit: integer('http-rate-limit', { valueName: 'N', default: 600, min: 0, max: 10_000_000, help: 'health requests and upgrade attempts per minute per remote address (0: off)' }),
   failedUpgradeLimit: integer('failed-upgrade-limit', {
     valueName: 'N',

@@ -50,6 +50,9 @@ export function loadConfig(argv: readonly string[], options: LoadConfigOptions):
       rpcBurst: value('rpcBurst'),
       maxInFlight: value('maxInFlight'),
       maxOutboundBufferBytes: value('maxOutboundBuffer'),
+      maxConnections: value('maxConnections'),
+      maxPendingPerClient: value('maxPendingPerClient'),
+      headerTimeoutMs: value('headerTimeoutMs'),
     },
     accounts: resolveAccounts(value),
     remoteControlWaitMs: 1000 * value('remoteControlWaitSeconds'),
@@ -68,7 +71,7 @@ function resolveAuth(settings: RawSettings, value: Reader, loopback: boolean): W
   const isSet = (key: FlagKey) => settings.flag(key) !== null
   const mode = value('wsAuth')
   const noTokenCheck = value('noTokenCheck')
-  const jwtFlagSet = isSet('wsSharedSecretFile') || isSet('wsIssuer') || isSet('wsAudience') || isSet('wsMaxClockSkewSeconds')
+  const jwtFlagSet = isSet('wsSharedSecretFile') || isSet('wsIssuer') || isSet('wsAudience') || isSet('wsMaxClockSkewSeconds') || isSet('wsMaxTokenLifetimeSeconds')
   const tokenFlagSet = isSet('wsTokenFile') || isSet('wsTokenSha256')
 
   if (mode === null) {
@@ -81,6 +84,8 @@ function resolveAuth(settings: RawSettings, value: Reader, loopback: boolean): W
   if (noTokenCheck) throw new ConfigError('`--no-token-check` cannot be combined with an explicit `--ws-auth` mode')
 
   if (mode === 'capability-token') {
+    // codex's own message names its four JWT flags; the gateway's fifth gets its own.
+    if (isSet('wsMaxTokenLifetimeSeconds')) throw new ConfigError('`--ws-max-token-lifetime-seconds` requires `--ws-auth signed-bearer-token`')
     if (jwtFlagSet) {
       throw new ConfigError(
         '`--ws-shared-secret-file`, `--ws-issuer`, `--ws-audience`, and `--ws-max-clock-skew-seconds` require `--ws-auth signed-bearer-token`',
@@ -122,6 +127,7 @@ function resolveAuth(settings: RawSettings, value: Reader, loopback: boolean): W
       issuer: value('wsIssuer'),
       audience: value('wsAudience'),
       maxClockSkewSeconds: value('wsMaxClockSkewSeconds'),
+      maxTokenLifetimeSeconds: value('wsMaxTokenLifetimeSeconds'),
     }
   }
 

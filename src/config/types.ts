@@ -23,6 +23,8 @@ export type WsAuthConfig =
       readonly issuer: string | null
       readonly audience: string | null
       readonly maxClockSkewSeconds: number
+      /** 0: not checked. */
+      readonly maxTokenLifetimeSeconds: number
     }
 
 export interface ListenAddress {
@@ -63,6 +65,11 @@ export interface Limits {
   readonly rpcBurst: number
   readonly maxInFlight: number
   readonly maxOutboundBufferBytes: number
+  /** WebSocket connections at once; 0: derived from the open-file limit at start. */
+  readonly maxConnections: number
+  /** Sockets per client that have not finished their request headers. */
+  readonly maxPendingPerClient: number
+  readonly headerTimeoutMs: number
 }
 
 export interface AccountSettings {

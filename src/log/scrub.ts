@@ -1,25 +1,51 @@
 /**
- * Last-line scrubbing for text that may quote a request: every query value and every bearer
- * credential is replaced. The structured serializers already avoid secrets; this catches
- * framework messages that embed a raw URL (e.g. "Reply was already sent ... /?token=...").
+ * Last-line scrubbing for text that may quote a request: query strings, fragments and bearer
+ * credentials. The structured serializers already avoid secrets; this catches framework
+ * messages that embed a raw URL (e.g. "Reply was already sent ... /?token=...").
+ *
+ * Redaction never depends on a query parsing the way a well-behaved client writes it:
+ * 1. a query or fragment starts at `?`, at a `#` that follows a non-space, or at their
+ *    percent-encoded forms (`%3F`, `%23`: a client that encoded its separator still sent one);
+ *    in free text it runs to the next whitespace, in a URL to the end;
+ * 2. a plain query (`key=value` or bare `key` parts joined by `&`, short keys of unreserved
+ *    characters, no fragment) keeps its keys and loses every value;
+ * 3. anything else — a fragment, an encoded separator, an odd character in a key, an empty
+ *    part, a long key (it may be the secret itself) — is written as one `[redacted]`.
  */
 import { REDACTED } from '../util/redaction-markers.js'
 
-// A value runs to the next `&`, `#` or whitespace: quotes and angle brackets are legal in a
-// request target, so they must not end the redaction early.
-const QUERY_VALUE = /([?&;][^=&#\s"'<>]*=)[^&#\s]*/g
+/** Where a query or fragment begins; `#` only after a non-space, so "issue #3" stays. */
+const QUERY_START = /\?|%3f|(?<=\S)(?:#|%23)/i
+const QUERY_IN_TEXT = new RegExp(`(?:${QUERY_START.source})\\S*`, 'gi')
+/** One part of a plain query: a short key of unreserved characters, maybe `=` and a value. */
+const PLAIN_PART = /^([A-Za-z0-9_.~-]{1,24})(=[^&#]*)?$/
+/** A `key=value` pair after `&` or `;` outside any query (a form body quoted in an error). */
+const PAIR_VALUE = /([&;][^=&#\s]*=)[^&#\s]*/g
 const BEARER = /(\bbearer\s+)[^\s"',;]+/gi
 
 export function scrubText(text: string): string {
-  if (!text.includes('=') && !/bearer/i.test(text)) return text
-  return text.replace(QUERY_VALUE, `$1${REDACTED}`).replace(BEARER, `$1${REDACTED}`)
+  return text.replace(QUERY_IN_TEXT, redactQuery).replace(PAIR_VALUE, `$1${REDACTED}`).replace(BEARER, `$1${REDACTED}`)
 }
 
-/** A request target with its query values removed, keys kept: `/x?token=[redacted]`. */
+/** A request target with its query values removed, keys kept when plain: `/x?token=[redacted]`. */
 export function redactUrl(url: string | undefined): string | undefined {
   if (url === undefined) return undefined
-  const q = url.indexOf('?')
-  return q < 0 ? url : url.slice(0, q) + scrubText(url.slice(q))
+  const start = QUERY_START.exec(url)
+  return start === null ? url : url.slice(0, start.index) + redactQuery(url.slice(start.index))
+}
+
+/** `query` starts with its separator; see rules 2 and 3 of the header. */
+function redactQuery(query: string): string {
+  if (query === '?') return query
+  if (query[0] !== '?') return REDACTED
+  const parts = query.slice(1).split('&')
+  const kept: string[] = []
+  for (const part of parts) {
+    const plain = PLAIN_PART.exec(part)
+    if (plain === null) return `?${REDACTED}`
+    kept.push(plain[2] === undefined ? plain[1]! : `${plain[1]}=${REDACTED}`)
+  }
+  return `?${kept.join('&')}`
 }
 
 /** An error's message short enough for a client or a log line, without anything that looks like a credential. */

@@ -1,0 +1,23 @@
+import fp from 'fastify-plugin'
+import type {} from '@fastify/websocket'
+import { checkRequestShape } from '../src/auth/request-shape.js'
+import { logUpgradeRejected } from '../src/auth/audit.js'
+
+/**
+ * Refuses ambiguous requests (duplicate Host or Authorization, asterisk-form, fragment, or an
+ * absolute-form target naming another authority) with a plain 400, on every path, before the
+ * browser guard and the auth decision read them.
+ */
+export default fp(
+  async (app) => {
+    app.addHook('onRequest', async (request, reply) => {
+      const verdict = checkRequestShape(request.raw.rawHeaders, request.raw.url ?? '', request.headers.host)
+      if (verdict.ok) return
+      if (request.ws) logUpgradeRejected(request.log, app.wsAuth.mode, verdict.reason, request.ip)
+      else request.log.debug({ reason: verdict.reason }, 'ambiguous request refused')
+      reply.header('connection', 'close')
+      return reply.code(400).type('text/plain; charset=utf-8').send('bad request')
+    })
+  },
+  { name: 'request-shape', fastify: '5.x', dependencies: ['ws-auth', '@fastify/websocket'] },
+)
