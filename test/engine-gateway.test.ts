@@ -169,7 +169,7 @@ t.test('without an engine: engine methods answer engine unavailable; the gateway
   // `--engine on` with no binary: unavailable, not ready, the gateway still answers.
   const expected = await startServer({ argv: ['--engine', 'on', '--engine-bin', '/nonexistent/codex'] })
   t.teardown(() => expected.close())
-  t.same(JSON.parse((await httpGet(`${expected.httpBase}/healthz`)).body).engine, { state: 'unavailable', version: null })
+  t.same(JSON.parse((await httpGet(`${expected.httpBase}/healthz`)).body).engine, { state: 'unavailable', version: null, reason: 'the configured engine binary does not exist' }, 'and says why, without the path')
   const ready = await httpGet(`${expected.httpBase}/readyz`)
   t.equal(ready.status, 503)
   t.same(JSON.parse(ready.body), { status: 'engine unavailable' })
