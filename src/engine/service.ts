@@ -6,8 +6,9 @@
  * Policy, in the order things happen:
  * 1. `--engine off`: no engine; state `off`. `auto` (the default): an engine when a binary
  *    resolves, else `off` with the reason (logged at info, shown in the banner). `on`: a missing
- *    binary is an error (logged) and the state is `unavailable`. `expected` (an engine is
- *    configured) is what `/readyz` waits on.
+ *    binary is an error (logged) and the state is `unavailable`. The binary is resolved once,
+ *    at construction: one that does not resolve then is not looked for again. `expected` (an
+ *    engine is configured) is what `/readyz` waits on.
  * 2. `start()` does not wait for readiness: the listener comes up at once, the state reads
  *    `starting` until the engine answers `initialize`.
  * 3. On every engine start: the control connection opens, the credentials are handed off
@@ -31,8 +32,8 @@
  *    in-flight requests get -32603 `engine unavailable`, the client is closed with 1012);
  *    clients without an upstream are untouched. Then a restart waits `RestartBackoff`'s
  *    delay (200 ms × 2^(n−1) ±10 %, at most 30 s, back to 200 ms after a minute up): the
- *    engine is retried for as long as the gateway runs (a binary may be installed later),
- *    never in a storm. While it waits the state reads `restarting` when the engine had been
+ *    engine is retried for as long as the gateway runs (a binary that went missing or lost
+ *    its execute bit, say during an upgrade, may come back), never in a storm. While it waits the state reads `restarting` when the engine had been
  *    running, `unavailable` when it never became ready, with the cause as the reason (no
  *    path, no argument); a retry after failed starts reads `starting`. `/readyz` is 503
  *    throughout (it keys on `running`).
