@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import { systemClock, type Clock } from '../src/clock.js'
-import { EngineService, type EngineRunner } from '../src/engine/service.js'
+import { EngineService, type EngineRunner, type EngineServiceOptions } from '../src/engine/service.js'
 import { VERSION } from '../src/version.js'
 
 declare module 'fastify' {
@@ -13,6 +13,10 @@ export interface EnginePluginOptions {
   /** An engine process other than the one the settings resolve and spawn (tests: a fake engine's socket). */
   readonly runner?: EngineRunner
   readonly clock?: Clock
+  /** The control connection's keepalive clock and intervals (tests). */
+  readonly keepAlive?: EngineServiceOptions['keepAlive']
+  /** The restart delay's jitter source (tests). */
+  readonly random?: () => number
 }
 
 /**
@@ -30,6 +34,8 @@ export default fp<EnginePluginOptions>(
       log: app.log,
       clock: opts.clock ?? systemClock,
       ...(opts.runner ? { runner: opts.runner } : {}),
+      ...(opts.keepAlive ? { keepAlive: opts.keepAlive } : {}),
+      ...(opts.random ? { random: opts.random } : {}),
     })
     app.decorate('engine', engine)
     app.addHook('onReady', async () => engine.start())

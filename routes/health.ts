@@ -3,6 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
 import { logUpgradeRejected } from '../src/auth/audit.js'
 import { readiness } from '../src/rpc/lifecycle.js'
+import type { EngineStatus } from '../src/engine/supervisor.js'
 
 const Healthz = Type.Object({
   status: Type.Literal('ok'),
@@ -10,10 +11,12 @@ const Healthz = Type.Object({
     mode: Type.Union([Type.Literal('queryToken'), Type.Literal('capabilityToken'), Type.Literal('signedBearerToken')]),
     enforced: Type.Boolean(),
   }),
-  // State and version only: never the binary's path, its arguments or the reason's details.
+  // State, version and, while it is down, why (fixed wording plus codes): never the binary's
+  // path or its arguments.
   engine: Type.Object({
     state: Type.Union([Type.Literal('off'), Type.Literal('starting'), Type.Literal('running'), Type.Literal('restarting'), Type.Literal('unavailable')]),
     version: Type.Union([Type.String(), Type.Null()]),
+    reason: Type.Optional(Type.String()),
   }),
 })
 const Ready = Type.Object({ status: Type.Literal('ready') })
@@ -35,11 +38,16 @@ export default async function healthRoutes(fastify: FastifyInstance): Promise<vo
   app.get('/healthz', { ...limit, schema: { response: { 200: Healthz } } }, async () => ({
     status: 'ok' as const,
     auth: { mode: app.wsAuth.mode, enforced: app.wsAuth.enforced },
-    engine: { state: app.engine.status.state, version: app.engine.status.version },
+    engine: engineHealth(app.engine.status),
   }))
 
   app.get('/readyz', { ...limit, schema: { response: { 200: Ready, 503: NotReady } } }, async (_request, reply) => {
     const status = readiness(app.lifecycle, app.inFlight, app.engine)
     return status === 'ready' ? { status } : reply.code(503).send({ status })
   })
+}
+
+/** The reason only while the engine is down or coming back (`off` says enough: it was asked for). */
+function engineHealth({ state, version, reason }: EngineStatus): { state: EngineStatus['state']; version: string | null; reason?: string } {
+  return state !== 'off' && reason !== null ? { state, version, reason } : { state, version }
 }

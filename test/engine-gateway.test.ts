@@ -17,6 +17,7 @@ import { connect, httpGet, type RpcClient } from './helpers/client.js'
 import { AttachedEngine } from './helpers/engine-kit.js'
 import { FAKE_ENGINE_INITIALIZE_RESULT, FakeEngine, type FakeEngineConnection } from './helpers/fake-engine.js'
 import { nowSeconds, signJwt } from './helpers/jwt.js'
+import { ManualClock } from './helpers/manual-clock.js'
 import { startServer, type TestServer } from './helpers/server.js'
 
 type Test = import('tap').Test
@@ -31,13 +32,13 @@ interface Rig {
   readonly server: TestServer
 }
 
-async function rig(t: Test, argv: string[] = []): Promise<Rig> {
+async function rig(t: Test, argv: string[] = [], clock?: ManualClock): Promise<Rig> {
   const engine = await FakeEngine.start()
   engine.on('account/login/start', (p) => ({ result: { type: (p as Json).type as string } }))
   engine.on('account/logout', () => ({ result: {} }))
   engine.on('account/read', () => ({ result: { account: null, requiresOpenaiAuth: false } }))
   const runner = new AttachedEngine(engine.socketPath)
-  const server = await startServer({ argv, engine: { runner } })
+  const server = await startServer({ argv, engine: { runner, ...(clock ? { clock } : {}) } })
   t.teardown(async () => {
     await server.close()
     await engine.close()
@@ -169,7 +170,7 @@ t.test('without an engine: engine methods answer engine unavailable; the gateway
   // `--engine on` with no binary: unavailable, not ready, the gateway still answers.
   const expected = await startServer({ argv: ['--engine', 'on', '--engine-bin', '/nonexistent/codex'] })
   t.teardown(() => expected.close())
-  t.same(JSON.parse((await httpGet(`${expected.httpBase}/healthz`)).body).engine, { state: 'unavailable', version: null })
+  t.same(JSON.parse((await httpGet(`${expected.httpBase}/healthz`)).body).engine, { state: 'unavailable', version: null, reason: 'the configured engine binary does not exist' }, 'and says why, without the path')
   const ready = await httpGet(`${expected.httpBase}/readyz`)
   t.equal(ready.status, 503)
   t.same(JSON.parse(ready.body), { status: 'engine unavailable' })
@@ -261,7 +262,8 @@ t.test('approval requests reach only exec clients; replies and resolutions are m
 })
 
 t.test('an engine that goes away: clients are closed with 1012; /readyz turns 503', async (t) => {
-  const { engine, runner, server } = await rig(t)
+  // The restart waits on this clock, which never moves here: the engine stays gone.
+  const { engine, runner, server } = await rig(t, [], new ManualClock())
   const client = await connect(server.wsUrl)
   await client.initialize('ide')
   const upstream = await engineConn(engine, 'ide')

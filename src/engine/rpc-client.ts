@@ -13,6 +13,10 @@
  *   no handler the engine gets -32601.
  * - A frame that is not a codex message (bad JSON, binary, no id or method) is dropped with
  *   a WARN that gives its size and why, never its text: it may carry thread content.
+ * - Keepalive (`keepAlive`, the control connection only): a WebSocket ping every 10 s; when
+ *   nothing at all (pong or frame) has come back for 30 s the engine is taken as hung and the
+ *   caller is told once. A stopped or wedged engine keeps its socket open, so only silence can
+ *   tell it from an idle one; the kernel still accepts our pings, so sending never fails.
  */
 import WebSocket from 'ws'
 import { withheldError, type AppLogger } from '../log/logger.js'
@@ -51,6 +55,18 @@ export interface EngineRpcClientOptions {
   readonly connectTimeoutMs?: number
 }
 
+export interface KeepAliveOptions {
+  readonly intervalMs?: number
+  readonly timeoutMs?: number
+  /** Called once when the engine has been silent for `timeoutMs`; the connection stays as it is. */
+  readonly onUnresponsive: (silentMs: number) => void
+  /** The keepalive's clock, when not the connection's. */
+  readonly timers?: Clock
+}
+
+export const KEEPALIVE_INTERVAL_MS = 10_000
+export const KEEPALIVE_TIMEOUT_MS = 30_000
+
 interface PendingCall {
   readonly method: string
   readonly timer: unknown
@@ -65,13 +81,20 @@ export class EngineRpcClient {
   private readonly closeListeners = new Set<() => void>()
   private requestHandler: RequestHandler | null = null
   private closed = false
+  /** Something (a pong or a frame) came from the engine since the keepalive last looked. */
+  private heard = false
+  private keepAliveRun: { readonly timers: Clock; timer: unknown } | null = null
 
   private constructor(
     private readonly ws: WebSocket,
     private readonly log: AppLogger,
     private readonly timers: Clock,
   ) {
-    ws.on('message', (data, isBinary) => this.receive(data, isBinary))
+    ws.on('message', (data, isBinary) => {
+      this.heard = true
+      this.receive(data, isBinary)
+    })
+    ws.on('pong', () => (this.heard = true))
     ws.on('close', () => this.ended())
     // A socket error is followed by `close`, which settles everything.
     ws.on('error', () => {})
@@ -141,6 +164,39 @@ export class EngineRpcClient {
     return () => this.closeListeners.delete(listener)
   }
 
+  /**
+   * Pings the engine every `intervalMs` until the connection ends; see the header for the
+   * policy. Silence is measured from the last interval in which something came back, so it is
+   * known to the interval (a hang is found 30 to 40 s after the engine's last word).
+   */
+  keepAlive(options: KeepAliveOptions): void {
+    this.stopKeepAlive()
+    const timers = options.timers ?? this.timers
+    const intervalMs = options.intervalMs ?? KEEPALIVE_INTERVAL_MS
+    const timeoutMs = options.timeoutMs ?? KEEPALIVE_TIMEOUT_MS
+    const state = { timers, timer: null as unknown }
+    let lastHeardMs = timers.monotonicMs()
+    this.heard = false
+    const tick = (): void => {
+      state.timer = null
+      if (this.closed) return
+      const now = timers.monotonicMs()
+      if (this.heard) lastHeardMs = now
+      this.heard = false
+      if (now - lastHeardMs >= timeoutMs) return options.onUnresponsive(now - lastHeardMs)
+      if (this.ws.readyState === WebSocket.OPEN) this.ws.ping()
+      state.timer = timers.setTimeout(tick, intervalMs)
+    }
+    state.timer = timers.setTimeout(tick, intervalMs)
+    this.keepAliveRun = state
+  }
+
+  private stopKeepAlive(): void {
+    const keepAlive = this.keepAliveRun
+    this.keepAliveRun = null
+    if (keepAlive !== null && keepAlive.timer !== null) keepAlive.timers.clearTimeout(keepAlive.timer)
+  }
+
   /** Ends the connection; calls still waiting reject with `EngineRpcUnanswered('closed')`. */
   close(): void {
     if (this.closed) return
@@ -204,6 +260,7 @@ export class EngineRpcClient {
   private ended(): void {
     if (this.closed) return
     this.closed = true
+    this.stopKeepAlive()
     for (const [id, call] of this.pending) {
       this.pending.delete(id)
       this.timers.clearTimeout(call.timer)

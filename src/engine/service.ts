@@ -6,24 +6,39 @@
  * Policy, in the order things happen:
  * 1. `--engine off`: no engine; state `off`. `auto` (the default): an engine when a binary
  *    resolves, else `off` with the reason (logged at info, shown in the banner). `on`: a missing
- *    binary is an error (logged) and the state is `unavailable`. `expected` (an engine is
- *    configured) is what `/readyz` waits on.
+ *    binary is an error (logged) and the state is `unavailable`. The binary is resolved once,
+ *    at construction: one that does not resolve then is not looked for again. `expected` (an
+ *    engine is configured) is what `/readyz` waits on.
  * 2. `start()` does not wait for readiness: the listener comes up at once, the state reads
  *    `starting` until the engine answers `initialize`.
  * 3. On every engine start: the control connection opens, the credentials are handed off
  *    (API key → `account/login/start {type:"apiKey"}`, ChatGPT managed or external →
  *    `{type:"chatgptAuthTokens"}`, none → `account/logout`), then the engine's
- *    `account/read` answer is kept for its `requiresOpenaiAuth`. Every credential change
+ *    `account/read` answer is kept for its `requiresOpenaiAuth`. No client's upstream opens
+ *    before that start's first hand-off has been answered (`openUpstream` waits for it), so a
+ *    restarted engine never serves a client without the credentials. Every credential change
  *    (login, logout, a refresh the gateway performs) hands off again. Hand-offs run one at a
  *    time and each sends the credential current when it runs, so the engine ends up with the
  *    latest. A failed hand-off is logged by error type or code only, never with its text.
  * 4. The engine's `account/chatgptAuthTokens/refresh` — on the control connection or on any
  *    client's upstream — is answered by the account service's 401 recovery with fresh
  *    tokens, or with -32603 `token refresh failed`.
- * 5. An unexpected exit: the supervisor logs it and reads `unavailable`; the control
- *    connection is dropped and each client's upstream ends itself (its client is closed with
- *    1012). Restarting is a policy for later: `start()` may be called again.
- * 6. `stop()` (after the client drain): SIGTERM, SIGKILL after the supervisor's grace.
+ * 5. Keepalive: the control connection pings every 10 s; when nothing has come back for 30 s
+ *    the engine is hung (a stopped or wedged process keeps its socket open): logged
+ *    (`engine.hung`), SIGKILLed, and restarted as after a crash.
+ * 6. Any end of an engine the gateway did not ask for — an exit (crash, SIGKILL), a spawn
+ *    failure (binary missing or not executable), an exit during start-up, no readiness in
+ *    30 s, a hang — drops the control connection; each client's upstream ends itself (its
+ *    in-flight requests get -32603 `engine unavailable`, the client is closed with 1012);
+ *    clients without an upstream are untouched. Then a restart waits `RestartBackoff`'s
+ *    delay (200 ms × 2^(n−1) ±10 %, at most 30 s, back to 200 ms after a minute up): the
+ *    engine is retried for as long as the gateway runs (a binary that went missing or lost
+ *    its execute bit, say during an upgrade, may come back), never in a storm. While it waits the state reads `restarting` when the engine had been
+ *    running, `unavailable` when it never became ready, with the cause as the reason (no
+ *    path, no argument); a retry after failed starts reads `starting`. `/readyz` is 503
+ *    throughout (it keys on `running`).
+ * 7. `stop()` (after the client drain) cancels a pending restart, then SIGTERM, SIGKILL after
+ *    the supervisor's grace.
  */
 import type { ChatgptAuthTokens } from '../account/service.js'
 import type { Credential } from '../account/types.js'
@@ -33,6 +48,7 @@ import { withheldError, type AppLogger } from '../log/logger.js'
 import { INTERNAL_ERROR, RpcError } from '../rpc/errors.js'
 import type { RequestIdAllocator } from '../rpc/server-requests.js'
 import { resolveEngineBinary, type EngineBinaryResolution } from './binary.js'
+import { RestartBackoff } from './restart-backoff.js'
 import { EngineRpcClient, EngineRpcError } from './rpc-client.js'
 import { EngineSupervisor, GATEWAY_CLIENT_NAME, type EngineExit, type EngineStatus } from './supervisor.js'
 import { EngineUnavailableError, EngineUpstream, type UpstreamClient } from './upstream.js'
@@ -43,8 +59,10 @@ export interface EngineRunner {
   readonly socketPath: string
   /** The engine's process id while it runs, when there is a process of ours. */
   readonly pid?: number | null
-  start(): Promise<EngineStatus>
+  start(options?: { restarting?: boolean }): Promise<EngineStatus>
   stop(): Promise<void>
+  /** SIGKILL now (a hung engine); its exit comes through `onExit` as unexpected. */
+  kill(): void
   onReady(listener: (socketPath: string) => void): () => void
   onExit(listener: (exit: EngineExit) => void): () => void
 }
@@ -69,11 +87,16 @@ export interface EngineServiceOptions {
   /** An engine process other than the one resolved and spawned from the settings (tests). */
   readonly runner?: EngineRunner
   readonly resolveBinary?: (explicitPath: string | null) => EngineBinaryResolution
+  /** The control connection's keepalive: its own clock (tests drive it alone) and intervals. */
+  readonly keepAlive?: { readonly timers?: Clock; readonly intervalMs?: number; readonly timeoutMs?: number }
+  /** The restart delay's jitter source, in [0, 1) (tests fix it). */
+  readonly random?: () => number
 }
 
 const CONTROL_CALL_TIMEOUT_MS = 30_000
 const TOKEN_REFRESH_METHOD = 'account/chatgptAuthTokens/refresh'
 const REFRESH_FAILED = 'token refresh failed'
+const HUNG_REASON = 'engine stopped answering'
 
 export class EngineService {
   private readonly runner: EngineRunner | null
@@ -84,11 +107,26 @@ export class EngineService {
   private handOffChain: Promise<void> = Promise.resolve()
   private handOffQueued = false
   private starting: Promise<EngineStatus> | null = null
+  private readonly backoff: RestartBackoff
+  private restartTimer: unknown = null
+  /** Why the engine is down while a restart waits or runs; null once it is up. */
+  private downReason: string | null = null
+  /** The state while a restart waits: `restarting` after a run that was up, `unavailable` after a failed start. */
+  private waitState: 'restarting' | 'unavailable' = 'unavailable'
+  /** The current run has become ready. */
+  private up = false
+  /** The keepalive killed the current run. */
+  private killedAsHung = false
+  private stopping = false
+  /** Settles once the current run's first credentials hand-off is answered (or the run is gone). */
+  private handedOff: Promise<void> = Promise.resolve()
+  private settleHandedOff: () => void = () => {}
   private readonly log: AppLogger
   private readonly unsubscribe: (() => void)[] = []
 
   constructor(private readonly options: EngineServiceOptions) {
     this.log = options.log.child({ source: 'engine' })
+    this.backoff = new RestartBackoff({ clock: options.clock, ...(options.random ? { random: options.random } : {}) })
     const { settings } = options
     if (options.runner !== undefined) {
       this.runner = options.runner
@@ -120,7 +158,12 @@ export class EngineService {
 
   /** For `/healthz`: never a path or an argument. */
   get status(): EngineStatus {
-    if (this.runner !== null) return this.runner.status
+    if (this.runner !== null) {
+      const status = this.runner.status
+      if (this.restartTimer !== null) return { state: this.waitState, version: status.version, reason: this.downReason }
+      if (status.state === 'starting' || status.state === 'restarting') return { ...status, reason: this.downReason ?? status.reason }
+      return status
+    }
     const state = this.options.settings.mode === 'on' ? 'unavailable' : 'off'
     return { state, version: null, reason: this.absentReason }
   }
@@ -163,15 +206,19 @@ export class EngineService {
     if (this.unsubscribe.length === 0) {
       this.unsubscribe.push(
         runner.onReady((socketPath) => void this.engineReady(socketPath)),
-        runner.onExit(() => this.engineGone()),
+        runner.onExit(() => this.engineExited()),
         this.options.accounts.onCredentialChange(() => this.scheduleHandOff()),
       )
     }
-    this.starting = runner.start()
+    this.stopping = false
+    this.launch(runner, false)
   }
 
-  /** Stops the engine (SIGTERM, then SIGKILL after the grace); resolves once it has exited. */
+  /** Cancels a pending restart, then stops the engine (SIGTERM, then SIGKILL after the grace); resolves once it has exited. */
   async stop(): Promise<void> {
+    this.stopping = true
+    if (this.restartTimer !== null) this.options.clock.clearTimeout(this.restartTimer)
+    this.restartTimer = null
     for (const off of this.unsubscribe.splice(0)) off()
     this.engineGone()
     await this.runner?.stop()
@@ -180,10 +227,13 @@ export class EngineService {
   /**
    * Opens `client`'s upstream with its `initialize` params, unchanged; resolves with the
    * upstream and the engine's `initialize` result. Null when no engine runs; rejects with
-   * `EngineUnavailableError` when the engine could not be reached.
+   * `EngineUnavailableError` when the engine could not be reached or went away while this
+   * start's credentials hand-off was still under way (which this waits for).
    */
   async openUpstream(client: UpstreamClient, initializeParams: unknown, log: AppLogger): Promise<{ upstream: EngineUpstream; result: unknown } | null> {
     if (this.runner === null || !this.running) return null
+    await this.handedOff
+    if (!this.running) throw new EngineUnavailableError('engine went away before it had the credentials')
     const upstream = new EngineUpstream({
       socketPath: this.runner.socketPath,
       client,
@@ -194,6 +244,48 @@ export class EngineService {
     })
     const result = await upstream.open(initializeParams)
     return { upstream, result }
+  }
+
+  private launch(runner: EngineRunner, restarting: boolean): void {
+    this.up = false
+    this.starting = runner.start({ restarting }).then((status) => {
+      // A start refused before any process existed (the socket directory) reports no exit.
+      if (status.state === 'unavailable' && runner.pid == null && this.restartTimer === null && !this.stopping) {
+        this.scheduleRestart(status.reason ?? 'engine not started')
+      }
+      return status
+    })
+  }
+
+  private engineExited(): void {
+    const wasUp = this.up
+    const reason = this.killedAsHung ? HUNG_REASON : (this.runner?.status.reason ?? 'engine exited')
+    this.up = false
+    this.killedAsHung = false
+    this.engineGone()
+    if (this.stopping || this.restartTimer !== null) return
+    this.scheduleRestart(reason, wasUp)
+  }
+
+  private scheduleRestart(reason: string, wasUp = false): void {
+    const runner = this.runner
+    if (runner === null) return
+    const delayMs = this.backoff.nextDelayMs()
+    this.downReason = reason
+    this.waitState = wasUp ? 'restarting' : 'unavailable'
+    this.log.warn({ event: 'engine.restart_scheduled', reason, attempt: this.backoff.attempt, delayMs }, `engine down (${reason}); restarting in ${delayMs} ms`)
+    this.restartTimer = this.options.clock.setTimeout(() => {
+      this.restartTimer = null
+      if (!this.stopping) this.launch(runner, wasUp)
+    }, delayMs)
+  }
+
+  /** The keepalive heard nothing back: the engine is killed and restarted like a crashed one. */
+  private engineHung(silentMs: number): void {
+    if (this.runner === null || this.stopping) return
+    this.log.error({ event: 'engine.hung', silentMs }, `engine stopped answering (nothing back for ${Math.round(silentMs / 1000)} s); killing it`)
+    this.killedAsHung = true
+    this.runner.kill()
   }
 
   /** The answer to the engine's `account/chatgptAuthTokens/refresh`. */
@@ -207,6 +299,29 @@ export class EngineService {
   }
 
   private async engineReady(socketPath: string): Promise<void> {
+    this.up = true
+    this.downReason = null
+    this.backoff.up()
+    // Set before anyone can see `running`: this listener runs in the same turn as the state change.
+    this.handedOff = new Promise((resolve) => (this.settleHandedOff = resolve))
+    const settle = this.settleHandedOff
+    try {
+      await this.openControl(socketPath)
+    } finally {
+      settle()
+    }
+    const control = this.control
+    if (control === null) return
+    try {
+      const account = (await control.call('account/read', {}, CONTROL_CALL_TIMEOUT_MS)) as { requiresOpenaiAuth?: unknown } | null
+      if (typeof account?.requiresOpenaiAuth === 'boolean') this.requiresOpenaiAuthValue = account.requiresOpenaiAuth
+    } catch (err) {
+      this.log.warn({ event: 'engine.account_read_failed', ...engineFailure(err) }, 'could not read the engine account state')
+    }
+  }
+
+  /** Opens the control connection, hands the credentials off and starts the keepalive. */
+  private async openControl(socketPath: string): Promise<void> {
     let control: EngineRpcClient
     try {
       control = await EngineRpcClient.connect(socketPath, { log: this.log, timers: this.options.clock })
@@ -229,16 +344,18 @@ export class EngineService {
     this.control = control
     this.scheduleHandOff()
     await this.handOffChain
-    try {
-      const account = (await control.call('account/read', {}, CONTROL_CALL_TIMEOUT_MS)) as { requiresOpenaiAuth?: unknown } | null
-      if (typeof account?.requiresOpenaiAuth === 'boolean') this.requiresOpenaiAuthValue = account.requiresOpenaiAuth
-    } catch (err) {
-      this.log.warn({ event: 'engine.account_read_failed', ...engineFailure(err) }, 'could not read the engine account state')
-    }
+    const keepAlive = this.options.keepAlive ?? {}
+    control.keepAlive({
+      ...keepAlive,
+      onUnresponsive: (silentMs) => {
+        if (this.control === control) this.engineHung(silentMs)
+      },
+    })
   }
 
   private engineGone(): void {
     this.requiresOpenaiAuthValue = null
+    this.settleHandedOff()
     const control = this.control
     this.control = null
     control?.close()

@@ -19,8 +19,10 @@
  * The engine's stderr becomes one log line per line (`source: "engine"`), scrubbed and capped.
  *
  * `stop()` sends SIGTERM, then SIGKILL after `stopGraceMs` (5 s), and resolves once the
- * process has exited. `start()` may be called again after an exit, so a restart policy can
- * sit on top (`start({ restarting: true })` shows `restarting` until ready).
+ * process has exited. `kill()` sends SIGKILL at once (an engine that stopped answering gets no
+ * grace: it would not use it); that exit counts as unexpected. One run per `start()`: the
+ * supervisor never restarts on its own. The restart policy sits on top, in `EngineService`
+ * (`start({ restarting: true })` shows `restarting` until ready).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { lstatSync, mkdirSync, unlinkSync } from 'node:fs'
@@ -165,6 +167,13 @@ export class EngineSupervisor {
       }, this.options.stopGraceMs ?? DEFAULT_STOP_GRACE_MS)
     }
     await run.exited
+  }
+
+  /** SIGKILL now, without the SIGTERM grace; the exit is reported as unexpected. No-op without a process. */
+  kill(): void {
+    const run = this.run
+    if (run === null || run.child.pid === undefined) return
+    run.child.kill('SIGKILL')
   }
 
   /** Resolves when the current start attempt is decided (running or not). */

@@ -64,8 +64,9 @@ if (mode === 'exit') {
 
 /**
  * An engine process as the gateway's `EngineService` sees it, for an engine that is already
- * listening (a `FakeEngine`): `start()` makes it `running` at once and announces readiness;
- * nothing is spawned. `exit()` plays an unexpected exit.
+ * listening (a `FakeEngine`): `start()` makes it `running` at once and announces readiness
+ * (again after an exit: a restart); nothing is spawned. `exit()` plays an unexpected exit,
+ * `kill()` a SIGKILL.
  */
 export class AttachedEngine implements EngineRunner {
   private state: EngineStatus = { state: 'off', version: '0.169.0', reason: null }
@@ -94,6 +95,14 @@ export class AttachedEngine implements EngineRunner {
   exit(): void {
     this.state = { state: 'unavailable', version: '0.169.0', reason: 'engine exited (code 1)' }
     for (const l of this.exits) l({ code: 1, signal: null, expected: false })
+  }
+
+  /** Counted, and played as the SIGKILL's unexpected exit. */
+  kills = 0
+  kill(): void {
+    this.kills += 1
+    this.state = { state: 'unavailable', version: '0.169.0', reason: 'engine exited (signal SIGKILL)' }
+    for (const l of this.exits) l({ code: null, signal: 'SIGKILL', expected: false })
   }
 
   onReady(listener: (socketPath: string) => void): () => void {

@@ -154,6 +154,16 @@ export class FakeEngine {
     this.answers.set(method, fn)
   }
 
+  /** Leaves later requests for `method` unanswered (the test answers them with `answer`). */
+  off(method: string): void {
+    this.answers.delete(method)
+  }
+
+  /** Drops every connection without a close frame; unlike `crash`, it keeps listening (a restarted engine). */
+  dropConnections(): void {
+    for (const c of this.connections) c.socket.terminate()
+  }
+
   /** The `n`-th connection (0-based), once it exists. */
   connection(n: number): Promise<FakeEngineConnection> {
     const existing = this.connections[n]

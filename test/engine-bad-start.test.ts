@@ -1,0 +1,78 @@
+/**
+ * Bad starts under the restart policy, with the real supervisor and stand-in binaries on a
+ * manual clock: a binary that is missing, then not executable, then exits at once, then is
+ * fixed — each failure logged with its cause and shown as `unavailable` with a reason that
+ * holds no path, each retry later than the one before, and a working binary taken up by the
+ * next retry without a restart of the gateway.
+ */
+import { chmodSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import t from 'tap'
+import { EngineService, type EngineAccounts } from '../src/engine/service.js'
+import { createLogger } from '../src/log/logger.js'
+import { RequestIdAllocator } from '../src/rpc/server-requests.js'
+import { WaitableLogs, writeFakeEngine } from './helpers/engine-kit.js'
+import { ManualClock } from './helpers/manual-clock.js'
+import { tempDir } from './helpers/temp-dir.js'
+import { until } from './helpers/wait.js'
+
+const ERROR = 50
+
+const noAccount: EngineAccounts = {
+  current: null,
+  chatgptTokens: () => null,
+  onCredentialChange: () => () => {},
+  recoverAfterUnauthorized: () => Promise.reject(new Error('no account')),
+}
+
+t.test('missing, not executable, exits at once, fixed: backed-off retries, each cause said', async (t) => {
+  const dir = tempDir('engine-bad-start', t)
+  const binary = join(dir, 'codex')
+  const clock = new ManualClock()
+  const logs = new WaitableLogs()
+  const engine = new EngineService({
+    settings: { mode: 'on', binary, home: tempDir('engine-bad-start-home', t), configOverrides: [] },
+    gatewayHome: tempDir('engine-bad-start-gateway', t),
+    clientVersion: '0.1.0-test',
+    accounts: noAccount,
+    serverRequestIds: new RequestIdAllocator(),
+    log: createLogger('debug', logs),
+    clock,
+    random: () => 0.5,
+    // Resolved as if it had been there at start-up; it goes missing before the first spawn.
+    resolveBinary: () => ({ ok: true, binary: { path: binary, version: '0.169.0' } }),
+  })
+  t.teardown(() => engine.stop())
+  const scheduled = (): number[] => logs.lines.filter((l) => l.event === 'engine.restart_scheduled').map((l) => l.delayMs as number)
+  const retry = async (n: number): Promise<void> => {
+    clock.advance(scheduled()[n - 1]!)
+    await until(() => scheduled().length > n, `failure ${n + 1}`)
+  }
+
+  engine.start()
+  await until(() => scheduled().length === 1, 'the first failure')
+  t.same(engine.status, { state: 'unavailable', version: '0.169.0', reason: 'engine binary not found' })
+  t.match(logs.lines.find((l) => l.event === 'engine.spawn_failed'), { level: ERROR, cause: 'ENOENT' })
+  t.same(clock.pendingDelays(), [200], 'nothing else is waiting: no storm')
+
+  writeFileSync(binary, '#!/bin/sh\necho "Error: bad config" >&2\nexit 2\n')
+  chmodSync(binary, 0o644)
+  await retry(1)
+  t.same(engine.status, { state: 'unavailable', version: '0.169.0', reason: 'engine binary is not executable' })
+  t.match(logs.lines.filter((l) => l.event === 'engine.spawn_failed')[1], { level: ERROR, cause: 'EACCES' })
+
+  chmodSync(binary, 0o755)
+  await retry(2)
+  t.same(engine.status, { state: 'unavailable', version: '0.169.0', reason: 'engine exited during start-up (code 2)' })
+  t.match(logs.lines.find((l) => l.event === 'engine.exit'), { level: ERROR, code: 2, duringStartup: true })
+  t.ok(logs.lines.some((l) => l.msg === 'Error: bad config' && l.level === ERROR), "the engine's own words, at error level")
+  t.same(scheduled(), [200, 400, 800], 'each retry waits twice as long')
+
+  // Fixed: a stand-in that starts and stays up (it never answers initialize, so it stays `starting`).
+  writeFakeEngine(dir, 'codex')
+  clock.advance(800)
+  await logs.waitFor((l) => l.msg === 'fake engine: up')
+  t.same(engine.status, { state: 'starting', version: '0.169.0', reason: 'engine exited during start-up (code 2)' }, 'the retry shows the last cause until it is up')
+  t.notOk(JSON.stringify(engine.status).includes(dir), 'no path in any status')
+  t.notOk(logs.lines.filter((l) => l.event === 'engine.restart_scheduled').some((l) => JSON.stringify(l).includes(dir)), 'nor in the restart log lines')
+})
