@@ -8,7 +8,7 @@
  * What must never happen is checked by how a process ends: a stand-in that dies of SIGTERM
  * was signalled by the code under test; one the test itself kills (SIGKILL) was left alone.
  */
-import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { resolveEngineBinary } from '../src/engine/binary.js'
@@ -166,7 +166,6 @@ t.test('the pid file', async (t) => {
     const s = setup(t)
     const victim = await standIn(t, s.socketPath)
     writeFileSync(s.pidFile, `${victim.child.pid}\n`)
-    const { chownSync } = await import('node:fs')
     chownSync(s.pidFile, 65534, 65534)
     t.same(readPidFile(s.pidFile), { kind: 'ignored', why: 'not owned by this user' })
     t.equal(s.check(), null)
@@ -254,27 +253,36 @@ t.test('only a process whose command line is this gateway’s engine is touched'
   })
 })
 
-t.test('the supervisor writes the pid file, stops an orphan before spawning, removes the file on exit', async (t) => {
-  const gatewayHome = tempDir('engine-orphans-gateway', t)
+interface SupervisedOrphan {
+  readonly supervisor: EngineSupervisor
+  readonly logs: WaitableLogs
+  readonly clock: ManualClock
+  /** An earlier gateway's engine on this supervisor's socket, named by the pid file; it ignores SIGTERM. */
+  readonly orphan: Spawned
+}
+
+/** A supervisor (stand-in engine binary, manual clock) whose home already holds an orphan. */
+async function supervisorWithOrphan(t: Test): Promise<SupervisedOrphan> {
   const logs = new WaitableLogs()
   const clock = new ManualClock()
-  const bin = writeFakeEngine(tempDir('engine-orphans-bin', t))
   const supervisor = new EngineSupervisor({
-    binary: { path: bin, version: null },
-    gatewayHome,
+    binary: { path: writeFakeEngine(tempDir('engine-orphans-bin', t)), version: null },
+    gatewayHome: tempDir('engine-orphans-gateway', t),
     engineHome: tempDir('engine-orphans-codex-home', t),
     clientVersion: '0.1.0-test',
     log: createLogger('debug', logs),
     timers: clock,
-    env: { ...process.env, FAKE_ENGINE_MODE: 'idle' },
   })
   t.teardown(() => supervisor.stop())
-  // An orphan of an earlier gateway on this very socket, which ignores SIGTERM.
   mkdirSync(supervisor.socketDir, { recursive: true, mode: 0o700 })
   chmodSync(supervisor.socketDir, 0o700)
   const orphan = await standIn(t, supervisor.socketPath, true)
   writePidFile(supervisor.pidFile, orphan.child.pid!)
+  return { supervisor, logs, clock, orphan }
+}
 
+t.test('the supervisor writes the pid file, stops an orphan before spawning, removes the file on exit', async (t) => {
+  const { supervisor, logs, clock, orphan } = await supervisorWithOrphan(t)
   void supervisor.start()
   t.equal(supervisor.status.state, 'starting')
   t.equal(supervisor.pid, null, 'nothing spawned while the orphan runs')
@@ -298,22 +306,7 @@ t.test('the supervisor writes the pid file, stops an orphan before spawning, rem
 })
 
 t.test('a stop while an orphan is being stopped: no engine is spawned afterwards', async (t) => {
-  const gatewayHome = tempDir('engine-orphans-gateway', t)
-  const logs = new WaitableLogs()
-  const clock = new ManualClock()
-  const supervisor = new EngineSupervisor({
-    binary: { path: writeFakeEngine(tempDir('engine-orphans-bin', t)), version: null },
-    gatewayHome,
-    engineHome: tempDir('engine-orphans-codex-home', t),
-    clientVersion: '0.1.0-test',
-    log: createLogger('debug', logs),
-    timers: clock,
-  })
-  t.teardown(() => supervisor.stop())
-  mkdirSync(supervisor.socketDir, { recursive: true, mode: 0o700 })
-  chmodSync(supervisor.socketDir, 0o700)
-  const orphan = await standIn(t, supervisor.socketPath, true)
-  writePidFile(supervisor.pidFile, orphan.child.pid!)
+  const { supervisor, logs, clock, orphan } = await supervisorWithOrphan(t)
   const started = supervisor.start()
   await orphan.waitFor('stdout', /got SIGTERM/)
   let stopDone = false
@@ -378,7 +371,7 @@ t.test('a gateway killed with SIGKILL: the next one on the same home stops the o
   t.not(enginePid, orphanPid)
   t.ok(isOurEngine('/proc', enginePid, socketPath), "the second gateway's own engine runs")
   t.equal(parentOf(enginePid), second.child.pid)
-  const health = JSON.parse((await httpGet(/healthz: (\S+)/.exec(second.banner)![1]!)).body)
+  const health = JSON.parse((await httpGet(/healthz: (\S+)/.exec(second.banner)![1]!)).body) as { engine?: unknown }
   t.same(health.engine, { state: 'running', version: '0.169.0' })
 
   t.equal((await second.stop('SIGTERM')).code, 0, 'a clean shutdown')
