@@ -49,28 +49,28 @@ export function stopOrphanEngine(options: OrphanCheckOptions): Promise<void> | n
   if (content.kind === 'absent') return null
   if (content.kind === 'ignored') {
     log.warn({ event: 'engine.pid_file_ignored', why: content.why }, `engine pid file ignored and removed: ${content.why}`)
-    removePidFile(options.pidFile, options.log)
+    removePidFile(pidFile, log)
     return null
   }
   const { pid } = content
   const procDir = options.procDir ?? '/proc'
   if (!existsSync(join(procDir, 'self'))) {
     log.warn({ event: 'engine.orphan_unchecked', pid }, 'no /proc here: an engine left by an earlier gateway cannot be checked, so none is stopped')
-    removePidFile(options.pidFile, options.log)
+    removePidFile(pidFile, log)
     return null
   }
   if (!isOurEngine(procDir, pid, options.socketPath)) {
     log.info({ event: 'engine.pid_file_stale', pid }, 'engine pid file was stale (no such engine); removed')
-    removePidFile(options.pidFile, options.log)
+    removePidFile(pidFile, log)
     return null
   }
   log.warn({ event: 'engine.orphan', pid }, 'an engine left by an earlier gateway is still running; stopping it')
   if (!signal(pid, 'SIGTERM', log)) {
-    removePidFile(options.pidFile, options.log)
+    removePidFile(pidFile, log)
     return null
   }
   return awaitGone(options, procDir, pid).then(() => {
-    removePidFile(options.pidFile, options.log)
+    removePidFile(pidFile, log)
   })
 }
 
