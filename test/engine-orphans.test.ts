@@ -19,7 +19,7 @@ import { createLogger } from '../src/log/logger.js'
 import { httpGet } from './helpers/client.js'
 import { WaitableLogs, writeFakeEngine } from './helpers/engine-kit.js'
 import { ManualClock, settle } from './helpers/manual-clock.js'
-import { runProcess, spawnProcess, startCli, type RunningServer, type Spawned } from './helpers/process.js'
+import { cliEnv, MAIN, runProcess, spawnProcess, type Spawned } from './helpers/process.js'
 import { tempDir } from './helpers/temp-dir.js'
 import { until, withTimeout } from './helpers/wait.js'
 
@@ -341,29 +341,36 @@ t.test('a gateway killed with SIGKILL: the next one on the same home stops the o
   const args = ['--listen', 'ws://127.0.0.1:0', '--login-callback-port', '0', '--home', gatewayHome, '--engine', 'on', '--engine-home', tempDir('engine-orphans-e2e-codex-home', t)]
   const env = { HOME: tempDir('engine-orphans-e2e-user-home', t) }
   const enginePids: number[] = []
-  const gateways: RunningServer[] = []
+  const gateways: Spawned[] = []
   // Whatever happens, no gateway and no engine outlives the test.
   t.teardown(async () => {
-    for (const g of gateways) await g.stop('SIGKILL')
+    for (const g of gateways) {
+      g.kill()
+      await g.exited
+    }
     for (const pid of enginePids) if (isOurEngine('/proc', pid, socketPath)) process.kill(pid, 'SIGKILL')
   })
-  const engineReady = (g: RunningServer): Promise<void> => until(() => g.stdout().includes('"event":"engine.ready"'), 'the engine to be ready', 60_000)
+  // Waits on the gateway's log rather than `startCli`'s banner deadline: starting an engine
+  // (twice here) on a loaded machine can take longer than a banner.
+  const startGateway = async (): Promise<Spawned> => {
+    const g = spawnProcess(process.execPath, [MAIN, ...args], { env: cliEnv(env), timeoutMs: null, record: ['stdout'] })
+    gateways.push(g)
+    await withTimeout(g.waitFor('stdout', /"event":"engine.ready"/), 60_000, 'the engine to be ready')
+    return g
+  }
 
-  const first = await startCli(args, { env })
-  gateways.push(first)
-  await engineReady(first)
+  const first = await startGateway()
   const orphanPid = pidFileOf(gatewayHome)
   enginePids.push(orphanPid)
   t.ok(isOurEngine('/proc', orphanPid, socketPath), 'the pid file names the running engine')
   t.equal(parentOf(orphanPid), first.child.pid, 'a child of the first gateway')
 
-  t.equal((await first.stop('SIGKILL')).signal, 'SIGKILL')
+  first.kill()
+  t.equal((await first.exited).signal, 'SIGKILL')
   await settle()
   t.ok(isOurEngine('/proc', orphanPid, socketPath), 'the engine outlives its killed gateway')
 
-  const second = await startCli(args, { env })
-  gateways.push(second)
-  await engineReady(second)
+  const second = await startGateway()
   t.match(second.stdout(), new RegExp(`"event":"engine.orphan_stopped","pid":${orphanPid}\\b`), 'the orphan was found and stopped')
   t.notOk(isOurEngine('/proc', orphanPid, socketPath), 'the orphaned engine is gone')
   const enginePid = pidFileOf(gatewayHome)
@@ -371,10 +378,12 @@ t.test('a gateway killed with SIGKILL: the next one on the same home stops the o
   t.not(enginePid, orphanPid)
   t.ok(isOurEngine('/proc', enginePid, socketPath), "the second gateway's own engine runs")
   t.equal(parentOf(enginePid), second.child.pid)
-  const health = JSON.parse((await httpGet(/healthz: (\S+)/.exec(second.banner)![1]!)).body) as { engine?: unknown }
+  const healthz = (await second.waitFor('stderr', /healthz: (\S+)/))[1]!
+  const health = JSON.parse((await httpGet(healthz)).body) as { engine?: unknown }
   t.same(health.engine, { state: 'running', version: '0.169.0' })
 
-  t.equal((await second.stop('SIGTERM')).code, 0, 'a clean shutdown')
+  second.child.kill('SIGTERM')
+  t.equal((await second.exited).code, 0, 'a clean shutdown')
   t.notOk(isOurEngine('/proc', enginePid, socketPath), 'its engine stopped with it')
   t.ok(gone(join(gatewayHome, 'engine', PID_FILE_NAME)), 'and the pid file went with it')
 })
