@@ -5,7 +5,9 @@
  * 1. the socket directory (`<gateway home>/engine`) is created 0700, then checked: a
  *    directory, not a link, ours, mode exactly 0700, or the engine is not started (anyone who
  *    can reach the socket can drive the engine);
- * 2. a socket left by an earlier run is removed, so readiness can only be this engine's;
+ * 2. a socket left by an earlier run is removed, so readiness can only be this engine's; an
+ *    engine left running by a killed gateway (found by the pid file `engine/engine.pid`,
+ *    written after each spawn and removed on exit) is stopped first (`orphan.ts`);
  * 3. spawn `codex app-server --listen unix://SOCKET -c cli_auth_credentials_store="ephemeral"
  *    [-c KEY=VALUE …]` with `CODEX_HOME` = the engine home. Never TCP: nothing but the
  *    gateway can reach the engine. The gateway's own `APP_SERVER_*` settings (tokens among
@@ -31,7 +33,9 @@ import { createInterface } from 'node:readline'
 import type { AppLogger } from '../log/logger.js'
 import type { Clock } from '../clock.js'
 import type { EngineBinary } from './binary.js'
+import { stopOrphanEngine } from './orphan.js'
 import { EngineOutputLog } from './output-log.js'
+import { PID_FILE_NAME, removePidFile, writePidFile } from './pid-file.js'
 import { EngineRpcClient } from './rpc-client.js'
 import { errorCode as stringErrorCode } from '../util/error-code.js'
 
@@ -95,18 +99,22 @@ export class EngineSupervisor {
   private versionValue: string | null
   private reasonValue: string | null = null
   private run: Run | null = null
+  /** An earlier gateway's engine being stopped before this one spawns. */
+  private orphanStop: Promise<void> | null = null
   private readonly readyListeners = new Set<(socketPath: string) => void>()
   private readonly exitListeners = new Set<(exit: EngineExit) => void>()
   private readonly stateListeners = new Set<(status: EngineStatus) => void>()
   private readonly log: AppLogger
   readonly socketDir: string
   readonly socketPath: string
+  readonly pidFile: string
 
   constructor(private readonly options: EngineSupervisorOptions) {
     this.log = options.log.child({ source: 'engine' })
     this.versionValue = options.binary.version
     this.socketDir = join(options.gatewayHome, SOCKET_DIR_NAME)
     this.socketPath = join(this.socketDir, SOCKET_NAME)
+    this.pidFile = join(this.socketDir, PID_FILE_NAME)
   }
 
   get status(): EngineStatus {
@@ -138,7 +146,7 @@ export class EngineSupervisor {
    * has settled: `running`, or `unavailable` (see `status.reason`). Never rejects.
    */
   start(options: { restarting?: boolean } = {}): Promise<EngineStatus> {
-    if (this.run !== null) return this.settled()
+    if (this.run !== null || this.orphanStop !== null) return this.settled()
     this.setState(options.restarting === true ? 'restarting' : 'starting', null)
     const dirProblem = this.prepareEngineHome() ?? this.prepareSocketDir()
     if (dirProblem !== null) {
@@ -146,7 +154,7 @@ export class EngineSupervisor {
       this.setState('unavailable', dirProblem)
       return Promise.resolve(this.status)
     }
-    this.spawnEngine()
+    this.stopOrphanThenSpawn()
     return this.settled()
   }
 
@@ -155,6 +163,7 @@ export class EngineSupervisor {
     const run = this.run
     if (run === null) {
       if (this.stateValue !== 'unavailable') this.setState('off', null)
+      await this.orphanStop
       return
     }
     if (!run.stopping) {
@@ -221,6 +230,17 @@ export class EngineSupervisor {
     return null
   }
 
+  /** Spawns at once, or once an earlier gateway's engine is gone, unless stopped meanwhile. */
+  private stopOrphanThenSpawn(): void {
+    const graceMs = this.options.stopGraceMs ?? DEFAULT_STOP_GRACE_MS
+    const orphanStop = stopOrphanEngine({ pidFile: this.pidFile, socketPath: this.socketPath, log: this.log, timers: this.options.timers, graceMs })
+    if (orphanStop === null) return this.spawnEngine()
+    this.orphanStop = orphanStop.then(() => {
+      this.orphanStop = null
+      if (this.stateValue === 'starting' || this.stateValue === 'restarting') this.spawnEngine()
+    })
+  }
+
   private spawnEngine(): void {
     const args = ['app-server', '--listen', `unix://${this.socketPath}`, '-c', 'cli_auth_credentials_store="ephemeral"']
     for (const override of this.options.configOverrides ?? []) args.push('-c', override)
@@ -249,6 +269,7 @@ export class EngineSupervisor {
       probe: null,
     }
     this.run = run
+    this.recordPid(child.pid)
     const output = new EngineOutputLog(this.log)
     createInterface({ input: child.stdout!, crlfDelay: Infinity }).on('line', (line) => output.stdout(line))
     createInterface({ input: child.stderr!, crlfDelay: Infinity }).on('line', (line) => output.stderr(line))
@@ -263,6 +284,7 @@ export class EngineSupervisor {
       markExited()
     })
     child.once('exit', (code, signal) => {
+      removePidFile(this.pidFile, this.log)
       const expected = run.stopping
       const how = signal !== null ? `signal ${signal}` : `code ${code ?? '?'}`
       const reason = expected ? null : run.ready ? `engine exited (${how})` : `engine exited during start-up (${how})`
@@ -274,6 +296,17 @@ export class EngineSupervisor {
     this.log.info({ event: 'engine.spawn', pid: child.pid ?? null }, 'engine starting')
     const deadline = this.options.timers.monotonicMs() + (this.options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS)
     this.pollReadiness(run, deadline)
+  }
+
+  /** The pid file lets the next gateway stop this engine if we are killed before we can. */
+  private recordPid(pid: number | undefined): void {
+    if (pid === undefined) return // spawn failed: the error handler reports it
+    try {
+      writePidFile(this.pidFile, pid)
+    } catch (err) {
+      const code = errorCode(err)
+      this.log.warn({ event: 'engine.pid_file_write_failed', code }, `could not write the engine pid file (${code}); a killed gateway would leave this engine running`)
+    }
   }
 
   private pollReadiness(run: Run, deadline: number): void {
