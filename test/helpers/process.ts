@@ -139,6 +139,9 @@ export function runCli(
   })
 }
 
+/** How long `startCli` lets a server take to print its banner before calling it dead. */
+const BANNER_DEADLINE_MS = 60_000
+
 export interface RunningServer {
   readonly child: ChildProcess
   /** The banner, as printed on stderr. */
@@ -161,7 +164,10 @@ export async function startCli(args: readonly string[], options: { env?: Record<
   const p = spawnProcess(process.execPath, [MAIN, ...args], { env: cliEnv(options.env), cwd: options.cwd ?? process.cwd(), timeoutMs: null, record: ['stdout'] })
   let url: string
   try {
-    await withTimeout(p.waitFor('stderr', /healthz: \S+\n {2}note: [^\n]*\n {2}engine: [^\n]*\n/), 15_000, 'the server to print its banner')
+    // A deadline, not a wait: it only ends a server that never comes up. A start-up takes well
+    // under a second alone, but tens of seconds on a 2-core machine running several test files
+    // and other builds at once, which a tighter deadline turned into failures.
+    await withTimeout(p.waitFor('stderr', /healthz: \S+\n {2}note: [^\n]*\n {2}engine: [^\n]*\n/), BANNER_DEADLINE_MS, 'the server to print its banner')
     url = (await p.waitFor('stderr', /listening on: (\S+)/))[1]!
   } catch (err) {
     p.kill()
