@@ -17,7 +17,8 @@ import { FakeUsageBackend } from './helpers/fake-usage-backend.js'
 import { canary, leakedCanaries, registerCanary } from './helpers/canary.js'
 import { contextTest, type Conn, type Ctx, type Json, type TestT } from './helpers/rpc-context.js'
 import { getCallback, TestOAuthServer } from './helpers/oauth-server.js'
-import { cliEnv, MAIN, runProcess, spawnProcess } from './helpers/process.js'
+import { runCommand } from './helpers/cli.js'
+import { cliEnv, MAIN, spawnProcess } from './helpers/process.js'
 
 
 const AUTH_CLAIM = 'https://api.openai.com/auth'
@@ -649,7 +650,8 @@ e2eTest('logout with managed tokens revokes at the issuer, removes auth.json, no
 })
 
 // ---------------------------------------------------------------------------------------------
-// 7. The command line, as a real subprocess.
+// 7. The command line: `login` as a real subprocess (it prints the URL, waits for the browser,
+// exits 0); `status` and `logout` through the CLI's own entry point in this process.
 
 /** Shared by the two CLI subtests: one home, logged in by the first, logged out by the second. */
 const cli = {
@@ -688,7 +690,7 @@ t.test('CLI: `login` prints the URL, the browser flow completes, `status` shows 
   const tokens = storedTokens(cli.home)
   t.equal(tokens.account_id, 'ws-cli')
 
-  const status = await runProcess(process.execPath, [MAIN, 'status'], { env: cliEnv(env) })
+  const status = await runCommand(['status'], { env })
   cli.outputs.push(status.stdout + status.stderr)
   t.equal(status.code, 0, `status exits 0; stderr: ${status.stderr}`)
   t.equal(status.stdout.split('\n')[0], 'Logged in using ChatGPT - cli@example.com (plan: pro)')
@@ -700,14 +702,14 @@ t.test('CLI: `logout` revokes at the issuer and clears auth.json', async (t) => 
   const file = join(cli.home, 'auth.json')
   if (!existsSync(file)) return t.fail('the login subtest left no auth.json')
   const revokes = hits(issuer, '/oauth/revoke')
-  const logout = await runProcess(process.execPath, [MAIN, 'logout'], { env: cliEnv(env) })
+  const logout = await runCommand(['logout'], { env })
   cli.outputs.push(logout.stdout + logout.stderr)
   t.equal(logout.code, 0, `logout exits 0; stderr: ${logout.stderr}`)
   t.equal(logout.stdout, 'Successfully logged out\n')
   t.notOk(existsSync(file), 'auth.json removed')
   t.equal(hits(issuer, '/oauth/revoke'), revokes + 1, 'the refresh token was revoked at the issuer')
 
-  const after = await runProcess(process.execPath, [MAIN, 'status'], { env: cliEnv(env) })
+  const after = await runCommand(['status'], { env })
   t.equal(after.stdout, 'Not logged in\n')
   for (const out of cli.outputs) t.same(leakedCanaries(out), [], 'no token in the CLI output')
 })

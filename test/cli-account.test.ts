@@ -1,9 +1,16 @@
+/**
+ * `app-server login --with-api-key`, `logout`, `status`: what the commands do runs in-process
+ * (helpers/cli.ts: the CLI's own `runCli`, no node start-up per command); the real binary is
+ * run where the process itself is the point: a key piped into its real stdin, its exit status
+ * and stdout. (A refusal's exit status from the real binary is config.test.ts's.)
+ */
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Fastify from 'fastify'
 import t from 'tap'
 import { canary, record, registerCanary } from './helpers/canary.js'
+import { runCommand } from './helpers/cli.js'
 import { runCli } from './helpers/process.js'
 
 function home(): string {
@@ -28,36 +35,36 @@ t.test('login --with-api-key reads stdin, status masks the key, logout clears it
   t.equal(statSync(file).mode & 0o777, 0o600)
   t.equal(statSync(h).mode & 0o777, 0o700)
 
-  const status = await runCli(['status'], { env })
+  const status = await runCommand(['status'], { env })
   t.equal(status.code, 0)
   t.match(status.stdout, /^Logged in using an API key - sk-pro\*\*\*.{4}\n$/)
   t.notOk(status.stdout.includes(key), 'the key itself is never printed')
   record(status.stdout + status.stderr)
 
-  const logout = await runCli(['logout'], { env })
+  const logout = await runCommand(['logout'], { env })
   t.equal(logout.code, 0)
   t.equal(logout.stdout, 'Successfully logged out\n')
   t.throws(() => statSync(file), 'auth.json removed')
-  const after = await runCli(['status'], { env })
+  const after = await runCommand(['status'], { env })
   t.equal(after.code, 1)
   t.equal(after.stdout, 'Not logged in\n')
-  const again = await runCli(['logout'], { env })
+  const again = await runCommand(['logout'], { env })
   t.equal(again.stdout, 'Not logged in\n')
 })
 
 t.test('login --with-api-key refuses an empty stdin and never takes the key from argv', async (t) => {
   const env = { APP_SERVER_HOME: home() }
-  const empty = await runCli(['login', '--with-api-key'], { env, input: '' })
+  const empty = await runCommand(['login', '--with-api-key'], { env, input: '' })
   t.equal(empty.code, 1)
   t.match(empty.stderr, /no API key on standard input/)
-  const argv = await runCli(['login', '--with-api-key', canary('sk')], { env, input: '' })
+  const argv = await runCommand(['login', '--with-api-key', canary('sk')], { env, input: '' })
   t.equal(argv.code, 2, 'a stray argument is refused')
   t.equal(argv.stderr.split('\n').filter(Boolean).length, 1)
 })
 
 t.test('forced login method applies to the CLI too', async (t) => {
   const env = { APP_SERVER_HOME: home() }
-  const r = await runCli(['login', '--with-api-key', '--forced-login-method', 'chatgpt'], { env, input: canary('sk') })
+  const r = await runCommand(['login', '--with-api-key', '--forced-login-method', 'chatgpt'], { env, input: canary('sk') })
   t.equal(r.code, 1)
   t.equal(r.stderr, 'error: API key login is disabled. Use ChatGPT login instead.\n')
 })
@@ -96,7 +103,7 @@ t.test('status with stored ChatGPT tokens shows the account and its rate limits'
     }),
     { mode: 0o600 },
   )
-  const r = await runCli(['status'], { env: { APP_SERVER_HOME: h, CHATGPT_BASE_URL: `http://127.0.0.1:${port}/backend-api` } })
+  const r = await runCommand(['status'], { env: { APP_SERVER_HOME: h, CHATGPT_BASE_URL: `http://127.0.0.1:${port}/backend-api` } })
   record(r.stdout + r.stderr)
   t.equal(r.code, 0, r.stderr)
   t.match(r.stdout, /^Logged in using ChatGPT - dev@example\.com \(plan: pro\)\n/)

@@ -8,8 +8,9 @@
  * client with the printed token, `remoteControl/status/read`), a remote client initializing through
  * the relay, and no secret on stdout or stderr.
  *
- * Not covered: the "never connects" `--json` case (`status: "connecting"`, `timedOut: true`),
- * which waits the full 30 s (`CONNECT_WAIT_MS`, no knob to shorten it without changing code).
+ * One server per output form serves several checks (each start is a node start-up plus an
+ * enrollment); the "never connects" `--json` case (`timedOut: true`, after
+ * `--remote-control-wait-seconds 1`) has its own backend and server.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { hostname, tmpdir } from 'node:os'
@@ -141,8 +142,8 @@ function assertNoSecrets(t: TestT, run: Run): void {
   }
 }
 
-t.test('remote-control: enrolls, connects, announces the hostname on stdout; SIGTERM exits 0', async (t) => {
-  const run = await startRemoteControl(t, false)
+/** Last on its server: ends it with SIGTERM. */
+async function announcesAndExits(t: TestT, run: Run): Promise<void> {
   const { backend, srv } = run
   t.equal(run.line, announcement(HOST), 'stdout: exactly "This machine is available for remote control as <hostname>."')
 
@@ -182,10 +183,10 @@ t.test('remote-control: enrolls, connects, announces the hostname on stdout; SIG
   const closed = await withTimeout(conn!.closed, 5_000, 'the backend socket to close')
   t.ok(closed, 'the backend socket is closed after the exit')
   assertNoSecrets(t, run)
-})
+}
 
-t.test('remote-control --json: exactly one JSON line {mode, status connected, serverName, environmentId, timedOut false}', async (t) => {
-  const run = await startRemoteControl(t, true)
+/** Last on its server: ends it with SIGTERM. */
+async function printsOneJsonLineAndExits(t: TestT, run: Run): Promise<void> {
   const { backend, srv } = run
   const grant = backend.grants[0]
   t.ok(grant, 'the backend issued a grant')
@@ -211,10 +212,9 @@ t.test('remote-control --json: exactly one JSON line {mode, status connected, se
   t.same(exit, { code: 0, signal: null }, 'SIGTERM: exit 0')
   t.equal(srv.stdout(), JSON.stringify(expected) + '\n', 'stdout after exit: exactly the one JSON line')
   assertNoSecrets(t, run)
-})
+}
 
-t.test('remote-control runs a real app server: banner and logs on stderr, a local client reads the status', async (t) => {
-  const run = await startRemoteControl(t, false)
+async function servesLocalClients(t: TestT, run: Run): Promise<void> {
   const { backend, srv } = run
   // The banner block (log lines may come before it on stderr).
   const lines = srv.stderr().split('\n')
@@ -263,13 +263,10 @@ t.test('remote-control runs a real app server: banner and logs on stderr, a loca
   const account = await local.request('account/read', {})
   t.match(account.result, { account: { type: 'chatgpt' } }, 'the CLI is logged in with the stored ChatGPT tokens')
   local.ws.close()
-  t.same(await srv.stop('SIGTERM'), { code: 0, signal: null }, 'SIGTERM: exit 0')
-  assertNoSecrets(t, run)
-})
+}
 
-t.test('remote-control: a remote client initializes through the backend relay', async (t) => {
-  const run = await startRemoteControl(t, true)
-  const { backend, srv } = run
+async function relaysRemoteClients(t: TestT, run: Run): Promise<void> {
+  const { backend } = run
   const conn = await backend.waitForConnection(1)
   conn.sendInitialize({ clientId: 'phone-cli', streamId: 'stream-cli', seqId: 1 }, 1)
   const init = await conn.waitForReply('phone-cli', 1, 10_000)
@@ -285,8 +282,20 @@ t.test('remote-control: a remote client initializes through the backend relay', 
   conn.sendClientMessage({ clientId: 'phone-cli', streamId: 'stream-cli', seqId: 2 }, { id: 2, method: 'remoteControl/status/read' })
   const st = await conn.waitForReply('phone-cli', 2, 10_000)
   t.match(st.message.result, { status: 'connected', serverName: HOST, environmentId: backend.grants[0]?.environmentId }, 'status through the relay: connected')
-  t.same(await srv.stop('SIGTERM'), { code: 0, signal: null }, 'SIGTERM: exit 0')
-  assertNoSecrets(t, run)
+}
+
+// One server per output form (a node start-up and an enrollment each); its checks run in turn,
+// the one that stops it last.
+t.test('remote-control (one server)', async (t) => {
+  const run = await startRemoteControl(t, false)
+  await t.test('runs a real app server: banner and logs on stderr, a local client reads the status', (t) => servesLocalClients(t, run))
+  await t.test('enrolls, connects, announces the hostname on stdout; SIGTERM exits 0', (t) => announcesAndExits(t, run))
+})
+
+t.test('remote-control --json (one server)', async (t) => {
+  const run = await startRemoteControl(t, true)
+  await t.test('a remote client initializes through the backend relay', (t) => relaysRemoteClients(t, run))
+  await t.test('exactly one JSON line {mode, status connected, serverName, environmentId, timedOut false}; SIGTERM exits 0', (t) => printsOneJsonLineAndExits(t, run))
 })
 
 t.test('remote-control --json: a backend that never accepts is reported as connecting, timedOut true', async (t) => {

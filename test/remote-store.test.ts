@@ -22,7 +22,7 @@ import { INSTALLATION_ID_FILE, loadOrCreateInstallationId } from '../src/remote-
 import { isUuid } from '../src/util/uuid.js'
 import type { Enrollment, ServerTokenGrant } from '../src/remote-control/types.js'
 import { canary, leakedCanaries, record } from './helpers/canary.js'
-import { runNode } from './helpers/process.js'
+import { runNode, spawnProcess } from './helpers/process.js'
 import { tempDir } from './helpers/temp-dir.js'
 
 type Test = import('tap').Test
@@ -423,23 +423,43 @@ t.test('installation id: created once, 0600 in a 0700 home, stable across calls'
 })
 
 t.test('installation id: two processes racing to create it print the same id', async (t) => {
+  // Two processes, each through five fresh homes in the same order, released together from a
+  // barrier, so each home is created by two racers at once (five races for two node start-ups).
+  const ROUNDS = 5
+  const homes = Array.from({ length: ROUNDS }, (_, round) => tempDir(`remote-store-iid-race-${round}`, t))
   const source = `
     const { loadOrCreateInstallationId } = await import(${JSON.stringify(new URL(`file://${INSTALLATION_ID_MODULE}`).href)})
-    process.stdout.write(await loadOrCreateInstallationId(process.argv[1]))
+    const [when, ...homes] = process.argv.slice(1)
+    if (when === 'on-go') {
+      process.stdout.write('ready\\n')
+      await new Promise((r) => process.stdin.once('data', r))
+    }
+    const ids = []
+    for (const home of homes) ids.push(await loadOrCreateInstallationId(home))
+    process.stdout.write(ids.map((id) => id + '\\n').join(''))
   `
-  for (let round = 0; round < 5; round++) {
-    const home = tempDir(`remote-store-iid-race-${round}`, t)
-    const [a, b] = await Promise.all([runSnippet(source, [home]), runSnippet(source, [home])])
-    t.equal(a.code, 0, `round ${round}: process a exits 0`)
-    t.equal(b.code, 0, `round ${round}: process b exits 0`)
-    t.ok(isUuid(a.stdout), `round ${round}: a printed a UUID`)
-    t.equal(a.stdout, b.stdout, `round ${round}: both printed the same id`)
-    t.equal(await readFile(join(home, INSTALLATION_ID_FILE), 'utf8'), `${a.stdout}\n`, `round ${round}: the id on disk`)
-    t.equal(a.stderr + b.stderr, '', `round ${round}: no warnings`)
-    // A later process reads the same id.
-    const c = await runSnippet(source, [home])
-    t.equal(c.stdout, a.stdout, `round ${round}: a third process reads the same id`)
+  const racer = () => spawnProcess(process.execPath, ['--input-type=module', '-e', source, 'on-go', ...homes], { stdin: 'pipe', timeoutMs: 30_000, record: ['stderr'] })
+  const a = racer()
+  const b = racer()
+  await Promise.all([a.waitFor('stdout', /ready\n/), b.waitFor('stdout', /ready\n/)])
+  a.child.stdin!.end('go\n')
+  b.child.stdin!.end('go\n')
+  const [ea, eb] = await Promise.all([a.exited, b.exited])
+  t.equal(ea.code, 0, 'process a exits 0')
+  t.equal(eb.code, 0, 'process b exits 0')
+  const idsOf = (out: string) => out.replace(/^ready\n/, '').split('\n').slice(0, ROUNDS)
+  const aIds = idsOf(a.stdout())
+  const bIds = idsOf(b.stdout())
+  // A later process reads the same ids.
+  const c = await runSnippet(source, ['now', ...homes])
+  const cIds = idsOf(c.stdout)
+  for (let round = 0; round < ROUNDS; round++) {
+    t.ok(isUuid(aIds[round] ?? ''), `round ${round}: a printed a UUID`)
+    t.equal(aIds[round], bIds[round], `round ${round}: both printed the same id`)
+    t.equal(await readFile(join(homes[round]!, INSTALLATION_ID_FILE), 'utf8'), `${aIds[round]}\n`, `round ${round}: the id on disk`)
+    t.equal(cIds[round], aIds[round], `round ${round}: a third process reads the same id`)
   }
+  t.equal(a.stderr() + b.stderr(), '', 'no warnings')
 })
 
 t.test('installation id: invalid content is replaced, and the warning says so without it', async (t) => {

@@ -27,7 +27,7 @@ type Stream = 'stdout' | 'stderr'
 export interface SpawnOptions {
   env?: NodeJS.ProcessEnv
   cwd?: string
-  /** Killed (SIGKILL) when still running after this long (default 15 s); null for a server that runs until stopped. */
+  /** Killed (SIGKILL) when still running after this long (default 60 s: a guard against a hung process, not a wait; 15 s killed healthy CLI runs on a loaded machine); null for a server that runs until stopped. */
   timeoutMs?: number | null
   /** `pipe` gives the test `child.stdin`; `input` writes this and closes it. */
   stdin?: 'ignore' | 'pipe'
@@ -64,7 +64,7 @@ export function spawnProcess(cmd: string, args: readonly string[], options: Spaw
       wake()
     })
   }
-  const timeoutMs = options.timeoutMs === undefined ? 15_000 : options.timeoutMs
+  const timeoutMs = options.timeoutMs === undefined ? 60_000 : options.timeoutMs
   const timer = timeoutMs === null ? undefined : setTimeout(() => child.kill('SIGKILL'), timeoutMs)
   let ended = false
   const exited = new Promise<Exit>((resolve, reject) => {
@@ -110,9 +110,9 @@ export async function runProcess(cmd: string, args: readonly string[], options: 
   return { ...exit, stdout: p.stdout(), stderr: p.stderr() }
 }
 
-/** Runs `node args…` to completion (scripts and `-e` snippets; a longer default deadline than the CLI's). */
+/** Runs `node args…` to completion (scripts and `-e` snippets). */
 export function runNode(args: readonly string[], options: SpawnOptions = {}): Promise<RunResult> {
-  return runProcess(process.execPath, args, { timeoutMs: 30_000, ...options })
+  return runProcess(process.execPath, args, options)
 }
 
 /**
@@ -139,6 +139,9 @@ export function runCli(
   })
 }
 
+/** How long `startCli` lets a server take to print its banner before calling it dead. */
+const BANNER_DEADLINE_MS = 60_000
+
 export interface RunningServer {
   readonly child: ChildProcess
   /** The banner, as printed on stderr. */
@@ -161,7 +164,10 @@ export async function startCli(args: readonly string[], options: { env?: Record<
   const p = spawnProcess(process.execPath, [MAIN, ...args], { env: cliEnv(options.env), cwd: options.cwd ?? process.cwd(), timeoutMs: null, record: ['stdout'] })
   let url: string
   try {
-    await withTimeout(p.waitFor('stderr', /healthz: \S+\n {2}note: [^\n]*\n {2}engine: [^\n]*\n/), 15_000, 'the server to print its banner')
+    // A deadline, not a wait: it only ends a server that never comes up. A start-up takes well
+    // under a second alone, but tens of seconds on a 2-core machine running several test files
+    // and other builds at once, which a tighter deadline turned into failures.
+    await withTimeout(p.waitFor('stderr', /healthz: \S+\n {2}note: [^\n]*\n {2}engine: [^\n]*\n/), BANNER_DEADLINE_MS, 'the server to print its banner')
     url = (await p.waitFor('stderr', /listening on: (\S+)/))[1]!
   } catch (err) {
     p.kill()
