@@ -17,6 +17,11 @@
  *    anything else reaches the client under an id from the gateway's allocator, and the
  *    client's reply goes back under the engine's id (an unknown id is dropped).
  *
+ * Flow: while the client's outbound buffer is over its bound, the upstream stops reading the
+ * engine (the engine's own socket buffers fill, and it waits); reading resumes once the
+ * client has drained. What a client that never drains gets is the transport's rule (see
+ * src/rpc/websocket-transport.ts).
+ *
  * Endings: when the client goes (`close()`), each engine request it left unanswered is
  * answered with an error, so no turn hangs, and the upstream is closed. When the upstream
  * closes unexpectedly, each request in flight gets -32603 `engine unavailable` and the client
@@ -37,7 +42,11 @@ import { ServerRequestMap } from './server-request-map.js'
 
 /** The client-facing side, as the gateway's session offers it. */
 export interface UpstreamClient {
-  sendToClient(text: string): void
+  /**
+   * Sends a frame to the client. False: the client's outbound buffer is over its bound, and
+   * the upstream stops reading the engine until `resume` is called.
+   */
+  sendToClient(text: string, resume: () => void): boolean
   closeClient(code: number, reason: string): void
   /** Whether the client's principal holds `exec` (may answer approval requests). */
   readonly holdsExec: boolean
@@ -172,7 +181,7 @@ export class EngineUpstream {
    */
   forwardRequest(id: RequestId, text: string): Promise<void> {
     if (!this.sendToEngine(text)) {
-      this.client.sendToClient(encodeError(id, ENGINE_UNAVAILABLE))
+      this.toClient(encodeError(id, ENGINE_UNAVAILABLE))
       return Promise.resolve()
     }
     // A client reusing the id of a request still in flight: the engine answers both under it;
@@ -213,7 +222,7 @@ export class EngineUpstream {
     if (this.state === 'closed') return
     this.state = 'closed'
     this.log.warn({ inFlight: this.inFlight.size, engineRequests: this.engineRequests.size }, 'engine upstream closed unexpectedly')
-    for (const id of this.inFlight.keys()) this.client.sendToClient(encodeError(id, ENGINE_UNAVAILABLE))
+    for (const id of this.inFlight.keys()) this.toClient(encodeError(id, ENGINE_UNAVAILABLE))
     this.settleAll()
     this.engineRequests.drain()
     this.client.closeClient(ENGINE_RESTARTED_CLOSE_CODE, ENGINE_RESTARTED_REASON)
@@ -236,7 +245,7 @@ export class EngineUpstream {
       case 'error':
         // Only an answer to this client's own request in flight; a forged or stale id goes nowhere.
         if (this.inFlight.has(msg.id)) {
-          this.client.sendToClient(text)
+          this.toClient(text)
           this.settle(msg.id)
         }
         else this.log.warn({ kind: msg.kind }, 'dropped engine reply to no request in flight')
@@ -259,14 +268,14 @@ export class EngineUpstream {
   private engineNotification(method: string, params: unknown, text: string): void {
     if (DROPPED_NOTIFICATIONS.has(method)) return
     if (method !== RESOLVED_METHOD) {
-      this.client.sendToClient(text)
+      this.toClient(text)
       return
     }
     if (params === null || typeof params !== 'object') return
     const clientId = this.engineRequests.resolve((params as Record<string, unknown>).requestId)
     // A request the client never saw (declined or answered by the gateway): nothing to resolve.
     if (clientId === undefined) return
-    this.client.sendToClient(encodeNotification(method, { ...params, requestId: clientId }))
+    this.toClient(encodeNotification(method, { ...params, requestId: clientId }))
   }
 
   private engineRequest(engineId: RequestId, method: string, params: unknown, text: string): void {
@@ -280,7 +289,7 @@ export class EngineUpstream {
       return
     }
     const clientId = this.engineRequests.add(engineId, method)
-    this.client.sendToClient(withFrameId(text, clientId) ?? encodeRequest(clientId, method, params))
+    this.toClient(withFrameId(text, clientId) ?? encodeRequest(clientId, method, params))
   }
 
   private async answerTokenRefresh(engineId: RequestId, params: unknown): Promise<void> {
@@ -295,6 +304,15 @@ export class EngineUpstream {
       }
     }
     this.sendToEngine(reply)
+  }
+
+  /** Sends a frame to the client; stops reading the engine while the client's buffer is full. */
+  private toClient(text: string): void {
+    if (!this.client.sendToClient(text, this.resumeReading)) this.ws?.pause()
+  }
+
+  private readonly resumeReading = (): void => {
+    if (this.state === 'open') this.ws?.resume()
   }
 
   /** Sends while the link is open; false when it is not. */
