@@ -215,7 +215,12 @@ export class EngineUpstream {
     for (const request of this.engineRequests.drain()) this.sendRaw(encodeError(request.engineId, CLIENT_GONE))
     this.settleAll()
     const ws = this.ws
-    if (ws !== null && (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING)) ws.close(1000)
+    if (ws !== null && (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING)) {
+      // Reading again (it may have been stopped for a full client), or the engine's close frame
+      // would never be read; what the engine still sends now goes nowhere.
+      ws.resume()
+      ws.close(1000)
+    }
   }
 
   private onUpstreamClosed(): void {
@@ -229,6 +234,7 @@ export class EngineUpstream {
   }
 
   private fromEngine(text: string): void {
+    if (this.state !== 'open') return
     const msg = parseIncoming(text)
     if (typeof msg === 'string') {
       this.log.warn({ bytes: text.length, problem: msg }, 'dropped malformed engine frame')

@@ -185,6 +185,16 @@ export class FakeEngine {
     })
   }
 
+  /** The connection whose `initialize` named `clientName`, once it exists. */
+  async connectionOf(clientName: string): Promise<FakeEngineConnection> {
+    for (let n = 0; ; n++) {
+      const conn = await this.connection(n)
+      const init = parse(await conn.waitFor((f) => f.method === 'initialize'))
+      const clientInfo = (init.params as { clientInfo?: { name?: unknown } } | undefined)?.clientInfo
+      if (clientInfo?.name === clientName) return conn
+    }
+  }
+
   /** An abrupt engine death: every socket is dropped without a close frame, and nothing listens any more. */
   crash(): void {
     for (const c of this.connections) c.socket.terminate()
