@@ -6,7 +6,8 @@
  * with the client's own ids (the gateway's checks have run before they get here). The ids of
  * forwarded requests are tracked until the engine answers them.
  *
- * Engine → client, reading only `id` and `method`:
+ * Engine → client, reading only `id` and `method` (from the frame's head when it can be read
+ * with certainty, see frame-head.ts; else from a full parse):
  * 1. a response goes to the client as written if it answers a request this client has in
  *    flight; any other (a forged or stale id) is dropped;
  * 2. a notification is relayed as written, except the account and remote-control ones (the
@@ -36,7 +37,9 @@ import type { RequestIdAllocator } from '../rpc/server-requests.js'
 import type { Clock } from '../clock.js'
 import { encodeError, encodeNotification, encodeRequest, encodeResult, parseIncoming, type RequestId, type RpcErrorBody } from '../rpc/wire.js'
 import { declineResult } from './approval-decline.js'
+import { frameHead } from './frame-head.js'
 import { withFrameId } from './frame-id.js'
+import { coalescedWrites } from '../rpc/coalesced-writes.js'
 import { APPROVAL_REQUEST_METHODS } from './scopes.js'
 import { ServerRequestMap } from './server-request-map.js'
 
@@ -100,6 +103,8 @@ type State = 'new' | 'opening' | 'open' | 'closed'
 export class EngineUpstream {
   private state: State = 'new'
   private ws: WebSocket | null = null
+  /** Called before each send to the engine (see src/rpc/coalesced-writes.ts). */
+  private holdWrites: () => void = () => {}
   /** Client requests forwarded and not yet answered, each with what settles its `forwardRequest`. */
   private readonly inFlight = new Map<RequestId, () => void>()
   private readonly engineRequests: ServerRequestMap
@@ -132,7 +137,9 @@ export class EngineUpstream {
     this.state = 'opening'
     const { timers } = this.options
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(`ws+unix://${this.options.socketPath}:/`, { perMessageDeflate: false })
+      // The engine is the gateway's own child: its text is not checked for valid UTF-8 (a bad
+      // byte would become U+FFFD on its way to the client anyway).
+      const ws = new WebSocket(`ws+unix://${this.options.socketPath}:/`, { perMessageDeflate: false, skipUTF8Validation: true })
       this.ws = ws
       let settled = false
       const fail = (message: string, engineError: RpcErrorBody | null = null): void => {
@@ -153,7 +160,10 @@ export class EngineUpstream {
         if (!settled) fail('engine closed the connection during initialize')
         else this.onUpstreamClosed()
       })
-      ws.once('open', () => ws.send(encodeRequest(INITIALIZE_ID, 'initialize', initializeParams)))
+      ws.once('open', () => {
+        this.holdWrites = coalescedWrites(ws)
+        ws.send(encodeRequest(INITIALIZE_ID, 'initialize', initializeParams))
+      })
       const onInitializeAnswer = (data: WebSocket.RawData): void => {
         const msg = parseIncoming(data.toString())
         if (typeof msg === 'string' || !('id' in msg) || msg.id !== INITIALIZE_ID) return
@@ -235,6 +245,10 @@ export class EngineUpstream {
 
   private fromEngine(text: string): void {
     if (this.state !== 'open') return
+    // Most frames (deltas, results) are routed on their head alone; the rest are parsed in full.
+    const head = frameHead(text)
+    if (head !== null && head.kind === 'response') return this.engineReply('response', head.id, text)
+    if (head !== null && head.method !== RESOLVED_METHOD) return this.engineNotification(head.method, undefined, text)
     const msg = parseIncoming(text)
     if (typeof msg === 'string') {
       this.log.warn({ bytes: text.length, problem: msg }, 'dropped malformed engine frame')
@@ -249,14 +263,17 @@ export class EngineUpstream {
         return
       case 'response':
       case 'error':
-        // Only an answer to this client's own request in flight; a forged or stale id goes nowhere.
-        if (this.inFlight.has(msg.id)) {
-          this.toClient(text)
-          this.settle(msg.id)
-        }
-        else this.log.warn({ kind: msg.kind }, 'dropped engine reply to no request in flight')
+        this.engineReply(msg.kind, msg.id, text)
         return
     }
+  }
+
+  /** Only an answer to this client's own request in flight; a forged or stale id goes nowhere. */
+  private engineReply(kind: 'response' | 'error', id: RequestId, text: string): void {
+    if (this.inFlight.has(id)) {
+      this.toClient(text)
+      this.settle(id)
+    } else this.log.warn({ kind }, 'dropped engine reply to no request in flight')
   }
 
   private settle(id: RequestId): void {
@@ -330,6 +347,7 @@ export class EngineUpstream {
   private sendRaw(text: string): boolean {
     const ws = this.ws
     if (ws === null || ws.readyState !== WebSocket.OPEN) return false
+    this.holdWrites()
     ws.send(text)
     return true
   }
