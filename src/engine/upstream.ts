@@ -86,6 +86,10 @@ const UNRELAYABLE_REPLY: RpcErrorBody = { code: INTERNAL_ERROR, message: 'client
 const REFRESH_FAILED: RpcErrorBody = { code: INTERNAL_ERROR, message: 'token refresh failed' }
 const DEFAULT_OPEN_TIMEOUT_MS = 30_000
 
+const zeroMask = (mask: Buffer): void => {
+  mask.fill(0)
+}
+
 /** The engine could not be reached, refused `initialize`, or went away. */
 export class EngineUnavailableError extends Error {
   override name = 'EngineUnavailableError'
@@ -137,9 +141,11 @@ export class EngineUpstream {
     this.state = 'opening'
     const { timers } = this.options
     return new Promise((resolve, reject) => {
-      // The engine is the gateway's own child: its text is not checked for valid UTF-8 (a bad
-      // byte would become U+FFFD on its way to the client anyway).
-      const ws = new WebSocket(`ws+unix://${this.options.socketPath}:/`, { perMessageDeflate: false, skipUTF8Validation: true })
+      // The engine is the gateway's own child on a unix socket, with nothing in between: its
+      // text is not checked for valid UTF-8 (a bad byte would become U+FFFD on its way to the
+      // client anyway), and frames to it carry a zero mask, which `ws` does not apply. Masking
+      // guards proxies on the way from bytes a client chose; there is no proxy here.
+      const ws = new WebSocket(`ws+unix://${this.options.socketPath}:/`, { perMessageDeflate: false, skipUTF8Validation: true, generateMask: zeroMask })
       this.ws = ws
       let settled = false
       const fail = (message: string, engineError: RpcErrorBody | null = null): void => {
