@@ -39,7 +39,6 @@ import { encodeError, encodeNotification, encodeRequest, encodeResult, parseInco
 import { declineResult } from './approval-decline.js'
 import { frameHead } from './frame-head.js'
 import { withFrameId } from './frame-id.js'
-import { coalescedWrites } from '../rpc/coalesced-writes.js'
 import { APPROVAL_REQUEST_METHODS } from './scopes.js'
 import { ServerRequestMap } from './server-request-map.js'
 
@@ -107,8 +106,6 @@ type State = 'new' | 'opening' | 'open' | 'closed'
 export class EngineUpstream {
   private state: State = 'new'
   private ws: WebSocket | null = null
-  /** Called before each send to the engine (see src/rpc/coalesced-writes.ts). */
-  private holdWrites: () => void = () => {}
   /** Client requests forwarded and not yet answered, each with what settles its `forwardRequest`. */
   private readonly inFlight = new Map<RequestId, () => void>()
   private readonly engineRequests: ServerRequestMap
@@ -166,10 +163,7 @@ export class EngineUpstream {
         if (!settled) fail('engine closed the connection during initialize')
         else this.onUpstreamClosed()
       })
-      ws.once('open', () => {
-        this.holdWrites = coalescedWrites(ws)
-        ws.send(encodeRequest(INITIALIZE_ID, 'initialize', initializeParams))
-      })
+      ws.once('open', () => ws.send(encodeRequest(INITIALIZE_ID, 'initialize', initializeParams)))
       const onInitializeAnswer = (data: WebSocket.RawData): void => {
         const msg = parseIncoming(data.toString())
         if (typeof msg === 'string' || !('id' in msg) || msg.id !== INITIALIZE_ID) return
@@ -353,7 +347,6 @@ export class EngineUpstream {
   private sendRaw(text: string): boolean {
     const ws = this.ws
     if (ws === null || ws.readyState !== WebSocket.OPEN) return false
-    this.holdWrites()
     ws.send(text)
     return true
   }

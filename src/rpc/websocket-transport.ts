@@ -13,7 +13,6 @@
  */
 import type { RawData, WebSocket, WebSocketServer } from 'ws'
 import { withheldError, type AppLogger } from '../log/logger.js'
-import { coalescedWrites } from './coalesced-writes.js'
 import type { Session, SessionTransport } from './session.js'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
 
@@ -47,21 +46,16 @@ export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLo
     if (!closing) resume?.()
   }
   const usable = (): boolean => !closing && socket.readyState === socket.OPEN
-  const hold = coalescedWrites(socket)
   return {
     send(text) {
       if (!usable()) return
       // Judged on what is still queued from earlier sends: one large reply to a client that
       // reads is fine; a client that let `maxBytes` pile up is not.
       if (socket.bufferedAmount > maxBytes) closeSlow()
-      else {
-        hold()
-        socket.send(text)
-      }
+      else socket.send(text)
     },
     sendPaced(text, resume) {
       if (!usable()) return true
-      hold()
       if (stopped !== null) {
         // Read by the source before it stopped: sent, it is already bounded.
         socket.send(text)
