@@ -33,8 +33,8 @@ class HeldTimers {
   }
 }
 
-/** A loopback server and a client that never reads; resolves with the server's side of the socket. */
-async function stalledPair(t: Test): Promise<WebSocket> {
+/** A loopback server and a client; resolves with the client and the server's side of the socket. */
+async function loopbackPair(t: Test): Promise<{ client: WebSocket; serverSide: WebSocket }> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
   await once(wss, 'listening')
   t.teardown(() => new Promise<void>((resolve) => wss.close(() => resolve())))
@@ -42,8 +42,14 @@ async function stalledPair(t: Test): Promise<WebSocket> {
   const client = new WebSocket(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}/`)
   t.teardown(() => client.terminate())
   await once(client, 'open')
-  ;(client as unknown as { _socket: Socket })._socket.pause()
   const [serverSide] = await accepted
+  return { client, serverSide }
+}
+
+/** A loopback pair whose client never reads; resolves with the server's side of the socket. */
+async function stalledPair(t: Test): Promise<WebSocket> {
+  const { client, serverSide } = await loopbackPair(t)
+  ;(client as unknown as { _socket: Socket })._socket.pause()
   return serverSide
 }
 
@@ -106,16 +112,9 @@ t.test('a paced source is stopped at the bound; a client that does not drain is 
 })
 
 t.test('a paced source stopped at the bound is resumed once a reading client has drained', async (t) => {
-  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
-  await once(wss, 'listening')
-  t.teardown(() => new Promise<void>((resolve) => wss.close(() => resolve())))
-  const accepted = once(wss, 'connection') as Promise<[WebSocket]>
-  const client = new WebSocket(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}/`)
-  t.teardown(() => client.terminate())
+  const { client, serverSide: socket } = await loopbackPair(t)
   let received = 0
   client.on('message', () => received++)
-  await once(client, 'open')
-  const [socket] = await accepted
   const logs = new LogCapture()
   const timers = new HeldTimers()
   const transport = boundedTransport(socket, MAX_BYTES, createLogger('debug', logs), timers)
