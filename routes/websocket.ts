@@ -68,7 +68,7 @@ export default async function websocketRoutes(app: FastifyInstance): Promise<voi
       const admission = request.wsAdmission
       if (admission === null) return socket.close(1011, 'not admitted')
       const log = lazyChild(app.log, { connectionId: admission.connectionId })
-      const session = app.sessionFactory.open(admission.connectionId, admission.principal, boundedTransport(socket, maxOutbound, log), log)
+      const session = app.sessionFactory.open(admission.connectionId, admission.principal, boundedTransport(socket, maxOutbound, log, app.sessionFactory.clock), log)
       serveSocket(socket, session, log, heartbeat, () => app.sessionFactory.ended(session))
     },
   })

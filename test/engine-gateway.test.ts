@@ -47,12 +47,8 @@ async function rig(t: Test, argv: string[] = [], clock?: ManualClock): Promise<R
 }
 
 /** The fake engine's connection whose `initialize` named `clientName`. */
-async function engineConn(engine: FakeEngine, clientName: string): Promise<FakeEngineConnection> {
-  for (let n = 0; ; n++) {
-    const conn = await engine.connection(n)
-    const init = JSON.parse(await conn.waitFor((f) => f.method === 'initialize')) as Json
-    if (init.params?.clientInfo?.name === clientName) return conn
-  }
+function engineConn(engine: FakeEngine, clientName: string): Promise<FakeEngineConnection> {
+  return engine.connectionOf(clientName)
 }
 
 const control = (engine: FakeEngine) => engineConn(engine, 'app-server-gateway')

@@ -29,7 +29,8 @@ class RecordingClient {
 
   constructor(readonly holdsExec: boolean) {}
 
-  sendToClient(text: string): void {
+  /** Always true: this client takes everything at once. */
+  sendToClient(text: string): boolean {
     this.sent.push(text)
     const frame = JSON.parse(text) as Frame
     const pending = this.waiters
@@ -38,6 +39,7 @@ class RecordingClient {
       if (w.match(frame)) w.resolve(text)
       else this.waiters.push(w)
     }
+    return true
   }
 
   closeClient(code: number, reason: string): void {

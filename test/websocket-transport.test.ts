@@ -1,16 +1,19 @@
 /**
  * The local WebSocket side of a session, on real sockets: a client that does not read is
- * closed 1008 and, if it will not finish that close, destroyed after the grace delay; an app
- * closed without a drain still closes its sockets with 1001.
+ * closed 1008 and, if it will not finish that close, destroyed after the grace delay; a paced
+ * source is stopped at the bound and resumed once a reading client drained, and a client that
+ * does not drain within the stall window is closed 1008; an app closed without a drain still
+ * closes its sockets with 1001.
  */
 import t from 'tap'
 import { once } from 'node:events'
 import type { AddressInfo, Socket } from 'node:net'
 import WebSocket, { WebSocketServer } from 'ws'
 import { createLogger } from '../src/log/logger.js'
-import { boundedTransport, SLOW_CONSUMER_GRACE_MS } from '../src/rpc/websocket-transport.js'
+import { boundedTransport, SLOW_CONSUMER_GRACE_MS, SLOW_CONSUMER_STALL_MS } from '../src/rpc/websocket-transport.js'
 import { connect } from './helpers/client.js'
 import { LogCapture, startServer } from './helpers/server.js'
+import { until, withTimeout } from './helpers/wait.js'
 
 type Test = import('tap').Test
 
@@ -19,15 +22,19 @@ const CHUNK = 'x'.repeat(128 * 1024)
 
 /** Holds scheduled callbacks until the test runs them. */
 class HeldTimers {
-  readonly held: { fn: () => void; ms: number }[] = []
+  readonly held: { fn: () => void; ms: number; cleared: boolean }[] = []
   setTimeout(fn: () => void, ms: number): unknown {
-    this.held.push({ fn, ms })
+    this.held.push({ fn, ms, cleared: false })
     return this.held.length
+  }
+  clearTimeout(handle: unknown): void {
+    const timer = this.held[(handle as number) - 1]
+    if (timer !== undefined) timer.cleared = true
   }
 }
 
-/** A loopback server and a client that never reads; resolves with the server's side of the socket. */
-async function stalledPair(t: Test): Promise<WebSocket> {
+/** A loopback server and a client; resolves with the client and the server's side of the socket. */
+async function loopbackPair(t: Test): Promise<{ client: WebSocket; serverSide: WebSocket }> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 })
   await once(wss, 'listening')
   t.teardown(() => new Promise<void>((resolve) => wss.close(() => resolve())))
@@ -35,8 +42,14 @@ async function stalledPair(t: Test): Promise<WebSocket> {
   const client = new WebSocket(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}/`)
   t.teardown(() => client.terminate())
   await once(client, 'open')
-  ;(client as unknown as { _socket: Socket })._socket.pause()
   const [serverSide] = await accepted
+  return { client, serverSide }
+}
+
+/** A loopback pair whose client never reads; resolves with the server's side of the socket. */
+async function stalledPair(t: Test): Promise<WebSocket> {
+  const { client, serverSide } = await loopbackPair(t)
+  ;(client as unknown as { _socket: Socket })._socket.pause()
   return serverSide
 }
 
@@ -63,6 +76,63 @@ t.test('a client that does not read is closed 1008, then destroyed once the grac
   timers.held[0]?.fn()
   const [code] = await closed
   t.equal(code, 1006, 'the socket was destroyed without finishing the close handshake')
+})
+
+t.test('a paced source is stopped at the bound; a client that does not drain is closed 1008 after the stall window', async (t) => {
+  const socket = await stalledPair(t)
+  const logs = new LogCapture()
+  const timers = new HeldTimers()
+  const transport = boundedTransport(socket, MAX_BYTES, createLogger('debug', logs), timers)
+  let resumed = 0
+  const resume = (): void => {
+    resumed++
+  }
+
+  let paced = 0
+  while (transport.sendPaced!(CHUNK, resume)) {
+    paced++
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    if (paced > 2000) break
+  }
+  t.ok(paced <= 2000, `the source was stopped (after ${paced} frames)`)
+  const stoppedAt = socket.bufferedAmount
+  t.ok(stoppedAt > MAX_BYTES - CHUNK.length && stoppedAt <= MAX_BYTES + CHUNK.length, `stopped with ${stoppedAt} bytes buffered: the bound and one frame at most`)
+  t.equal(socket.readyState, socket.OPEN, 'stopping the source does not close the client')
+  t.equal(transport.sendPaced!(CHUNK, resume), false, 'a frame the source had already read still goes out, and the source stays stopped')
+  t.same(timers.held.map((h) => h.ms), [SLOW_CONSUMER_STALL_MS], 'one stall timer')
+  t.notOk(logs.lines.some((l) => l.msg === 'closing slow consumer'), 'no slow-consumer WARN yet')
+
+  timers.held[0]?.fn()
+  t.equal(socket.readyState, socket.CLOSING, 'the client that did not drain is being closed')
+  const warn = logs.lines.find((l) => l.msg === 'closing slow consumer')
+  t.equal(warn?.level, 40, 'logged at WARN')
+  t.ok(typeof warn?.bufferedBytes === 'number' && warn.bufferedBytes > MAX_BYTES, 'with the buffered byte count over the bound')
+  t.same(timers.held.map((h) => h.ms), [SLOW_CONSUMER_STALL_MS, SLOW_CONSUMER_GRACE_MS], 'then the grace timer, as for any slow consumer')
+  t.equal(resumed, 0, 'the source is never resumed onto a closing client')
+})
+
+t.test('a paced source stopped at the bound is resumed once a reading client has drained', async (t) => {
+  const { client, serverSide: socket } = await loopbackPair(t)
+  let received = 0
+  client.on('message', () => received++)
+  const logs = new LogCapture()
+  const timers = new HeldTimers()
+  const transport = boundedTransport(socket, MAX_BYTES, createLogger('debug', logs), timers)
+
+  // Offered in one go (no I/O in between), the frames fill the kernel's buffers, then ours up to the bound.
+  let sent = 1
+  const resumed = new Promise<void>((resolve) => {
+    while (transport.sendPaced!(CHUNK, resolve) && sent < 2000) sent++
+  })
+  t.ok(sent < 2000, `stopped after ${sent} frames`)
+  t.ok(socket.bufferedAmount > MAX_BYTES - CHUNK.length && socket.bufferedAmount <= MAX_BYTES + CHUNK.length, 'with the bound and one frame at most buffered')
+  await withTimeout(resumed, 10_000, 'the source to be resumed')
+  t.equal(socket.bufferedAmount, 0, 'resumed with the buffer drained')
+  t.equal(timers.held[0]?.cleared, true, 'the stall timer was cleared')
+  t.equal(socket.readyState, socket.OPEN, 'the client is still connected')
+  t.notOk(logs.lines.some((l) => l.msg === 'closing slow consumer'), 'no slow-consumer WARN')
+  t.ok(transport.sendPaced!('after', () => {}), 'the source may send again')
+  await until(() => received === sent + 1, 'the client to read every frame')
 })
 
 t.test('closing an app without a drain closes its sockets with 1001', async (t) => {

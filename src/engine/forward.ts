@@ -44,8 +44,8 @@ export function engineRequestRefusal(session: { readonly initialized: boolean; r
 export interface UpstreamSession {
   readonly principal: Principal
   readonly log: AppLogger
-  /** Sends a frame written elsewhere (by the engine), as it is. */
-  relay(text: string): void
+  /** Sends a frame written elsewhere (by the engine), as it is; false: stop reading until `resume`. */
+  relay(text: string, resume: () => void): boolean
   close(code: number, reason: string): void
   /** Takes the upstream; false when the session already has one or has closed (the caller closes it). */
   attachUpstream(upstream: EngineUpstream): boolean
@@ -69,7 +69,7 @@ export function sessionEngine(engine: EngineService): SessionEngine {
       try {
         opened = await engine.openUpstream(
           {
-            sendToClient: (text) => session.relay(text),
+            sendToClient: (text, resume) => session.relay(text, resume),
             closeClient: (code, reason) => session.close(code, reason),
             holdsExec: session.principal.scopes.has('exec'),
           },

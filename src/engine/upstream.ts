@@ -6,7 +6,8 @@
  * with the client's own ids (the gateway's checks have run before they get here). The ids of
  * forwarded requests are tracked until the engine answers them.
  *
- * Engine → client, reading only `id` and `method`:
+ * Engine → client, reading only `id` and `method` (from the frame's head when it can be read
+ * with certainty, see frame-head.ts; else from a full parse):
  * 1. a response goes to the client as written if it answers a request this client has in
  *    flight; any other (a forged or stale id) is dropped;
  * 2. a notification is relayed as written, except the account and remote-control ones (the
@@ -16,6 +17,11 @@
  *    client); an approval request to a client without `exec` is declined by the gateway;
  *    anything else reaches the client under an id from the gateway's allocator, and the
  *    client's reply goes back under the engine's id (an unknown id is dropped).
+ *
+ * Flow: while the client's outbound buffer is over its bound, the upstream stops reading the
+ * engine (the engine's own socket buffers fill, and it waits); reading resumes once the
+ * client has drained. What a client that never drains gets is the transport's rule (see
+ * src/rpc/websocket-transport.ts).
  *
  * Endings: when the client goes (`close()`), each engine request it left unanswered is
  * answered with an error, so no turn hangs, and the upstream is closed. When the upstream
@@ -31,13 +37,18 @@ import type { RequestIdAllocator } from '../rpc/server-requests.js'
 import type { Clock } from '../clock.js'
 import { encodeError, encodeNotification, encodeRequest, encodeResult, parseIncoming, type RequestId, type RpcErrorBody } from '../rpc/wire.js'
 import { declineResult } from './approval-decline.js'
+import { frameHead } from './frame-head.js'
 import { withFrameId } from './frame-id.js'
 import { APPROVAL_REQUEST_METHODS } from './scopes.js'
 import { ServerRequestMap } from './server-request-map.js'
 
 /** The client-facing side, as the gateway's session offers it. */
 export interface UpstreamClient {
-  sendToClient(text: string): void
+  /**
+   * Sends a frame to the client. False: the client's outbound buffer is over its bound, and
+   * the upstream stops reading the engine until `resume` is called.
+   */
+  sendToClient(text: string, resume: () => void): boolean
   closeClient(code: number, reason: string): void
   /** Whether the client's principal holds `exec` (may answer approval requests). */
   readonly holdsExec: boolean
@@ -73,6 +84,10 @@ const CLIENT_GONE: RpcErrorBody = { code: INTERNAL_ERROR, message: 'client disco
 const UNRELAYABLE_REPLY: RpcErrorBody = { code: INTERNAL_ERROR, message: 'client reply could not be relayed' }
 const REFRESH_FAILED: RpcErrorBody = { code: INTERNAL_ERROR, message: 'token refresh failed' }
 const DEFAULT_OPEN_TIMEOUT_MS = 30_000
+
+const zeroMask = (mask: Buffer): void => {
+  mask.fill(0)
+}
 
 /** The engine could not be reached, refused `initialize`, or went away. */
 export class EngineUnavailableError extends Error {
@@ -123,7 +138,11 @@ export class EngineUpstream {
     this.state = 'opening'
     const { timers } = this.options
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(`ws+unix://${this.options.socketPath}:/`, { perMessageDeflate: false })
+      // The engine is the gateway's own child on a unix socket, with nothing in between: its
+      // text is not checked for valid UTF-8 (a bad byte would become U+FFFD on its way to the
+      // client anyway), and frames to it carry a zero mask, which `ws` does not apply. Masking
+      // guards proxies on the way from bytes a client chose; there is no proxy here.
+      const ws = new WebSocket(`ws+unix://${this.options.socketPath}:/`, { perMessageDeflate: false, skipUTF8Validation: true, generateMask: zeroMask })
       this.ws = ws
       let settled = false
       const fail = (message: string, engineError: RpcErrorBody | null = null): void => {
@@ -172,7 +191,7 @@ export class EngineUpstream {
    */
   forwardRequest(id: RequestId, text: string): Promise<void> {
     if (!this.sendToEngine(text)) {
-      this.client.sendToClient(encodeError(id, ENGINE_UNAVAILABLE))
+      this.toClient(encodeError(id, ENGINE_UNAVAILABLE))
       return Promise.resolve()
     }
     // A client reusing the id of a request still in flight: the engine answers both under it;
@@ -206,20 +225,30 @@ export class EngineUpstream {
     for (const request of this.engineRequests.drain()) this.sendRaw(encodeError(request.engineId, CLIENT_GONE))
     this.settleAll()
     const ws = this.ws
-    if (ws !== null && (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING)) ws.close(1000)
+    if (ws !== null && (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING)) {
+      // Reading again (it may have been stopped for a full client), or the engine's close frame
+      // would never be read; what the engine still sends now goes nowhere.
+      ws.resume()
+      ws.close(1000)
+    }
   }
 
   private onUpstreamClosed(): void {
     if (this.state === 'closed') return
     this.state = 'closed'
     this.log.warn({ inFlight: this.inFlight.size, engineRequests: this.engineRequests.size }, 'engine upstream closed unexpectedly')
-    for (const id of this.inFlight.keys()) this.client.sendToClient(encodeError(id, ENGINE_UNAVAILABLE))
+    for (const id of this.inFlight.keys()) this.toClient(encodeError(id, ENGINE_UNAVAILABLE))
     this.settleAll()
     this.engineRequests.drain()
     this.client.closeClient(ENGINE_RESTARTED_CLOSE_CODE, ENGINE_RESTARTED_REASON)
   }
 
   private fromEngine(text: string): void {
+    if (this.state !== 'open') return
+    // Most frames (deltas, results) are routed on their head alone; the rest are parsed in full.
+    const head = frameHead(text)
+    if (head !== null && head.kind === 'response') return this.engineReply('response', head.id, text)
+    if (head !== null && head.method !== RESOLVED_METHOD) return this.engineNotification(head.method, undefined, text)
     const msg = parseIncoming(text)
     if (typeof msg === 'string') {
       this.log.warn({ bytes: text.length, problem: msg }, 'dropped malformed engine frame')
@@ -234,14 +263,17 @@ export class EngineUpstream {
         return
       case 'response':
       case 'error':
-        // Only an answer to this client's own request in flight; a forged or stale id goes nowhere.
-        if (this.inFlight.has(msg.id)) {
-          this.client.sendToClient(text)
-          this.settle(msg.id)
-        }
-        else this.log.warn({ kind: msg.kind }, 'dropped engine reply to no request in flight')
+        this.engineReply(msg.kind, msg.id, text)
         return
     }
+  }
+
+  /** Only an answer to this client's own request in flight; a forged or stale id goes nowhere. */
+  private engineReply(kind: 'response' | 'error', id: RequestId, text: string): void {
+    if (this.inFlight.has(id)) {
+      this.toClient(text)
+      this.settle(id)
+    } else this.log.warn({ kind }, 'dropped engine reply to no request in flight')
   }
 
   private settle(id: RequestId): void {
@@ -259,14 +291,14 @@ export class EngineUpstream {
   private engineNotification(method: string, params: unknown, text: string): void {
     if (DROPPED_NOTIFICATIONS.has(method)) return
     if (method !== RESOLVED_METHOD) {
-      this.client.sendToClient(text)
+      this.toClient(text)
       return
     }
     if (params === null || typeof params !== 'object') return
     const clientId = this.engineRequests.resolve((params as Record<string, unknown>).requestId)
     // A request the client never saw (declined or answered by the gateway): nothing to resolve.
     if (clientId === undefined) return
-    this.client.sendToClient(encodeNotification(method, { ...params, requestId: clientId }))
+    this.toClient(encodeNotification(method, { ...params, requestId: clientId }))
   }
 
   private engineRequest(engineId: RequestId, method: string, params: unknown, text: string): void {
@@ -280,7 +312,7 @@ export class EngineUpstream {
       return
     }
     const clientId = this.engineRequests.add(engineId, method)
-    this.client.sendToClient(withFrameId(text, clientId) ?? encodeRequest(clientId, method, params))
+    this.toClient(withFrameId(text, clientId) ?? encodeRequest(clientId, method, params))
   }
 
   private async answerTokenRefresh(engineId: RequestId, params: unknown): Promise<void> {
@@ -295,6 +327,15 @@ export class EngineUpstream {
       }
     }
     this.sendToEngine(reply)
+  }
+
+  /** Sends a frame to the client; stops reading the engine while the client's buffer is full. */
+  private toClient(text: string): void {
+    if (!this.client.sendToClient(text, this.resumeReading)) this.ws?.pause()
+  }
+
+  private readonly resumeReading = (): void => {
+    if (this.state === 'open') this.ws?.resume()
   }
 
   /** Sends while the link is open; false when it is not. */

@@ -1,4 +1,5 @@
 import type { Principal } from '../auth/principal.js'
+import type { Clock } from '../clock.js'
 import type { AppLogger } from '../log/logger.js'
 import type { Dispatcher } from './dispatcher.js'
 import type { SessionRegistry } from './registry.js'
@@ -31,6 +32,11 @@ export class SessionFactory {
   useDispatcher(dispatcher: Dispatcher<any>): void {
     if (this.deps !== null) throw new Error('the session factory already has its dispatcher')
     this.deps = { ...this.settings, dispatcher }
+  }
+
+  /** The clock every session of the app schedules with (their transports too). */
+  get clock(): Clock {
+    return this.settings.clock
   }
 
   /** The id of the next session from `origin` (taken before the session exists, for the admission log). */

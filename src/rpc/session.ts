@@ -12,6 +12,12 @@ import { encodeError, encodeNotification, encodeRequest, encodeResult, parseInco
 /** The socket side of a session: a local WebSocket, or a remote-control virtual connection. */
 export interface SessionTransport {
   send(text: string): void
+  /**
+   * Sends a frame from a source that can stop reading (the engine's upstream). False: the
+   * client's outbound buffer is full, and the source should stop until `resume` is called
+   * (once). A transport without it takes every frame through `send`.
+   */
+  sendPaced?(text: string, resume: () => void): boolean
   close(code: number, reason: string): void
 }
 
@@ -160,9 +166,15 @@ export class Session {
     this.log.warn('ignored binary WebSocket frame')
   }
 
-  /** Sends a frame written elsewhere (by the engine), as it is. */
-  relay(text: string): void {
-    this.send(text)
+  /**
+   * Sends a frame written elsewhere (by the engine), as it is. False: the source should stop
+   * until `resume` is called (see `SessionTransport.sendPaced`).
+   */
+  relay(text: string, resume: () => void): boolean {
+    if (this.closed) return true
+    if (this.transport.sendPaced !== undefined) return this.transport.sendPaced(text, resume)
+    this.transport.send(text)
+    return true
   }
 
   sendNotification(method: string, params: unknown): void {

@@ -2,39 +2,80 @@
  * A session's local WebSocket. Three rules live here, each for the sake of every other client:
  * - A client that does not read is closed (1008 `slow consumer`) once more than the bound
  *   waits in its outbound buffer, and destroyed if it will not even finish that close.
+ *   Frames from a source that can stop reading (the engine's upstream) are paced instead: when
+ *   one would take the buffer over the bound it is still sent, the source is told to stop, and
+ *   it is resumed once that frame has left the buffer (so everything before it has too). A
+ *   client that does not drain within `SLOW_CONSUMER_STALL_MS` of such a stop is closed as a
+ *   slow consumer. The gateway holds at most the bound, the frame that crossed it and what the
+ *   source had already read when it stopped — never an unbounded queue.
  * - With a heartbeat, every socket must answer each ping before the next, or it is dropped.
  * - A socket's errors are logged without their text and end the socket.
  */
 import type { RawData, WebSocket, WebSocketServer } from 'ws'
 import { withheldError, type AppLogger } from '../log/logger.js'
 import type { Session, SessionTransport } from './session.js'
-import { systemClock, type Clock } from '../clock.js'
+import { systemClock, type Clock, type TimerHandle } from '../clock.js'
 
 /** How long a slow consumer's close handshake may take before the socket is destroyed. */
 export const SLOW_CONSUMER_GRACE_MS = 5_000
 
+/** How long a paced source may stay stopped on a client that does not drain before the client is closed. */
+export const SLOW_CONSUMER_STALL_MS = 10_000
+
 /**
  * Sends through the socket until more than `maxBytes` wait in its outbound buffer; then the
- * socket is closed and nothing more is sent.
+ * socket is closed and nothing more is sent. `sendPaced` (see the header) stops a source at
+ * the bound instead.
  */
-export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLogger, timers: Pick<Clock, 'setTimeout'> = systemClock): SessionTransport {
+export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLogger, timers: Pick<Clock, 'setTimeout' | 'clearTimeout'> = systemClock): SessionTransport {
   let closing = false
+  /** The stopped source's resume, while a paced frame is on its way out. */
+  let stopped: (() => void) | null = null
+  let stallTimer: TimerHandle = null
+  const closeSlow = (): void => {
+    closing = true
+    log.warn({ bufferedBytes: socket.bufferedAmount }, 'closing slow consumer')
+    socket.close(1008, 'slow consumer')
+    timers.setTimeout(() => socket.terminate(), SLOW_CONSUMER_GRACE_MS)
+  }
+  // Called once the frame that crossed the bound is written (or the socket failed).
+  const drained = (): void => {
+    timers.clearTimeout(stallTimer)
+    const resume = stopped
+    stopped = null
+    if (!closing) resume?.()
+  }
+  const usable = (): boolean => !closing && socket.readyState === socket.OPEN
   return {
     send(text) {
-      if (closing || socket.readyState !== socket.OPEN) return
+      if (!usable()) return
       // Judged on what is still queued from earlier sends: one large reply to a client that
       // reads is fine; a client that let `maxBytes` pile up is not.
-      if (socket.bufferedAmount > maxBytes) {
-        closing = true
-        log.warn({ bufferedBytes: socket.bufferedAmount }, 'closing slow consumer')
-        socket.close(1008, 'slow consumer')
-        timers.setTimeout(() => socket.terminate(), SLOW_CONSUMER_GRACE_MS)
-        return
+      if (socket.bufferedAmount > maxBytes) closeSlow()
+      else socket.send(text)
+    },
+    sendPaced(text, resume) {
+      if (!usable()) return true
+      if (stopped !== null) {
+        // Read by the source before it stopped: sent, it is already bounded.
+        socket.send(text)
+        return false
       }
-      socket.send(text)
+      // `length` undercounts multi-byte text; such a frame stops the source one frame later.
+      if (socket.bufferedAmount + text.length <= maxBytes) {
+        socket.send(text)
+        return true
+      }
+      stopped = resume
+      stallTimer = timers.setTimeout(() => {
+        if (stopped !== null && usable()) closeSlow()
+      }, SLOW_CONSUMER_STALL_MS)
+      socket.send(text, drained)
+      return false
     },
     close(code, reason) {
       closing = true
+      timers.clearTimeout(stallTimer)
       socket.close(code, reason)
     },
   }

@@ -4,7 +4,8 @@
  * `{error:{code,message},id}`). It answers `initialize` as codex does, answers other methods
  * with per-method functions (or leaves them unanswered, for in-flight tests), records every
  * frame each connection received as raw text, pushes notifications and server→client requests
- * (any id, forged ones included), and can crash (every socket dropped, listener gone).
+ * (any id, forged ones included), floods a connection with one frame, and can crash (every
+ * socket dropped, listener gone).
  *
  * Clients connect with `new WebSocket('ws+unix://' + socketPath + ':/')`.
  */
@@ -72,6 +73,22 @@ export class FakeEngineConnection {
 
   sendRaw(text: string): void {
     this.socket.send(text)
+  }
+
+  /**
+   * Sends `text` `count` times as fast as the peer takes it, never more than `batch` frames
+   * waiting in this side's buffer (the flood holds no unbounded queue of its own). Resolves
+   * with how many were sent: all of them, or fewer once the socket closed.
+   */
+  async flood(text: string, count: number, batch = 256): Promise<number> {
+    let sent = 0
+    while (sent < count && this.socket.readyState === this.socket.OPEN) {
+      const n = Math.min(batch, count - sent)
+      for (let i = 1; i < n; i++) this.socket.send(text)
+      await new Promise<void>((resolve) => this.socket.send(text, () => resolve()))
+      sent += n
+    }
+    return sent
   }
 
   notify(method: string, params?: unknown): void {
@@ -176,6 +193,16 @@ export class FakeEngine {
       }
       this.connectionWaiters.push(wait)
     })
+  }
+
+  /** The connection whose `initialize` named `clientName`, once it exists. */
+  async connectionOf(clientName: string): Promise<FakeEngineConnection> {
+    for (let n = 0; ; n++) {
+      const conn = await this.connection(n)
+      const init = parse(await conn.waitFor((f) => f.method === 'initialize'))
+      const clientInfo = (init.params as { clientInfo?: { name?: unknown } } | undefined)?.clientInfo
+      if (clientInfo?.name === clientName) return conn
+    }
   }
 
   /** An abrupt engine death: every socket is dropped without a close frame, and nothing listens any more. */
