@@ -76,3 +76,30 @@ t.test('missing, not executable, exits at once, fixed: backed-off retries, each 
   t.notOk(JSON.stringify(engine.status).includes(dir), 'no path in any status')
   t.notOk(logs.lines.filter((l) => l.event === 'engine.restart_scheduled').some((l) => JSON.stringify(l).includes(dir)), 'nor in the restart log lines')
 })
+
+t.test('--engine on with an explicit binary missing at start-up: retried until it appears', async (t) => {
+  const dir = tempDir('engine-late-binary', t)
+  const binary = join(dir, 'codex')
+  const clock = new ManualClock()
+  const logs = new WaitableLogs()
+  const engine = new EngineService({
+    settings: { mode: 'on', binary, home: tempDir('engine-late-binary-home', t), configOverrides: [] },
+    gatewayHome: tempDir('engine-late-binary-gateway', t),
+    clientVersion: '0.1.0-test',
+    accounts: noAccount,
+    serverRequestIds: new RequestIdAllocator(),
+    log: createLogger('debug', logs),
+    clock,
+    random: () => 0.5,
+  })
+  t.teardown(() => engine.stop())
+  t.ok(engine.expected, 'an engine is expected')
+  t.match(logs.lines.find((l) => l.event === 'engine.missing'), { level: ERROR }, 'said at once, at error level')
+  engine.start()
+  await until(() => logs.lines.some((l) => l.event === 'engine.restart_scheduled'), 'the first failure')
+  t.same(engine.status, { state: 'unavailable', version: null, reason: 'engine binary not found' })
+  writeFakeEngine(dir, 'codex')
+  clock.advance(200)
+  await logs.waitFor((l) => l.msg === 'fake engine: up')
+  t.equal(engine.status.state, 'starting', 'the binary installed later is spawned by the next retry')
+})

@@ -19,6 +19,7 @@ import { FAKE_ENGINE_INITIALIZE_RESULT, FakeEngine, type FakeEngineConnection } 
 import { nowSeconds, signJwt } from './helpers/jwt.js'
 import { ManualClock } from './helpers/manual-clock.js'
 import { startServer, type TestServer } from './helpers/server.js'
+import { until } from './helpers/wait.js'
 
 type Test = import('tap').Test
 type Json = Record<string, any>
@@ -163,10 +164,11 @@ t.test('without an engine: engine methods answer engine unavailable; the gateway
   t.same(health.engine, { state: 'off', version: null })
   t.equal((await httpGet(`${server.httpBase}/readyz`)).status, 200, 'no engine configured: ready')
 
-  // `--engine on` with no binary: unavailable, not ready, the gateway still answers.
+  // `--engine on` with no binary: unavailable (retried with backoff), not ready, the gateway still answers.
   const expected = await startServer({ argv: ['--engine', 'on', '--engine-bin', '/nonexistent/codex'] })
   t.teardown(() => expected.close())
-  t.same(JSON.parse((await httpGet(`${expected.httpBase}/healthz`)).body).engine, { state: 'unavailable', version: null, reason: 'the configured engine binary does not exist' }, 'and says why, without the path')
+  await until(() => expected.app.engine.status.state === 'unavailable', 'the first spawn to fail')
+  t.same(JSON.parse((await httpGet(`${expected.httpBase}/healthz`)).body).engine, { state: 'unavailable', version: null, reason: 'engine binary not found' }, 'and says why, without the path')
   const ready = await httpGet(`${expected.httpBase}/readyz`)
   t.equal(ready.status, 503)
   t.same(JSON.parse(ready.body), { status: 'engine unavailable' })

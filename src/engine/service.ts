@@ -6,8 +6,9 @@
  * Policy, in the order things happen:
  * 1. `--engine off`: no engine; state `off`. `auto` (the default): an engine when a binary
  *    resolves, else `off` with the reason (logged at info, shown in the banner). `on`: a missing
- *    binary is an error (logged) and the state is `unavailable`. The binary is resolved once,
- *    at construction: one that does not resolve then is not looked for again. `expected` (an
+ *    binary is an error (logged) and the state is `unavailable`; with an explicit `--engine-bin`
+ *    it is spawned anyway, so the restart policy (6) retries it until it appears. Otherwise
+ *    the binary is resolved once, at construction. `expected` (an
  *    engine is configured) is what `/readyz` waits on.
  * 2. `start()` does not wait for readiness: the listener comes up at once, the state reads
  *    `starting` until the engine answers `initialize`.
@@ -136,9 +137,14 @@ export class EngineService {
       this.absentReason = 'turned off'
     } else {
       const resolved = (options.resolveBinary ?? ((explicitPath) => resolveEngineBinary({ explicitPath })))(settings.binary)
-      if (resolved.ok) {
+      // `--engine on` with an explicit binary that is not there (yet): the operator named it, so
+      // it is spawned anyway and each failed spawn backs off like any bad start — a binary
+      // installed later is taken up without restarting the gateway.
+      const binary = resolved.ok ? resolved.binary : settings.mode === 'on' && settings.binary !== null ? { path: settings.binary, version: null } : null
+      if (!resolved.ok && binary !== null) this.log.error({ event: 'engine.missing' }, `engine expected but not available yet: ${resolved.reason}; retrying`)
+      if (binary !== null) {
         this.runner = new EngineSupervisor({
-          binary: resolved.binary,
+          binary,
           gatewayHome: options.gatewayHome,
           engineHome: settings.home,
           configOverrides: settings.configOverrides,
@@ -149,9 +155,11 @@ export class EngineService {
         this.absentReason = null
       } else {
         this.runner = null
-        this.absentReason = resolved.reason
-        if (settings.mode === 'on') this.log.error({ event: 'engine.missing' }, `engine expected but not available: ${resolved.reason}`)
-        else this.log.info({ event: 'engine.missing' }, `running without an engine: ${resolved.reason}`)
+        // Reached only when nothing resolved (a resolved binary always makes a runner).
+        const reason = resolved.ok ? 'no engine binary' : resolved.reason
+        this.absentReason = reason
+        if (settings.mode === 'on') this.log.error({ event: 'engine.missing' }, `engine expected but not available: ${reason}`)
+        else this.log.info({ event: 'engine.missing' }, `running without an engine: ${reason}`)
       }
     }
   }
