@@ -44,7 +44,13 @@ t.test('an engine flooding a client that never reads: the upstream is held back,
   const clock = new ManualClock()
   const engine = await FakeEngine.start()
   engine.on('thread/loaded/list', () => ({ result: { data: [], nextCursor: null } }))
-  const server = await startServer({ argv: ['--max-outbound-buffer', String(MAX_OUTBOUND)], timers: clock, engine: { runner: new AttachedEngine(engine.socketPath) } })
+  // The engine keepalive's 10 s ping gets a clock of its own: the stall timer (also 10 s) is
+  // found on this one by its delay.
+  const server = await startServer({
+    argv: ['--max-outbound-buffer', String(MAX_OUTBOUND)],
+    timers: clock,
+    engine: { runner: new AttachedEngine(engine.socketPath), keepAlive: { timers: new ManualClock() } },
+  })
   t.teardown(async () => {
     await server.close()
     await engine.close()

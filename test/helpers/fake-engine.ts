@@ -145,6 +145,11 @@ export class FakeEngine {
     private readonly http: Server,
     private readonly wss: WebSocketServer,
   ) {
+    // The credentials hand-off is answered as the real engine answers it, so a gateway that
+    // waits for it before opening client upstreams works against a bare fake; tests override.
+    this.answers.set('account/logout', () => ({ result: {} }))
+    this.answers.set('account/login/start', (p) => ({ result: { type: (p as { type?: unknown } | null)?.type ?? 'apiKey' } }))
+    this.answers.set('account/read', () => ({ result: { account: null, requiresOpenaiAuth: false } }))
     wss.on('connection', (socket) => {
       const conn = new FakeEngineConnection(socket, this.answers)
       this.connections.push(conn)
