@@ -14,6 +14,9 @@
  *    them) are not passed on: the engine runs the model's commands with its environment.
  * 4. ready = a WebSocket over the socket answers `initialize`, tried every `readyPollMs`
  *    until `readyTimeoutMs` (30 s) has passed; then the engine is stopped and `unavailable`.
+ * 5. once it answers, the socket it really listens on (codex links our path to one of its
+ *    own) must be private to this user (socket-privacy.ts), or the engine is stopped and
+ *    `unavailable` with the reason.
  *
  * State for health: `off | starting | running | restarting | unavailable`, the engine's
  * version, and a short reason that never holds a path or an argument (it reaches
@@ -37,6 +40,7 @@ import { stopOrphanEngine } from './orphan.js'
 import { EngineOutputLog } from './output-log.js'
 import { PID_FILE_NAME, removePidFile, writePidFile } from './pid-file.js'
 import { EngineRpcClient } from './rpc-client.js'
+import { socketExposure } from './socket-privacy.js'
 import { errorCode as stringErrorCode } from '../util/error-code.js'
 
 export type EngineState = 'off' | 'starting' | 'running' | 'restarting' | 'unavailable'
@@ -344,6 +348,14 @@ export class EngineSupervisor {
   }
 
   private becameReady(run: Run): void {
+    const exposure = socketExposure(this.socketPath)
+    if (exposure !== null) {
+      this.log.error({ event: 'engine.socket_exposed' }, `engine refused: ${exposure}`)
+      this.setState('unavailable', exposure)
+      // Its exit is not what the operator needs to hear about: the exposure is.
+      void this.stop()
+      return
+    }
     run.ready = true
     this.log.info({ event: 'engine.ready', version: this.versionValue }, 'engine ready')
     this.setState('running', null)

@@ -4,6 +4,7 @@
  * made to take on demand (ignoring SIGTERM, never listening).
  */
 import { chmodSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import type { EngineRunner } from '../../src/engine/service.js'
 import type { EngineExit, EngineStatus } from '../../src/engine/supervisor.js'
@@ -42,13 +43,36 @@ export class WaitableLogs extends LogCapture {
  * `FAKE_ENGINE_MODE` in its environment:
  * - `idle`: prints `FAKE_ENGINE_LINES` (newline-separated) to stderr, then waits forever;
  * - `ignore-term`: as idle, but ignores SIGTERM (says `fake engine: got SIGTERM` when sent one);
- * - `exit`: prints `Error: fake failure` and exits with code 3.
+ * - `exit`: prints `Error: fake failure` and exits with code 3;
+ * - `listen-shared`: listens as codex does — its real socket in a directory of its own, linked
+ *   from the `--listen unix://PATH` it was given — but with the directory and socket opened to
+ *   everyone (0755, 0666), and answers `initialize`.
  * Every mode first prints `fake engine: up` once its signal handlers are in place.
  */
 export function writeFakeEngine(dir: string, name = 'fake-codex'): string {
   const path = join(dir, name)
+  const wsModule = createRequire(import.meta.url).resolve('ws')
   const script = `#!${process.execPath}
 const mode = process.env.FAKE_ENGINE_MODE ?? 'idle'
+if (mode === 'listen-shared') {
+  const fs = require('node:fs'), pathMod = require('node:path'), http = require('node:http')
+  const { WebSocketServer } = require(${JSON.stringify(wsModule)})
+  const target = process.argv[process.argv.indexOf('--listen') + 1].slice('unix://'.length)
+  const shared = fs.mkdtempSync(pathMod.join(require('node:os').tmpdir(), 'fake-engine-shared-'))
+  fs.chmodSync(shared, 0o755)
+  const real = pathMod.join(shared, 'engine.sock')
+  const server = http.createServer()
+  new WebSocketServer({ server }).on('connection', (ws) => ws.on('message', (data) => {
+    const msg = JSON.parse(String(data))
+    if (msg.method === 'initialize') ws.send(JSON.stringify({ id: msg.id, result: { userAgent: 'fake/0.169.0', codexHome: '/x', platformFamily: 'unix', platformOs: 'linux' } }))
+  }))
+  server.listen(real, () => {
+    fs.chmodSync(real, 0o666)
+    fs.symlinkSync(real, target)
+  })
+  process.on('exit', () => fs.rmSync(shared, { recursive: true, force: true }))
+  process.on('SIGTERM', () => process.exit(0))
+}
 if (mode === 'ignore-term') process.on('SIGTERM', () => process.stderr.write('fake engine: got SIGTERM\\n'))
 for (const line of (process.env.FAKE_ENGINE_LINES ?? '').split('\\n')) if (line !== '') process.stderr.write(line + '\\n')
 process.stderr.write('fake engine: up\\n')
