@@ -16,6 +16,8 @@ import { ManualClock } from './helpers/manual-clock.js'
 import { tempDir } from './helpers/temp-dir.js'
 import { until } from './helpers/wait.js'
 
+type Test = import('tap').Test
+
 const ERROR = 50
 
 const noAccount: EngineAccounts = {
@@ -25,24 +27,30 @@ const noAccount: EngineAccounts = {
   recoverAfterUnauthorized: () => Promise.reject(new Error('no account')),
 }
 
-t.test('missing, not executable, exits at once, fixed: backed-off retries, each cause said', async (t) => {
-  const dir = tempDir('engine-bad-start', t)
+/** An engine service for `--engine on --engine-bin <dir>/codex` on a manual clock with fixed jitter. */
+function badStartRig(t: Test, label: string, options: { resolvedAtStart: boolean }) {
+  const dir = tempDir(label, t)
   const binary = join(dir, 'codex')
   const clock = new ManualClock()
   const logs = new WaitableLogs()
   const engine = new EngineService({
-    settings: { mode: 'on', binary, home: tempDir('engine-bad-start-home', t), configOverrides: [] },
-    gatewayHome: tempDir('engine-bad-start-gateway', t),
+    settings: { mode: 'on', binary, home: tempDir(`${label}-home`, t), configOverrides: [] },
+    gatewayHome: tempDir(`${label}-gateway`, t),
     clientVersion: '0.1.0-test',
     accounts: noAccount,
     serverRequestIds: new RequestIdAllocator(),
     log: createLogger('debug', logs),
     clock,
     random: () => 0.5,
-    // Resolved as if it had been there at start-up; it goes missing before the first spawn.
-    resolveBinary: () => ({ ok: true, binary: { path: binary, version: '0.169.0' } }),
+    // Resolved as if it had been there at start-up (it goes missing before the first spawn), or left to the real resolver.
+    ...(options.resolvedAtStart ? { resolveBinary: () => ({ ok: true as const, binary: { path: binary, version: '0.169.0' } }) } : {}),
   })
   t.teardown(() => engine.stop())
+  return { dir, binary, clock, logs, engine }
+}
+
+t.test('missing, not executable, exits at once, fixed: backed-off retries, each cause said', async (t) => {
+  const { dir, binary, clock, logs, engine } = badStartRig(t, 'engine-bad-start', { resolvedAtStart: true })
   const scheduled = (): number[] => logs.lines.filter((l) => l.event === 'engine.restart_scheduled').map((l) => l.delayMs as number)
   const retry = async (n: number): Promise<void> => {
     clock.advance(scheduled()[n - 1]!)
@@ -78,21 +86,7 @@ t.test('missing, not executable, exits at once, fixed: backed-off retries, each 
 })
 
 t.test('--engine on with an explicit binary missing at start-up: retried until it appears', async (t) => {
-  const dir = tempDir('engine-late-binary', t)
-  const binary = join(dir, 'codex')
-  const clock = new ManualClock()
-  const logs = new WaitableLogs()
-  const engine = new EngineService({
-    settings: { mode: 'on', binary, home: tempDir('engine-late-binary-home', t), configOverrides: [] },
-    gatewayHome: tempDir('engine-late-binary-gateway', t),
-    clientVersion: '0.1.0-test',
-    accounts: noAccount,
-    serverRequestIds: new RequestIdAllocator(),
-    log: createLogger('debug', logs),
-    clock,
-    random: () => 0.5,
-  })
-  t.teardown(() => engine.stop())
+  const { dir, clock, logs, engine } = badStartRig(t, 'engine-late-binary', { resolvedAtStart: false })
   t.ok(engine.expected, 'an engine is expected')
   t.match(logs.lines.find((l) => l.event === 'engine.missing'), { level: ERROR }, 'said at once, at error level')
   engine.start()
