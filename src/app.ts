@@ -65,7 +65,7 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
     // is closed (Node's defaults hold it 60-90 s), checked often enough for the bound to mean it.
     requestTimeout: headerTimeoutMs,
     keepAliveTimeout: 5_000,
-    http: { headersTimeout: headerTimeoutMs, requestTimeout: headerTimeoutMs, connectionsCheckingInterval: Math.min(1_000, Math.max(50, Math.floor(headerTimeoutMs / 2))) },
+    http: { headersTimeout: headerTimeoutMs, connectionsCheckingInterval: Math.min(1_000, Math.max(50, Math.floor(headerTimeoutMs / 2))) },
     frameworkErrors: answerBadUrl(config),
     return503OnClosing: true,
     forceCloseConnections: 'idle',

@@ -339,6 +339,7 @@ t.test('verifySignedBearer', async (t) => {
     t.same(await verifySignedBearer(await signJwt(secret, { iat: NOW, exp: NOW + 3601 }), limited, NOW_MS), { ok: false, reason: 'websocket jwt lifetime too long' }, 'exp − iat over the limit')
     t.same(await verifySignedBearer(await signJwt(secret, { exp: NOW + 7200 }), limited, NOW_MS), { ok: false, reason: 'websocket jwt lifetime too long' }, 'no iat: exp − now')
     t.ok((await verifySignedBearer(await signJwt(secret, { exp: NOW + 600 }), limited, NOW_MS)).ok, 'no iat, within the limit')
+    t.same(await verifySignedBearer(await signJwt(secret, { iat: NOW + 86_400 * 364, exp: NOW + 86_400 * 365 }), limited, NOW_MS), { ok: false, reason: 'websocket jwt lifetime too long' }, 'a future iat does not shorten the lifetime: measured from now')
     t.same(await verifySignedBearer(await signJwt(secret, { iat: 'x', exp: NOW + 60 }), limited, NOW_MS), INVALID, 'iat not a number')
     t.ok((await verifySignedBearer(await signJwt(secret, { iat: NOW, exp: NOW + 10 * 365 * 86_400 }), rules(secret), NOW_MS)).ok, 'off by default: a ten-year token is accepted')
   })

@@ -11,6 +11,7 @@ import { connect, httpGet } from './helpers/client.js'
 import { AttachedEngine } from './helpers/engine-kit.js'
 import { FAKE_ENGINE_INITIALIZE_RESULT, FakeEngine, type FakeEngineConnection } from './helpers/fake-engine.js'
 import { ManualClock } from './helpers/manual-clock.js'
+import { until } from './helpers/wait.js'
 import { startServer, type TestServer } from './helpers/server.js'
 
 type Test = import('tap').Test
@@ -164,4 +165,27 @@ t.test('an engine that stops answering pings is killed and restarted', async (t)
   clock.advance(200)
   await (await engineConn(engine, 'app-server-gateway', 1)).request('account/logout')
   t.same(await health(server), { state: 'running', version: '0.169.0' })
+})
+
+t.test('a control connection lost while the engine runs: the engine is killed and restarted, no upstream opens without it', async (t) => {
+  const { engine, runner, server, clock } = await rig(t)
+  const control = await engineConn(engine, 'app-server-gateway')
+  await control.request('account/logout')
+  await until(() => server.app.engine.running, 'the engine to run')
+  // The engine keeps running; only the gateway's control connection goes.
+  control.socket.terminate()
+  await until(() => clock.pendingDelays().includes(1_000), 'the grace before calling the loss a fault')
+  t.equal(runner.kills, 0, 'not killed at once: a crashing engine closes it just before its exit')
+  clock.advance(1_000)
+  await until(() => runner.kills === 1, 'the engine to be killed')
+  t.match(server.logs.lines.find((l) => l.event === 'engine.control_lost'), { level: 50 }, 'logged as an error')
+  await until(() => server.logs.lines.some((l) => l.event === 'engine.restart_scheduled'), 'a restart to be scheduled')
+  t.match(server.logs.lines.find((l) => l.event === 'engine.restart_scheduled'), { reason: 'lost the control connection' })
+  t.equal((await health(server)).state, 'restarting')
+  clock.advance(200)
+  await until(() => server.app.engine.running, 'the engine to run again')
+  const client = await connect(server.wsUrl)
+  t.teardown(() => client.close())
+  const init = await client.initialize('after-loss')
+  t.type(init.userAgent, 'string', 'a client initializes against the restarted engine')
 })

@@ -99,6 +99,8 @@ t.test('a paced source is stopped at the bound; a client that does not drain is 
   t.ok(stoppedAt > MAX_BYTES - CHUNK.length && stoppedAt <= MAX_BYTES + CHUNK.length, `stopped with ${stoppedAt} bytes buffered: the bound and one frame at most`)
   t.equal(socket.readyState, socket.OPEN, 'stopping the source does not close the client')
   t.equal(transport.sendPaced!(CHUNK, resume), false, 'a frame the source had already read still goes out, and the source stays stopped')
+  transport.send('{"id":1,"result":{}}')
+  t.equal(socket.readyState, socket.OPEN, "the gateway's own reply while the source is stopped: sent, the stall timer decides, not the bound")
   t.same(timers.held.map((h) => h.ms), [SLOW_CONSUMER_STALL_MS], 'one stall timer')
   t.notOk(logs.lines.some((l) => l.msg === 'closing slow consumer'), 'no slow-consumer WARN yet')
 

@@ -60,7 +60,8 @@ export async function verifySignedBearer(token: string, rules: SignedBearerRules
   if (rules.maxTokenLifetimeSeconds > 0) {
     const iat = c.iat
     if (iat !== undefined && (typeof iat !== 'number' || !Number.isFinite(iat))) return { ok: false, reason: INVALID }
-    if (exp - (iat ?? now) > rules.maxTokenLifetimeSeconds) return { ok: false, reason: 'websocket jwt lifetime too long' }
+    // From the earlier of `iat` and now: a future `iat` must not shorten the lifetime measured.
+    if (exp - Math.min(iat ?? now, now) > rules.maxTokenLifetimeSeconds) return { ok: false, reason: 'websocket jwt lifetime too long' }
   }
   return { ok: true, claims: c }
 }

@@ -12,8 +12,8 @@
  * 2. an upgrade that is admitted gives its token back (`refund`); a refused one keeps it spent.
  *
  * (@fastify/rate-limit counts every request; it cannot count only the failed ones, so this
- * small table sits beside it.) The table is bounded: full buckets are forgotten, and past
- * `maxClients` the oldest entry is dropped, so a flood of source addresses cannot grow memory
+ * small table sits beside it.) The table is bounded: a bucket refilled by a refund is
+ * forgotten, and past `maxClients` the oldest entry is dropped, so a flood of source addresses cannot grow memory
  * without limit.
  */
 import { TokenBucket } from '../rpc/token-bucket.js'

@@ -11,20 +11,15 @@
  *   nothing has to be scheduled while the engine runs.
  */
 import type { Clock } from '../clock.js'
+import { reconnectDelayMs } from '../remote-control/backoff.js'
 
 export interface RestartBackoffOptions {
   readonly clock: Pick<Clock, 'monotonicMs'>
   /** A number in [0, 1), as `Math.random`; tests fix it. */
   readonly random?: () => number
-  readonly baseMs?: number
-  readonly maxMs?: number
-  readonly jitter?: number
   readonly resetAfterUpMs?: number
 }
 
-export const RESTART_BASE_MS = 200
-export const RESTART_MAX_MS = 30_000
-export const RESTART_JITTER = 0.1
 export const RESTART_RESET_AFTER_UP_MS = 60_000
 
 export class RestartBackoff {
@@ -45,13 +40,11 @@ export class RestartBackoff {
 
   /** The engine failed: counts the attempt and returns how long to wait before the next start. */
   nextDelayMs(): number {
-    const { baseMs = RESTART_BASE_MS, maxMs = RESTART_MAX_MS, jitter = RESTART_JITTER, resetAfterUpMs = RESTART_RESET_AFTER_UP_MS } = this.options
+    const resetAfterUpMs = this.options.resetAfterUpMs ?? RESTART_RESET_AFTER_UP_MS
     if (this.upSince !== null && this.options.clock.monotonicMs() - this.upSince >= resetAfterUpMs) this.attemptValue = 0
     this.upSince = null
     this.attemptValue += 1
-    // 2^(n−1) overflows to Infinity long after the cap has taken over; min() handles both.
-    const nominal = Math.min(maxMs, baseMs * 2 ** (this.attemptValue - 1))
-    const random = (this.options.random ?? Math.random)()
-    return Math.round(Math.min(maxMs, nominal * (1 + jitter * (2 * random - 1))))
+    // The same schedule remote control reconnects on.
+    return reconnectDelayMs(this.attemptValue, this.options.random)
   }
 }

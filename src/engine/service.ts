@@ -26,7 +26,10 @@
  *    tokens, or with -32603 `token refresh failed`.
  * 5. Keepalive: the control connection pings every 10 s; when nothing has come back for 30 s
  *    the engine is hung (a stopped or wedged process keeps its socket open): logged
- *    (`engine.hung`), SIGKILLed, and restarted as after a crash.
+ *    (`engine.hung`), SIGKILLed, and restarted as after a crash. A control connection that
+ *    cannot be opened, or closes while the engine still runs a second later, is treated the
+ *    same way (`engine.control_lost`): without it there are no hand-offs and no keepalive, and
+ *    no client upstream opens.
  * 6. Any end of an engine the gateway did not ask for — an exit (crash, SIGKILL), a spawn
  *    failure (binary missing or not executable), an exit during start-up, no readiness in
  *    30 s, a hang — drops the control connection; each client's upstream ends itself (its
@@ -98,6 +101,9 @@ const CONTROL_CALL_TIMEOUT_MS = 30_000
 const TOKEN_REFRESH_METHOD = 'account/chatgptAuthTokens/refresh'
 const REFRESH_FAILED = 'token refresh failed'
 const HUNG_REASON = 'engine stopped answering'
+const CONTROL_LOST_REASON = 'lost the control connection'
+/** A crashing engine closes the control connection just before its exit is seen: wait that long before calling the loss a fault of its own. */
+const CONTROL_LOSS_GRACE_MS = 1_000
 
 export class EngineService {
   private readonly runner: EngineRunner | null
@@ -117,7 +123,9 @@ export class EngineService {
   /** The current run has become ready. */
   private up = false
   /** The keepalive killed the current run. */
-  private killedAsHung = false
+  /** Why the gateway itself killed the current run (a hang, a lost control connection), or null. */
+  private killReason: string | null = null
+  private controlLossTimer: unknown = null
   private stopping = false
   /** Settles once the current run's first credentials hand-off is answered (or the run is gone). */
   private handedOff: Promise<void> = Promise.resolve()
@@ -241,7 +249,8 @@ export class EngineService {
   async openUpstream(client: UpstreamClient, initializeParams: unknown, log: AppLogger): Promise<{ upstream: EngineUpstream; result: unknown } | null> {
     if (this.runner === null || !this.running) return null
     await this.handedOff
-    if (!this.running) throw new EngineUnavailableError('engine went away before it had the credentials')
+    // No control connection: the credentials never reached this engine (it is being replaced).
+    if (!this.running || this.control === null) throw new EngineUnavailableError('engine went away before it had the credentials')
     const upstream = new EngineUpstream({
       socketPath: this.runner.socketPath,
       client,
@@ -267,9 +276,9 @@ export class EngineService {
 
   private engineExited(): void {
     const wasUp = this.up
-    const reason = this.killedAsHung ? HUNG_REASON : (this.runner?.status.reason ?? 'engine exited')
+    const reason = this.killReason ?? this.runner?.status.reason ?? 'engine exited'
     this.up = false
-    this.killedAsHung = false
+    this.killReason = null
     this.engineGone()
     if (this.stopping || this.restartTimer !== null) return
     this.scheduleRestart(reason, wasUp)
@@ -292,7 +301,7 @@ export class EngineService {
   private engineHung(silentMs: number): void {
     if (this.runner === null || this.stopping) return
     this.log.error({ event: 'engine.hung', silentMs }, `engine stopped answering (nothing back for ${Math.round(silentMs / 1000)} s); killing it`)
-    this.killedAsHung = true
+    this.killReason = HUNG_REASON
     this.runner.kill()
   }
 
@@ -338,6 +347,7 @@ export class EngineService {
       await control.call('initialize', params, CONTROL_CALL_TIMEOUT_MS)
     } catch (err) {
       this.log.error({ event: 'engine.control_failed', error: withheldError(err) }, 'could not open the control connection to the engine')
+      this.controlLost()
       return
     }
     if (!this.running) return control.close()
@@ -347,7 +357,9 @@ export class EngineService {
       throw new RpcError(-32601, `method not found: ${method}`)
     })
     control.onClose(() => {
-      if (this.control === control) this.control = null
+      if (this.control !== control) return
+      this.control = null
+      this.controlLost()
     })
     this.control = control
     this.scheduleHandOff()
@@ -361,7 +373,24 @@ export class EngineService {
     })
   }
 
+  /**
+   * Without its control connection an engine gets no credential hand-offs and no keepalive, so
+   * one still running after the grace is killed and restarted like a hung one.
+   */
+  private controlLost(): void {
+    if (this.stopping || this.controlLossTimer !== null) return
+    this.controlLossTimer = this.options.clock.setTimeout(() => {
+      this.controlLossTimer = null
+      if (this.stopping || this.control !== null || !this.running || this.runner === null) return
+      this.log.error({ event: 'engine.control_lost' }, 'no control connection to the running engine; killing it')
+      this.killReason = CONTROL_LOST_REASON
+      this.runner.kill()
+    }, CONTROL_LOSS_GRACE_MS)
+  }
+
   private engineGone(): void {
+    if (this.controlLossTimer !== null) this.options.clock.clearTimeout(this.controlLossTimer)
+    this.controlLossTimer = null
     this.requiresOpenaiAuthValue = null
     this.settleHandedOff()
     const control = this.control

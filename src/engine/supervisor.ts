@@ -5,9 +5,10 @@
  * 1. the socket directory (`<gateway home>/engine`) is created 0700, then checked: a
  *    directory, not a link, ours, mode exactly 0700, or the engine is not started (anyone who
  *    can reach the socket can drive the engine);
- * 2. a socket left by an earlier run is removed, so readiness can only be this engine's; an
- *    engine left running by a killed gateway (found by the pid file `engine/engine.pid`,
- *    written after each spawn and removed on exit) is stopped first (`orphan.ts`);
+ * 2. a socket left by an earlier run is removed (the link: codex's real socket lives
+ *    elsewhere, see 5), so readiness can only be this engine's; then an engine left running
+ *    by a killed gateway (found by the pid file `engine/engine.pid`, written after each spawn
+ *    and removed on exit) is stopped before the spawn (`orphan.ts`);
  * 3. spawn `codex app-server --listen unix://SOCKET -c cli_auth_credentials_store="ephemeral"
  *    [-c KEY=VALUE …]` with `CODEX_HOME` = the engine home. Never TCP: nothing but the
  *    gateway can reach the engine. The gateway's own `APP_SERVER_*` settings (tokens among
@@ -349,13 +350,7 @@ export class EngineSupervisor {
 
   private becameReady(run: Run): void {
     const exposure = socketExposure(this.socketPath)
-    if (exposure !== null) {
-      this.log.error({ event: 'engine.socket_exposed' }, `engine refused: ${exposure}`)
-      this.setState('unavailable', exposure)
-      // Its exit is not what the operator needs to hear about: the exposure is.
-      void this.stop()
-      return
-    }
+    if (exposure !== null) return this.refuse({ event: 'engine.socket_exposed' }, exposure)
     run.ready = true
     this.log.info({ event: 'engine.ready', version: this.versionValue }, 'engine ready')
     this.setState('running', null)
@@ -364,10 +359,14 @@ export class EngineSupervisor {
 
   private readinessTimedOut(): void {
     const seconds = Math.round((this.options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS) / 100) / 10
-    const reason = `engine not ready after ${seconds} s`
-    this.log.error({ event: 'engine.not_ready', timeoutMs: this.options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS }, reason)
+    this.refuse({ event: 'engine.not_ready', timeoutMs: this.options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS }, `engine not ready after ${seconds} s`)
+  }
+
+  /** An engine that started but may not be used: logged with why, `unavailable`, stopped. */
+  private refuse(fields: Record<string, unknown>, reason: string): void {
+    this.log.error(fields, reason)
     this.setState('unavailable', reason)
-    // Its exit is not the one the operator needs to hear about: the timeout is.
+    // Its exit is not what the operator needs to hear about: the reason is.
     void this.stop()
   }
 

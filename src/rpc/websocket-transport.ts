@@ -50,8 +50,9 @@ export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLo
     send(text) {
       if (!usable()) return
       // Judged on what is still queued from earlier sends: one large reply to a client that
-      // reads is fine; a client that let `maxBytes` pile up is not.
-      if (socket.bufferedAmount > maxBytes) closeSlow()
+      // reads is fine; a client that let `maxBytes` pile up is not. While a paced frame is on
+      // its way out the buffer is over the bound by design: the stall timer decides then.
+      if (socket.bufferedAmount > maxBytes && stopped === null) closeSlow()
       else socket.send(text)
     },
     sendPaced(text, resume) {
