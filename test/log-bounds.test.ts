@@ -23,16 +23,14 @@ const OVERLOADED = { code: -32001, message: OVERLOADED_MESSAGE }
 const CLIENT_INFO = { name: 'log-bounds', title: null, version: '1.0.0' }
 const FRAME_WARNS = new Set(['ignored binary WebSocket frame', 'dropped malformed JSON-RPC frame', 'dropped late or unknown reply to a server request', 'dropped late or unknown error reply to a server request'])
 
-async function start(t: Test, options: StartOptions): Promise<TestServer> {
+/** A server on `options` and one initialized client (one token of its bucket taken); both end with the test. */
+async function initializedClient(t: Test, options: StartOptions): Promise<{ server: TestServer; client: RpcClient }> {
   const server = await startServer(options)
   t.teardown(() => server.close())
-  return server
-}
-
-async function open(t: Test, server: TestServer): Promise<RpcClient> {
   const client = await connect(server.wsUrl)
   t.teardown(() => client.ws.terminate())
-  return client
+  await client.initialize('log-bounds', '1.0.0')
+  return { server, client }
 }
 
 /** A request that is answered in order after every frame sent before it (`Already initialized`, or -32001). */
@@ -85,10 +83,8 @@ t.test('WarnBudget: a bounded number of lines per window, the next one carries t
 t.test('50k junk frames on one connection: bounded WARN lines, the suppressed count reported, every frame charged', async (t) => {
   const clock = new ManualClock({ monotonicMs: 9_000_000 })
   // The default bucket (1000/s, burst 2000): time stands still, so 2000 frames are within it.
-  const server = await start(t, { timers: clock })
+  const { server, client } = await initializedClient(t, { timers: clock }) // one token
   const burst = server.config.limits.rpcBurst
-  const client = await open(t, server)
-  await client.initialize('log-bounds', '1.0.0') // one token
   const mark = server.logs.lines.length
   const kinds = [
     (): void => client.sendRaw(Buffer.from([0, 1, 2]), true),
@@ -126,9 +122,7 @@ t.test('50k junk frames on one connection: bounded WARN lines, the suppressed co
 
 t.test('--rpc-rate 10 --rpc-burst 5: binary, non-JSON frames and unsolicited replies are charged; over the limit they are dropped', async (t) => {
   const clock = new ManualClock({ monotonicMs: 7_000_000 })
-  const server = await start(t, { argv: ['--rpc-rate', '10', '--rpc-burst', '5'], timers: clock })
-  const client = await open(t, server)
-  await client.initialize('log-bounds', '1.0.0') // 4 tokens left
+  const { server, client } = await initializedClient(t, { argv: ['--rpc-rate', '10', '--rpc-burst', '5'], timers: clock }) // 4 tokens left
   const mark = server.logs.lines.length
   client.sendRaw(Buffer.from([1]), true)
   client.sendRaw('{not json')
@@ -160,9 +154,7 @@ t.test('--rpc-rate 10 --rpc-burst 5: binary, non-JSON frames and unsolicited rep
 })
 
 t.test('a 60 KB string id in an unsolicited reply: the WARN holds a bounded id, no log line is long', async (t) => {
-  const server = await start(t, { argv: ['--log-level', 'debug'] })
-  const client = await open(t, server)
-  await client.initialize('log-bounds', '1.0.0')
+  const { server, client } = await initializedClient(t, { argv: ['--log-level', 'debug'] })
   const secret = canary('id-tail')
   const longId = 'i'.repeat(60_000) + secret
   const mark = server.logs.lines.length
@@ -186,9 +178,7 @@ t.test('a 60 KB string id in an unsolicited reply: the WARN holds a bounded id, 
 })
 
 t.test('a 10 KB method name: the unknown-variant message echoes it capped and escaped, keeping codex wording', async (t) => {
-  const server = await start(t, {})
-  const client = await open(t, server)
-  await client.initialize('log-bounds', '1.0.0')
+  const { client } = await initializedClient(t, {})
   const method = '`\n' + 'm'.repeat(10_000)
   const reply = await client.request(method, {}, 'long-method')
   const message = (reply.error as { code: number; message: string }).message
