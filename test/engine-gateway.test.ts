@@ -128,6 +128,12 @@ t.test('scopes are checked before anything reaches the engine; degraded reaches 
   t.same(refused.error, { code: -32600, message: 'method thread/start requires scope thread:write' })
   const unknown = await reader.request('thread/somethingNew', {})
   t.same(unknown.error, { code: -32600, message: 'method thread/somethingNew requires scope account:write' }, 'an unknown method needs every scope')
+  const huge = await reader.request(`thread/\n${'h'.repeat(10_000)}`, {})
+  t.same(
+    huge.error,
+    { code: -32600, message: `method thread/\\x0a${'h'.repeat(53)}…(+9947 chars) requires scope account:write` },
+    'an unknown method is echoed bounded and escaped',
+  )
   t.notOk(
     upstream.frames.some((f) => f.includes('thread/start') || f.includes('somethingNew')),
     'the engine saw neither',

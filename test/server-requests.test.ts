@@ -504,3 +504,24 @@ t.test('socket: an uninitialized connection cannot ask the client anything', asy
   t.equal(client.serverRequests.length, 0, 'no server request was sent')
   t.equal(probe.outcomes.length, 0, 'the handler never ran')
 })
+
+t.test('socket: over the connection rate limit a reply to a pending server request is still delivered; an unsolicited one is dropped', async (t) => {
+  const probe = askClientProbe()
+  const clock = new ManualClock({ monotonicMs: 3_000_000 })
+  const server = await startServer({ argv: ['--rpc-rate', '10', '--rpc-burst', '3'], timers: clock, extraMethods: probe.methods })
+  t.teardown(() => server.close())
+  const client = await open(t, server)
+  await client.initialize() // 2 tokens left
+  const call = client.request('test/askClient', { timeoutMs: 10_000 }, 'ask') // 1 left
+  const q = await question(client, 0)
+  client.sendRaw('junk') // none left: time stands still
+  const mark = server.logs.lines.length
+  client.sendRaw(JSON.stringify({ id: 'nobody-asked', result: {} }))
+  client.sendRaw(JSON.stringify({ id: q.id, result: 'still heard' }))
+  t.strictSame(await call, { id: 'ask', result: { answer: 'still heard' } }, 'the answer to what was asked got through')
+  const over = await client.request('initialize', { clientInfo: { name: 'x', title: null, version: '1' } }, 'over')
+  t.equal((over.error as Json).code, -32001, 'the bucket is empty: a request gets -32001')
+  const warns = warnsSince(server, mark)
+  t.equal(warns.filter((l) => /late or unknown/.test(String(l.msg))).length, 0, 'the unsolicited reply over the limit is not logged by itself')
+  t.equal(warns.filter((l) => l.msg === 'frame over the connection rate limit dropped').length, 1, 'it was dropped with the over-limit line')
+})

@@ -19,6 +19,7 @@ import { SCOPES, type Principal } from '../auth/principal.js'
 import type { AppLogger } from '../log/logger.js'
 import { INVALID_REQUEST, RpcError } from '../rpc/errors.js'
 import type { RpcErrorBody } from '../rpc/wire.js'
+import { boundedClientText } from '../util/client-text.js'
 import { scopeOf } from './scopes.js'
 import type { EngineService } from './service.js'
 import { ENGINE_UNAVAILABLE, EngineUnavailableError, type EngineUpstream } from './upstream.js'
@@ -37,7 +38,8 @@ export function engineRequestRefusal(session: { readonly initialized: boolean; r
   const needed = scopeOf(method)
   const scopes = session.principal.scopes
   const missing = needed === 'ALL' ? SCOPES.find((s) => !scopes.has(s)) : scopes.has(needed) ? undefined : needed
-  return missing === undefined ? null : { code: INVALID_REQUEST, message: `method ${method} requires scope ${missing}` }
+  // An unknown method (it needs every scope) is the client's text: echoed bounded and escaped.
+  return missing === undefined ? null : { code: INVALID_REQUEST, message: `method ${boundedClientText(method)} requires scope ${missing}` }
 }
 
 /** What a session offers its upstream and the `initialize` handler. */

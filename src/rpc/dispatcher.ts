@@ -5,6 +5,7 @@ import { withheldError } from '../log/logger.js'
 import { INTERNAL_ERROR, INVALID_REQUEST, RpcError } from './errors.js'
 import type { MethodDefinition } from './method.js'
 import type { Session } from './session.js'
+import { boundedClientText } from '../util/client-text.js'
 import type { RpcErrorBody } from './wire.js'
 
 interface CompiledMethod<Services> {
@@ -52,7 +53,9 @@ export class Dispatcher<Services> {
 
   async dispatch(session: Session, method: string, rawParams: unknown): Promise<DispatchOutcome> {
     const entry = this.methods.get(method)
-    if (entry === undefined) return invalid(`Invalid request: unknown variant \`${method}\`${this.unknownVariantTail}`)
+    // The method is echoed as codex does, but bounded and escaped: the client chose it, and a
+    // 16 MiB name must not come back whole nor a backtick break the quoting.
+    if (entry === undefined) return invalid(`Invalid request: unknown variant \`${boundedClientText(method)}\`${this.unknownVariantTail}`)
     const { def, validator, resultValidator } = entry
 
     let params: unknown = undefined

@@ -1,5 +1,6 @@
-import type { AppLogger } from '../log/logger.js'
+import type { WarnSink } from '../log/warn-budget.js'
 import type { Clock } from '../clock.js'
+import { loggableId } from '../util/client-text.js'
 import type { RpcErrorBody } from './wire.js'
 
 /** The client answered a server request with an error. */
@@ -43,7 +44,8 @@ interface Pending {
 
 /**
  * The requests one connection's server side has sent to its client and still awaits.
- * A reply after the timeout finds nothing pending: it is logged and dropped.
+ * A reply after the timeout finds nothing pending: it is logged (its id bounded: the client
+ * chose it) and dropped. The session hands in a `WarnBudget`, so such lines are bounded too.
  */
 export class ServerRequests {
   private readonly pending = new Map<number, Pending>()
@@ -51,7 +53,7 @@ export class ServerRequests {
   constructor(
     private readonly ids: RequestIdAllocator,
     private readonly clock: Clock,
-    private readonly log: AppLogger,
+    private readonly log: WarnSink,
   ) {}
 
   get size(): number {
@@ -75,11 +77,16 @@ export class ServerRequests {
     })
   }
 
+  /** Whether `id` names a request still awaiting its reply. */
+  awaits(id: unknown): boolean {
+    return typeof id === 'number' && this.pending.has(id)
+  }
+
   /** A `{id, result}` from the client. Returns false when nothing was waiting for it. */
   resolve(id: unknown, result: unknown): boolean {
     const p = typeof id === 'number' ? this.settle(id) : undefined
     if (p === undefined) {
-      this.log.warn({ id: typeof id === 'number' || typeof id === 'string' ? id : null }, 'dropped late or unknown reply to a server request')
+      this.log.warn({ id: loggableId(id) }, 'dropped late or unknown reply to a server request')
       return false
     }
     p.resolve(result)
@@ -90,7 +97,7 @@ export class ServerRequests {
   reject(id: unknown, error: RpcErrorBody): boolean {
     const p = typeof id === 'number' ? this.settle(id) : undefined
     if (p === undefined) {
-      this.log.warn({ id: typeof id === 'number' || typeof id === 'string' ? id : null }, 'dropped late or unknown error reply to a server request')
+      this.log.warn({ id: loggableId(id) }, 'dropped late or unknown error reply to a server request')
       return false
     }
     p.reject(new ServerRequestError(error))

@@ -1,6 +1,8 @@
 import type { Principal } from '../auth/principal.js'
 import { ENGINE_UNAVAILABLE, engineRequestRefusal, goesToEngine } from '../engine/forward.js'
 import { withheldError, type AppLogger } from '../log/logger.js'
+import { WarnBudget } from '../log/warn-budget.js'
+import { boundedClientText } from '../util/client-text.js'
 import type { Dispatcher } from './dispatcher.js'
 import { INTERNAL_ERROR, OVERLOADED, OVERLOADED_MESSAGE } from './errors.js'
 import type { InFlightLimit } from './in-flight.js'
@@ -54,6 +56,7 @@ export interface SessionDeps extends SessionSettings {
 
 const OVERLOADED_BODY = { code: OVERLOADED, message: OVERLOADED_MESSAGE }
 const DROP_WARN_INTERVAL_MS = 1_000
+const FRAME_OVER_RATE = 'frame over the connection rate limit dropped'
 const NO_OPT_OUT: ReadonlySet<string> = new Set()
 
 /**
@@ -66,6 +69,12 @@ const NO_OPT_OUT: ReadonlySet<string> = new Set()
  * src/engine/forward.ts); its in-flight slot is held until it is answered. Notifications are
  * forwarded to the upstream after the rate limit. A reply goes to the upstream if it answers
  * an engine request, else to the session's own server requests.
+ *
+ * Every inbound frame is charged to the rate limit, junk included: over it, a request is
+ * answered -32001 and anything else is dropped (a reply that answers a request still pending
+ * is delivered: it answers what was asked, and dropping it would only fail that request).
+ * WARN lines about one frame go through a `WarnBudget`, so a flood of junk writes a bounded
+ * number of lines, and a client-chosen value in a line is bounded (`boundedClientText`).
  */
 export class Session {
   private initializedState: { clientInfo: ClientInfo; optOut: ReadonlySet<string> } | null = null
@@ -74,6 +83,7 @@ export class Session {
   private closed = false
   private readonly bucket: TokenBucket | null
   private readonly serverRequests: ServerRequests
+  private readonly warns: WarnBudget
   private lastDropWarning = -Infinity
   private upstream: SessionUpstream | null = null
 
@@ -85,7 +95,8 @@ export class Session {
     private readonly deps: SessionDeps,
   ) {
     this.bucket = deps.ratePerSecond > 0 ? new TokenBucket(deps.ratePerSecond, deps.burst, deps.clock.monotonicMs) : null
-    this.serverRequests = new ServerRequests(deps.serverRequestIds, deps.clock, log)
+    this.warns = new WarnBudget(log, deps.clock.monotonicMs)
+    this.serverRequests = new ServerRequests(deps.serverRequestIds, deps.clock, this.warns)
   }
 
   get initialized(): boolean {
@@ -119,15 +130,17 @@ export class Session {
   }
 
   handleText(text: string): void {
+    const withinRate = this.takeToken()
     const msg = parseIncoming(text)
     if (typeof msg === 'string') {
       // Never the frame itself: it may hold a credential the client meant for a method.
-      this.log.warn({ bytes: text.length, problem: msg }, 'dropped malformed JSON-RPC frame')
+      if (withinRate) this.warns.warn({ bytes: text.length, problem: msg }, 'dropped malformed JSON-RPC frame')
+      else this.warnDropped(FRAME_OVER_RATE)
       return
     }
     switch (msg.kind) {
       case 'request':
-        if (this.bucket !== null && !this.bucket.take()) {
+        if (!withinRate) {
           this.send(encodeError(msg.id, OVERLOADED_BODY))
           this.warnDropped('request over the connection rate limit answered with -32001')
           return
@@ -141,29 +154,32 @@ export class Session {
         else void this.runRequest(msg.id, msg.method, msg.params)
         return
       case 'notification':
-        if (this.bucket !== null && !this.bucket.take()) {
+        if (!withinRate) {
           this.warnDropped('notification over the connection rate limit dropped')
           return
         }
         // `initialized` needs no reply from the gateway; without an engine, codex drops other
         // client notifications silently.
         if (this.upstream !== null) this.upstream.forwardNotification(text)
-        else this.log.debug({ method: msg.method }, 'client notification')
+        else this.log.debug({ method: boundedClientText(msg.method) }, 'client notification')
         return
-      // Replies to server requests are not rate limited: they answer what we asked.
+      // Charged above, but delivered even over the limit (see the header).
       case 'response':
         if (this.upstream?.forwardReply(msg.id, text) === true) return
-        this.serverRequests.resolve(msg.id, msg.result)
+        if (withinRate || this.serverRequests.awaits(msg.id)) this.serverRequests.resolve(msg.id, msg.result)
+        else this.warnDropped(FRAME_OVER_RATE)
         return
       case 'error':
         if (this.upstream?.forwardReply(msg.id, text) === true) return
-        this.serverRequests.reject(msg.id, msg.error)
+        if (withinRate || this.serverRequests.awaits(msg.id)) this.serverRequests.reject(msg.id, msg.error)
+        else this.warnDropped(FRAME_OVER_RATE)
         return
     }
   }
 
   handleBinary(): void {
-    this.log.warn('ignored binary WebSocket frame')
+    if (!this.takeToken()) this.warnDropped(FRAME_OVER_RATE)
+    else this.warns.warn({}, 'ignored binary WebSocket frame')
   }
 
   /**
@@ -201,6 +217,7 @@ export class Session {
     this.closed = true
     this.serverRequests.abortAll()
     this.upstream?.close()
+    this.warns.flush()
     this.transport.close(code, reason)
   }
 
@@ -209,10 +226,16 @@ export class Session {
     this.closed = true
     this.serverRequests.abortAll()
     this.upstream?.close()
+    this.warns.flush()
   }
 
   private send(text: string): void {
     if (!this.closed) this.transport.send(text)
+  }
+
+  /** Charges one inbound frame to the connection's bucket; false when it is over the limit. */
+  private takeToken(): boolean {
+    return this.bucket === null || this.bucket.take()
   }
 
   private warnDropped(what: string): void {
@@ -243,7 +266,7 @@ export class Session {
     } catch (err) {
       // The dispatcher answers handler failures itself; this is the last guard (e.g. a result
       // that cannot be encoded), so a request is always answered and never crashes the process.
-      this.log.error({ method, error: withheldError(err) }, 'request failed outside its handler')
+      this.log.error({ method: boundedClientText(method), error: withheldError(err) }, 'request failed outside its handler')
       this.send(encodeError(id, { code: INTERNAL_ERROR, message: 'internal error' }))
     } finally {
       this.requestDone()
