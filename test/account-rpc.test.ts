@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { OVERLOADED_MESSAGE } from '../src/rpc/errors.js'
 import { httpGet } from './helpers/client.js'
-import { FakeUsageBackend, type BackendCall, type BackendReply } from './helpers/fake-usage-backend.js'
+import { FakeUsageBackend, type BackendCall } from './helpers/fake-usage-backend.js'
 import { canary, leakedCanaries, registerCanary } from './helpers/canary.js'
 import { codexErrors } from './helpers/codex-schemas.js'
 import { contextTest, type Conn, type Ctx, type Json, type TestT } from './helpers/rpc-context.js'
@@ -547,17 +547,9 @@ rpcTest('backend failures are -32603 without secrets, and the server keeps servi
 
 const OVERLOADED = { code: -32001, message: OVERLOADED_MESSAGE }
 
-/** A held backend: every call waits until the test answers them all at once. */
-function holdBackend(backend: FakeUsageBackend): (reply: BackendReply) => void {
-  let answer!: (reply: BackendReply) => void
-  const held = new Promise<BackendReply>((resolve) => (answer = resolve))
-  backend.respond = () => held
-  return answer
-}
-
 rpcTest('degraded connections flooding account/rateLimits/read share one backend request and never starve a full client', async (t, ctx) => {
   const backend = await backendFor(t)
-  const answer = holdBackend(backend)
+  const answer = backend.hold()
   t.teardown(() => answer({ status: 500, body: {} }))
   const bound = 8
   const server = await ctx.server({ argv: [...EPHEMERAL, '--no-token-check', '--max-in-flight-per-connection', String(bound)], env: { CHATGPT_BASE_URL: backend.baseUrl } })
@@ -598,7 +590,7 @@ rpcTest('degraded connections flooding account/rateLimits/read share one backend
 
 rpcTest('a shared backend failure reaches every caller that shared it', async (t, ctx) => {
   const backend = await backendFor(t)
-  const answer = holdBackend(backend)
+  const answer = backend.hold()
   t.teardown(() => answer({ status: 500, body: {} }))
   const server = await ctx.server({ argv: EPHEMERAL, env: { CHATGPT_BASE_URL: backend.baseUrl } })
   const a = await ctx.initialized(server)

@@ -43,6 +43,24 @@ const echo: MethodDefinition<AppServices, null> = defineMethod<AppServices, null
   handler: () => ({ ok: true }),
 })
 
+/** `test/slow`: answers `{done: true}` once `release` is called; `entered` counts calls that reached it. */
+function gatedSlowMethod(): { slow: MethodDefinition<AppServices, null>; release: () => void; entered: () => number } {
+  let release!: () => void
+  const gate = new Promise<void>((resolve) => (release = resolve))
+  let entered = 0
+  const slow = defineMethod<AppServices, null>({
+    name: 'test/slow',
+    scope: 'session',
+    params: null,
+    handler: async () => {
+      entered++
+      await gate
+      return { done: true }
+    },
+  })
+  return { slow, release, entered: () => entered }
+}
+
 async function start(t: Test, options: StartOptions): Promise<TestServer> {
   const server = await startServer(options)
   t.teardown(() => server.close())
@@ -404,19 +422,7 @@ t.test('--rpc-rate 10 --rpc-burst 5: requests over the bucket get -32001, notifi
 // ---------------------------------------------------------------------------------------------
 
 t.test('--max-in-flight 2: a third request from another connection gets -32001; /readyz 503 while saturated', async (t) => {
-  let release!: () => void
-  const gate = new Promise<void>((resolve) => (release = resolve))
-  let entered = 0
-  const slow = defineMethod<AppServices, null>({
-    name: 'test/slow',
-    scope: 'session',
-    params: null,
-    handler: async () => {
-      entered++
-      await gate
-      return { done: true }
-    },
-  })
+  const { slow, release, entered } = gatedSlowMethod()
   const server = await start(t, { argv: ['--max-in-flight', '2'], extraMethods: [slow, echo] })
   t.teardown(() => release())
   t.equal(server.config.limits.maxInFlight, 2)
@@ -430,7 +436,7 @@ t.test('--max-in-flight 2: a third request from another connection gets -32001; 
 
   const s1 = a.request('test/slow', undefined, 's1')
   const s2 = a.request('test/slow', undefined, 's2')
-  await until(() => entered === 2, 'both slow calls to enter their handler')
+  await until(() => entered() === 2, 'both slow calls to enter their handler')
   t.equal(server.app.inFlight.current, 2, 'two requests in flight')
   t.ok(server.app.inFlight.saturated)
 
@@ -459,19 +465,7 @@ t.test('--max-in-flight 2: a third request from another connection gets -32001; 
 })
 
 t.test('--max-in-flight-per-connection 2: a third request from that connection gets -32001, other connections are served', async (t) => {
-  let release!: () => void
-  const gate = new Promise<void>((resolve) => (release = resolve))
-  let entered = 0
-  const slow = defineMethod<AppServices, null>({
-    name: 'test/slow',
-    scope: 'session',
-    params: null,
-    handler: async () => {
-      entered++
-      await gate
-      return { done: true }
-    },
-  })
+  const { slow, release, entered } = gatedSlowMethod()
   const server = await start(t, { argv: ['--max-in-flight-per-connection', '2'], extraMethods: [slow, echo] })
   t.teardown(() => release())
   t.equal(server.config.limits.maxInFlightPerConnection, 2)
@@ -483,7 +477,7 @@ t.test('--max-in-flight-per-connection 2: a third request from that connection g
 
   const s1 = a.request('test/slow', undefined, 's1')
   const s2 = a.request('test/slow', undefined, 's2')
-  await until(() => entered === 2, 'both slow calls to enter their handler')
+  await until(() => entered() === 2, 'both slow calls to enter their handler')
   const mark = server.logs.lines.length
   const shed = await a.request('test/echo', undefined, 'shed')
   t.same(shed, { error: OVERLOADED, id: 'shed' }, 'a third request from the same connection: -32001')

@@ -29,7 +29,7 @@ import {
 import { backendRateLimits } from '../src/account/rate-limits.js'
 import { CredentialRejected } from '../src/account/errors.js'
 import { canary, leakedCanaries, record } from './helpers/canary.js'
-import { FakeUsageBackend, type BackendReply } from './helpers/fake-usage-backend.js'
+import { FakeUsageBackend } from './helpers/fake-usage-backend.js'
 import { until } from './helpers/wait.js'
 import { codexErrors } from './helpers/codex-schemas.js'
 
@@ -692,9 +692,7 @@ t.test('backend client', async (t) => {
 t.test('rate-limits reader: concurrent reads share one backend request per credential', async (t) => {
   const backend = await FakeUsageBackend.start(FULL_PAYLOAD)
   t.teardown(() => backend.close())
-  let answer!: (reply: BackendReply) => void
-  const held = new Promise<BackendReply>((resolve) => (answer = resolve))
-  backend.respond = () => held
+  const answer = backend.hold()
   t.teardown(() => answer({ status: 500, body: {} }))
   const reader = backendRateLimits(new BackendClient({ baseUrl: backend.baseUrl, userAgent: UA }))
   const tokenA = canary('access-token')

@@ -53,6 +53,14 @@ export class FakeUsageBackend {
     return self
   }
 
+  /** Holds every call from now on until the returned function answers them all with `reply`. */
+  hold(): (reply: BackendReply) => void {
+    let answer!: (reply: BackendReply) => void
+    const held = new Promise<BackendReply>((resolve) => (answer = resolve))
+    this.respond = () => held
+    return answer
+  }
+
   close(): Promise<void> {
     return this.app.close()
   }
