@@ -43,6 +43,7 @@ export default fp<SessionsPluginOptions>(
       new SessionFactory(
         {
           inFlight,
+          maxInFlightPerConnection: limits.maxInFlightPerConnection,
           serverRequestIds,
           clock: opts.timers ?? systemClock,
           ratePerSecond: limits.rpcRatePerSecond,

@@ -1,17 +1,21 @@
 /**
  * The `account/*` JSON-RPC methods over real sockets: logins and their broadcasts, login rules,
  * cancel, logout, the file store, rate limits against a fake usage backend (with the external-token
- * 401 loop), and scopes. Every result, notification and server request a client receives here is
- * checked against codex 0.169.0's schemas.
+ * 401 loop, and concurrent reads sharing one backend request, degraded floods included), and
+ * scopes. Every result, notification and server request a client receives here is checked
+ * against codex 0.169.0's schemas.
  */
 import { randomBytes, randomUUID } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { OVERLOADED_MESSAGE } from '../src/rpc/errors.js'
+import { httpGet } from './helpers/client.js'
 import { FakeUsageBackend, type BackendCall } from './helpers/fake-usage-backend.js'
 import { canary, leakedCanaries, registerCanary } from './helpers/canary.js'
 import { codexErrors } from './helpers/codex-schemas.js'
 import { contextTest, type Conn, type Ctx, type Json, type TestT } from './helpers/rpc-context.js'
+import { until } from './helpers/wait.js'
 
 
 const EPHEMERAL = ['--credentials-store', 'ephemeral']
@@ -536,6 +540,80 @@ rpcTest('backend failures are -32603 without secrets, and the server keeps servi
   const ok = await c.call('account/rateLimits/read')
   t.match(ok.result, { rateLimits: { limitId: 'codex' } }, 'rate limits work again once the backend recovers')
   t.same(leakedCanaries(server.logs.text()), [], 'no token in the captured log')
+})
+
+// ---------------------------------------------------------------------------------------------
+// Starvation: degraded connections polling a backend that does not answer.
+
+const OVERLOADED = { code: -32001, message: OVERLOADED_MESSAGE }
+
+rpcTest('degraded connections flooding account/rateLimits/read share one backend request and never starve a full client', async (t, ctx) => {
+  const backend = await backendFor(t)
+  const answer = backend.hold()
+  t.teardown(() => answer({ status: 500, body: {} }))
+  const bound = 8
+  const server = await ctx.server({ argv: [...EPHEMERAL, '--no-token-check', '--max-in-flight-per-connection', String(bound)], env: { CHATGPT_BASE_URL: backend.baseUrl } })
+  const full = await ctx.initialized(server)
+  await loginExternal(t, full, plusToken(), 'acct-flood')
+
+  const degraded = await Promise.all([1, 2, 3].map(() => ctx.open(server, server.wsBase)))
+  for (const d of degraded) await d.init()
+  const perConnection = 3 * bound
+  const pending = degraded.map((d) => Array.from({ length: perConnection }, () => d.call('account/rateLimits/read')))
+  // Past the bound each connection is refused at once; the rest wait on the backend.
+  const refused = await Promise.all(pending.map((calls) => Promise.all(calls.slice(bound))))
+  for (const replies of refused) t.same(replies.map((r) => r.error), replies.map(() => OVERLOADED), `${perConnection - bound} reads past the bound: -32001`)
+  await until(() => backend.calls.length >= 1, 'the backend to be asked')
+
+  t.equal(server.app.inFlight.current, 3 * bound, 'each connection holds no more than its bound')
+  const read = await full.call('account/read', {})
+  t.match(read.result, { account: { type: 'chatgpt' } }, 'a full client is served meanwhile')
+  const ready = await httpGet(`${server.httpBase}/readyz`)
+  t.same([ready.status, JSON.parse(ready.body)], [200, { status: 'ready' }], '/readyz stays ready')
+  t.equal(backend.calls.length, 1, `${3 * bound} concurrent reads of one credential: one outbound request`)
+
+  answer({ status: 200, body: USAGE })
+  const served = await Promise.all(pending.map((calls) => Promise.all(calls.slice(0, bound))))
+  const results = served.flat().map((r) => r.result)
+  t.equal(results.length, 3 * bound)
+  t.ok(results.every((r) => codexErrors('v2/GetAccountRateLimitsResponse', r) === ''), 'every held read gets the result')
+  t.same(results, results.map(() => results[0]), 'the same result for each')
+  t.equal(backend.calls.length, 1, 'still one outbound request')
+  await until(() => server.app.inFlight.current === 0, 'the slots to be released')
+
+  // Settled: a later read asks the backend again.
+  backend.respond = () => ({ status: 200, body: USAGE })
+  const later = await degraded[0]!.call('account/rateLimits/read')
+  t.ok('result' in later, 'a later read is served')
+  t.equal(backend.calls.length, 2, 'and makes a new request')
+})
+
+rpcTest('a shared backend failure reaches every caller that shared it', async (t, ctx) => {
+  const backend = await backendFor(t)
+  const answer = backend.hold()
+  t.teardown(() => answer({ status: 500, body: {} }))
+  const server = await ctx.server({ argv: EPHEMERAL, env: { CHATGPT_BASE_URL: backend.baseUrl } })
+  const a = await ctx.initialized(server)
+  const b = await ctx.initialized(server)
+  await loginExternal(t, a, plusToken(), 'acct-shared')
+  await b.until(() => b.notifications.length >= 2)
+  const pending = [a.call('account/rateLimits/read'), b.call('account/rateLimits/read'), a.call('account/rateLimits/read')]
+  await until(() => backend.calls.length >= 1, 'the backend to be asked')
+  await a.call('account/read', {})
+  await b.call('account/read', {})
+  answer({ status: 500, body: { detail: 'backend down' } })
+  const replies = await Promise.all(pending)
+  for (const r of replies) {
+    t.equal(errorOf(r).code, -32603)
+    t.match(errorOf(r).message, /^failed to fetch codex rate limits: /)
+  }
+  t.same(new Set(replies.map((r) => errorOf(r).message)).size, 1, 'the same error for each')
+  t.equal(backend.calls.length, 1, 'one outbound request')
+
+  backend.respond = () => ({ status: 200, body: USAGE })
+  const again = await a.call('account/rateLimits/read')
+  t.ok('result' in again, 'the next read after a failure asks again and is served')
+  t.equal(backend.calls.length, 2)
 })
 
 rpcTest('an unreachable backend is -32603 too', async (t, ctx) => {

@@ -502,7 +502,7 @@ t.test('every flag default is a value its own parser accepts, within its bounds'
       t.equal(f.kind, 'integer')
     }
   }
-  t.same(c.limits, { httpPerMinute: 600, failedUpgradesPerMinute: 30, rpcRatePerSecond: 1000, rpcBurst: 2000, maxInFlight: 4096, maxOutboundBufferBytes: 16 * 1024 * 1024, maxConnections: 0, maxPendingPerClient: 32, headerTimeoutMs: 10_000 })
+  t.same(c.limits, { httpPerMinute: 600, failedUpgradesPerMinute: 30, rpcRatePerSecond: 1000, rpcBurst: 2000, maxInFlight: 4096, maxInFlightPerConnection: 128, maxOutboundBufferBytes: 16 * 1024 * 1024, maxConnections: 0, maxPendingPerClient: 32, headerTimeoutMs: 10_000 })
   t.equal(c.maxPayloadBytes, 16 * 1024 * 1024)
   t.equal(c.pingIntervalMs, 0)
   t.equal(c.remoteControlWaitMs, 30_000)

@@ -123,6 +123,7 @@ function unit(extra: MethodDefinition<Services, any>[] = []): Unit {
     inFlight: new InFlightLimit(100),
     serverRequestIds: new RequestIdAllocator(),
     clock: new ManualClock(),
+    maxInFlightPerConnection: 128,
     ratePerSecond: 0,
     burst: 1,
   }

@@ -2,11 +2,12 @@
  * The engine behind the whole gateway (engine.md "One upstream per client", "Credentials
  * hand-off", "Connection authority is not execution authority"), with the fake engine on a
  * unix socket: `initialize` answered by the engine, engine methods forwarded as the client's
- * own frame text after the gateway's checks, scopes refused before anything reaches the
- * engine, no engine → `engine unavailable`, credentials handed off over the control
- * connection (and never logged), the engine's refresh request answered by the account
- * service, approvals only for `exec` clients, `serverRequest/resolved` rewritten, and pending
- * engine requests errored when their client goes.
+ * own frame text after the gateway's checks (their in-flight slots held until answered),
+ * scopes refused before anything reaches the engine, no engine → `engine unavailable`,
+ * credentials handed off over the control connection (and never logged), the engine's refresh
+ * request answered by the account service, approvals only for `exec` clients,
+ * `serverRequest/resolved` rewritten, and pending engine requests errored when their client
+ * goes.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -116,6 +117,31 @@ t.test('initialize is answered by the engine; engine methods travel as the clien
   const health = await httpGet(`${server.httpBase}/healthz`)
   t.same(JSON.parse(health.body).engine, { state: 'running', version: '0.169.0' })
   t.equal((await httpGet(`${server.httpBase}/readyz`)).status, 200)
+})
+
+t.test('--max-in-flight-per-connection: engine requests hold their slot until the engine answers; past the bound -32001, the engine never sees it', async (t) => {
+  const { engine, server } = await rig(t, ['--max-in-flight-per-connection', '2'])
+  const client = await connect(server.wsUrl)
+  t.teardown(() => client.close())
+  await client.request('initialize', { clientInfo: { name: 'ide', title: null, version: '1' } })
+  const upstream = await engineConn(engine, 'ide')
+
+  client.sendRaw('{"id":101,"method":"thread/read","params":{"threadId":"t1"}}')
+  client.sendRaw('{"id":102,"method":"thread/read","params":{"threadId":"t2"}}')
+  const first = await upstream.request('thread/read')
+  await until(() => upstream.frames.filter((f) => f.includes('"thread/read"')).length === 2, 'both requests at the engine')
+  client.sendRaw('{"id":103,"method":"thread/read","params":{"threadId":"t3"}}')
+  t.same(await client.waitForFrame((m) => m.id === 103), { error: { code: -32001, message: 'Server overloaded; retry later.' }, id: 103 }, 'a third: -32001')
+  t.equal(upstream.frames.filter((f) => f.includes('"t3"')).length, 0, 'the refused request never reached the engine')
+  t.equal(server.app.inFlight.current, 2, 'two slots held while the engine has not answered')
+
+  t.equal(first.id, 101)
+  upstream.answer(first.id, { result: { thread: null } })
+  await client.waitForFrame((m) => m.id === 101)
+  t.equal(server.app.inFlight.current, 1, 'an answered request frees its slot')
+  client.sendRaw('{"id":104,"method":"thread/read","params":{"threadId":"t4"}}')
+  await until(() => upstream.frames.some((f) => f.includes('"t4"')), 'the next request to reach the engine')
+  t.pass('the connection may send again once a slot is free')
 })
 
 t.test('scopes are checked before anything reaches the engine; degraded reaches no engine method', async (t) => {

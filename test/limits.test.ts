@@ -1,7 +1,7 @@
 /**
  * Rate limits and load shedding: the limiter units on a manual clock, then over real sockets the
- * failed-upgrade throttle, the per-address HTTP limit, the per-connection token bucket and the
- * process-wide in-flight bound.
+ * failed-upgrade throttle, the per-address HTTP limit, the per-connection token bucket, and the
+ * per-connection and process-wide in-flight bounds.
  */
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
@@ -42,6 +42,24 @@ const echo: MethodDefinition<AppServices, null> = defineMethod<AppServices, null
   params: null,
   handler: () => ({ ok: true }),
 })
+
+/** `test/slow`: answers `{done: true}` once `release` is called; `entered` counts calls that reached it. */
+function gatedSlowMethod(): { slow: MethodDefinition<AppServices, null>; release: () => void; entered: () => number } {
+  let release!: () => void
+  const gate = new Promise<void>((resolve) => (release = resolve))
+  let entered = 0
+  const slow = defineMethod<AppServices, null>({
+    name: 'test/slow',
+    scope: 'session',
+    params: null,
+    handler: async () => {
+      entered++
+      await gate
+      return { done: true }
+    },
+  })
+  return { slow, release, entered: () => entered }
+}
 
 async function start(t: Test, options: StartOptions): Promise<TestServer> {
   const server = await startServer(options)
@@ -301,6 +319,7 @@ t.test('default limits never throttle a normal IDE', async (t) => {
       rpcRatePerSecond: 1000,
       rpcBurst: 2000,
       maxInFlight: 4096,
+      maxInFlightPerConnection: 128,
       maxOutboundBufferBytes: 16 * 1024 * 1024,
       maxConnections: 0,
       maxPendingPerClient: 32,
@@ -403,19 +422,7 @@ t.test('--rpc-rate 10 --rpc-burst 5: requests over the bucket get -32001, notifi
 // ---------------------------------------------------------------------------------------------
 
 t.test('--max-in-flight 2: a third request from another connection gets -32001; /readyz 503 while saturated', async (t) => {
-  let release!: () => void
-  const gate = new Promise<void>((resolve) => (release = resolve))
-  let entered = 0
-  const slow = defineMethod<AppServices, null>({
-    name: 'test/slow',
-    scope: 'session',
-    params: null,
-    handler: async () => {
-      entered++
-      await gate
-      return { done: true }
-    },
-  })
+  const { slow, release, entered } = gatedSlowMethod()
   const server = await start(t, { argv: ['--max-in-flight', '2'], extraMethods: [slow, echo] })
   t.teardown(() => release())
   t.equal(server.config.limits.maxInFlight, 2)
@@ -429,7 +436,7 @@ t.test('--max-in-flight 2: a third request from another connection gets -32001; 
 
   const s1 = a.request('test/slow', undefined, 's1')
   const s2 = a.request('test/slow', undefined, 's2')
-  await until(() => entered === 2, 'both slow calls to enter their handler')
+  await until(() => entered() === 2, 'both slow calls to enter their handler')
   t.equal(server.app.inFlight.current, 2, 'two requests in flight')
   t.ok(server.app.inFlight.saturated)
 
@@ -455,6 +462,41 @@ t.test('--max-in-flight 2: a third request from another connection gets -32001; 
   t.same([readyAgain.status, JSON.parse(readyAgain.body)], [200, { status: 'ready' }], '/readyz: 200 once released')
   const after = await b.request('test/echo', undefined, 'after')
   t.same(after, { id: 'after', result: { ok: true } }, 'requests are served again')
+})
+
+t.test('--max-in-flight-per-connection 2: a third request from that connection gets -32001, other connections are served', async (t) => {
+  const { slow, release, entered } = gatedSlowMethod()
+  const server = await start(t, { argv: ['--max-in-flight-per-connection', '2'], extraMethods: [slow, echo] })
+  t.teardown(() => release())
+  t.equal(server.config.limits.maxInFlightPerConnection, 2)
+
+  const a = await open(t, server)
+  const b = await open(t, server)
+  await a.initialize('holder', '1.0.0')
+  await b.initialize('bystander', '1.0.0')
+
+  const s1 = a.request('test/slow', undefined, 's1')
+  const s2 = a.request('test/slow', undefined, 's2')
+  await until(() => entered() === 2, 'both slow calls to enter their handler')
+  const mark = server.logs.lines.length
+  const shed = await a.request('test/echo', undefined, 'shed')
+  t.same(shed, { error: OVERLOADED, id: 'shed' }, 'a third request from the same connection: -32001')
+  t.ok(a.frames.includes(overloadedFrame('shed')), 'exact codex frame')
+  t.ok(warns(server, mark, 'request over the connection in-flight bound answered with -32001').length >= 1, 'logged at WARN')
+  t.equal(server.app.inFlight.current, 2, 'the refused request took no process-wide slot')
+
+  const other = await Promise.all([b.request('test/echo', undefined, 'b1'), b.request('test/echo', undefined, 'b2')])
+  t.same(other, ['b1', 'b2'].map((id) => ({ id, result: { ok: true } })), 'another connection is served up to its own bound')
+  const ready = await httpGet(`${server.httpBase}/readyz`)
+  t.same([ready.status, JSON.parse(ready.body)], [200, { status: 'ready' }], 'one full connection does not make the process unready')
+
+  release()
+  t.same(await s1, { id: 's1', result: { done: true } }, 'slow call 1 completes normally')
+  t.same(await s2, { id: 's2', result: { done: true } }, 'slow call 2 completes normally')
+  t.equal(server.app.inFlight.current, 0, 'slots released')
+  const after = await a.request('test/echo', undefined, 'after')
+  t.same(after, { id: 'after', result: { ok: true } }, 'the connection is served again once its requests were answered')
+  t.equal(a.ws.readyState, a.ws.OPEN, 'the bound never closes the connection')
 })
 
 /** One raw upgrade attempt (optionally from another local address): its status and headers; a 101 is closed at once. */

@@ -735,6 +735,7 @@ t.test('an initialize through the relay gets a real initialize result', async (t
     inFlight: new InFlightLimit(100),
     serverRequestIds: new RequestIdAllocator(),
     clock: new ManualClock(),
+    maxInFlightPerConnection: 128,
     ratePerSecond: 0,
     burst: 1,
   }

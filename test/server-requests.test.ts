@@ -236,6 +236,7 @@ t.test('Session.request: frames, replies through handleText, shared ids, close a
     inFlight: new InFlightLimit(10),
     serverRequestIds: new RequestIdAllocator(),
     clock,
+    maxInFlightPerConnection: 128,
     ratePerSecond: 0,
     burst: 1,
   }

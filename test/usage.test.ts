@@ -1,7 +1,8 @@
 /**
  * The usage payload mapping (`/wham/usage` → `account/rateLimits/read`) and the backend client
- * that fetches it, against a fake usage backend on loopback. Every mapped result is checked
- * against codex's own GetAccountRateLimitsResponse schema.
+ * that fetches it (and the reader that shares concurrent reads), against a fake usage backend on
+ * loopback. Every mapped result is checked against codex's own GetAccountRateLimitsResponse
+ * schema.
  */
 import t from 'tap'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
@@ -25,7 +26,11 @@ import {
   windowMinutes,
   type GetAccountRateLimitsResult as Result,
 } from '../src/account/usage.js'
+import { backendRateLimits } from '../src/account/rate-limits.js'
+import { CredentialRejected } from '../src/account/errors.js'
 import { canary, leakedCanaries, record } from './helpers/canary.js'
+import { FakeUsageBackend } from './helpers/fake-usage-backend.js'
+import { until } from './helpers/wait.js'
 import { codexErrors } from './helpers/codex-schemas.js'
 
 type Test = import('tap').Test
@@ -682,4 +687,37 @@ t.test('backend client', async (t) => {
     t.equal(err.message, 'GET https://chatgpt.com/backend-api/wham/usage failed: network error', 'an unknown error is not quoted')
     assertNoSecret(t, err, token)
   })
+})
+
+t.test('rate-limits reader: concurrent reads share one backend request per credential', async (t) => {
+  const backend = await FakeUsageBackend.start(FULL_PAYLOAD)
+  t.teardown(() => backend.close())
+  const answer = backend.hold()
+  t.teardown(() => answer({ status: 500, body: {} }))
+  const reader = backendRateLimits(new BackendClient({ baseUrl: backend.baseUrl, userAgent: UA }))
+  const tokenA = canary('access-token')
+  const tokenB = canary('access-token')
+
+  const sameCredential = [1, 2, 3].map(() => reader.read({ accessToken: tokenA, accountId: 'acct-1' }))
+  const otherAccount = reader.read({ accessToken: tokenA, accountId: 'acct-2' })
+  const otherToken = [1, 2].map(() => reader.read({ accessToken: tokenB, accountId: 'acct-1' }))
+  await until(() => backend.calls.length === 3, 'one request per credential')
+  t.same(
+    backend.calls.map((c) => [c.authorization === `Bearer ${tokenA}` ? 'A' : 'B', c.accountId]).sort(),
+    [['A', 'acct-1'], ['A', 'acct-2'], ['B', 'acct-1']],
+    'a token with another account id is another credential',
+  )
+
+  answer({ status: 200, body: FULL_PAYLOAD })
+  const results = await Promise.all([...sameCredential, otherAccount, ...otherToken])
+  for (const r of results) t.equal(codexErrors(CODEX_SCHEMA, r), '')
+  t.equal(results[0], results[1], 'callers sharing a request get its result')
+  t.equal(results[1], results[2])
+  t.equal(backend.calls.length, 3, 'no more requests')
+
+  backend.respond = () => ({ status: 401, body: { detail: 'expired' } })
+  const rejected = await Promise.allSettled([1, 2].map(() => reader.read({ accessToken: tokenA, accountId: 'acct-1' })))
+  t.same(rejected.map((r) => r.status), ['rejected', 'rejected'], 'a settled read is not reused: the next ones ask again')
+  for (const r of rejected) if (r.status === 'rejected') t.type(r.reason, CredentialRejected, 'a 401 is CredentialRejected for every sharer')
+  t.equal(backend.calls.length, 4, 'and share their request too')
 })

@@ -151,6 +151,13 @@ const TABLE = {
   rpcRate: integer('rpc-rate', { valueName: 'N', default: 1000, min: 0, max: 100_000_000, help: 'JSON-RPC messages per second per connection (0: off)' }),
   rpcBurst: integer('rpc-burst', { valueName: 'N', default: 2000, min: 1, max: 100_000_000, help: 'JSON-RPC messages a connection may send at once above its rate' }),
   maxInFlight: integer('max-in-flight', { valueName: 'N', default: 4096, min: 1, max: 10_000_000, help: 'JSON-RPC requests handled at once by the whole process' }),
+  maxInFlightPerConnection: integer('max-in-flight-per-connection', {
+    valueName: 'N',
+    default: 128,
+    min: 1,
+    max: 10_000_000,
+    help: 'JSON-RPC requests one connection may have handled at once',
+  }),
   credentialsStore: text('credentials-store', {
     valueName: 'MODE',
     default: 'file',

@@ -49,6 +49,7 @@ export function loadConfig(argv: readonly string[], options: LoadConfigOptions):
       rpcRatePerSecond: value('rpcRate'),
       rpcBurst: value('rpcBurst'),
       maxInFlight: value('maxInFlight'),
+      maxInFlightPerConnection: value('maxInFlightPerConnection'),
       maxOutboundBufferBytes: value('maxOutboundBuffer'),
       maxConnections: value('maxConnections'),
       maxPendingPerClient: value('maxPendingPerClient'),

@@ -64,6 +64,8 @@ export interface Limits {
   readonly rpcRatePerSecond: number
   readonly rpcBurst: number
   readonly maxInFlight: number
+  /** Requests one connection may have in flight; past it its requests get -32001. */
+  readonly maxInFlightPerConnection: number
   readonly maxOutboundBufferBytes: number
   /** WebSocket connections at once; 0: derived from the open-file limit at start. */
   readonly maxConnections: number

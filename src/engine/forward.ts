@@ -7,7 +7,7 @@
  * table does not know either: that keeps the dispatcher's `unknown variant` answer, as a
  * gateway without an engine always gave.
  *
- * Checks on the engine path, after the session's rate limit and in-flight bound, in order:
+ * Checks on the engine path, after the session's rate limit and in-flight bounds, in order:
  * 1. the session is initialized (`Not initialized`);
  * 2. the principal holds the method's scope (`scopeOf`; a method the table does not know
  *    needs every scope): `method X requires scope Y`, naming the first scope missing;

@@ -42,6 +42,8 @@ export interface SessionUpstream {
 /** What every session of an app shares besides the dispatcher (see `SessionFactory`). */
 export interface SessionSettings {
   readonly inFlight: InFlightLimit
+  /** Requests one connection may have in flight, so one connection cannot fill `inFlight`. */
+  readonly maxInFlightPerConnection: number
   readonly serverRequestIds: RequestIdAllocator
   readonly clock: Clock
   /** Messages per second per connection (0: unlimited) and the burst above it. */
@@ -64,11 +66,11 @@ const NO_OPT_OUT: ReadonlySet<string> = new Set()
  * it has in flight, the server requests it has not answered, and its upstream to the engine.
  * It knows nothing of sockets beyond `SessionTransport`.
  *
- * A request passes the rate limit and the in-flight bound, then goes to the dispatcher or,
- * for an engine method, through the engine path's checks to the upstream (see
- * src/engine/forward.ts); its in-flight slot is held until it is answered. Notifications are
- * forwarded to the upstream after the rate limit. A reply goes to the upstream if it answers
- * an engine request, else to the session's own server requests.
+ * A request passes the rate limit and the in-flight bounds (the connection's, then the
+ * process's), then goes to the dispatcher or, for an engine method, through the engine path's
+ * checks to the upstream (see src/engine/forward.ts); its in-flight slots are held until it is
+ * answered. Notifications are forwarded to the upstream after the rate limit. A reply goes to
+ * the upstream if it answers an engine request, else to the session's own server requests.
  *
  * Every inbound frame is charged to the rate limit, junk included: over it, a request is
  * answered -32001 and anything else is dropped (a reply that answers a request still pending
@@ -143,6 +145,12 @@ export class Session {
         if (!withinRate) {
           this.send(encodeError(msg.id, OVERLOADED_BODY))
           this.warnDropped('request over the connection rate limit answered with -32001')
+          return
+        }
+        // The connection's own bound first: a connection past it takes no process-wide slot.
+        if (this.inFlight >= this.deps.maxInFlightPerConnection) {
+          this.send(encodeError(msg.id, OVERLOADED_BODY))
+          this.warnDropped('request over the connection in-flight bound answered with -32001')
           return
         }
         if (!this.deps.inFlight.tryAcquire()) {
