@@ -1,6 +1,6 @@
 import { compactVerify } from 'jose'
 import { parseJsonObject, type JsonObject } from '../util/json.js'
-import { hasDuplicateTopLevelKey } from '../util/json-keys.js'
+import { hasDuplicateTopLevelKey } from '../util/json-scan.js'
 
 /** What an HS256 bearer must satisfy; blank issuer/audience are `null` (not checked). */
 export interface SignedBearerRules {

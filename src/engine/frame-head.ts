@@ -11,7 +11,7 @@
  * their members — gets null, and the caller parses the frame in full.
  */
 import type { RequestId } from '../rpc/wire.js'
-import { plainString, scanTopLevel } from './json-scan.js'
+import { plainString, scanTopLevel } from '../util/json-scan.js'
 
 export type FrameHead = { readonly kind: 'notification'; readonly method: string } | { readonly kind: 'response'; readonly id: RequestId }
 

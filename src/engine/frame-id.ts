@@ -8,7 +8,7 @@
  * last) gets null, and the caller decides.
  */
 import type { RequestId } from '../rpc/wire.js'
-import { scanTopLevel } from './json-scan.js'
+import { scanTopLevel } from '../util/json-scan.js'
 
 /** `text` with its top-level `id` value replaced by `id`, or null when there is none. */
 export function withFrameId(text: string, id: RequestId): string | null {

@@ -7,8 +7,11 @@
  * makes `scanTopLevel` return false, and the caller parses in full or gives up.
  */
 
-/** A member's key (null when it is written with escapes) and its value's [start, end). Return false to stop. */
-export type MemberVisitor = (key: string | null, valueStart: number, valueEnd: number) => boolean
+/**
+ * A member's key (null when it is written with escapes), its value's [start, end), and the
+ * key's own [start, end) with its quotes, for a caller that needs an escaped key. Return false to stop.
+ */
+export type MemberVisitor = (key: string | null, valueStart: number, valueEnd: number, keyStart: number, keyEnd: number) => boolean
 
 const QUOTE = 0x22
 const BACKSLASH = 0x5c
@@ -30,6 +33,7 @@ export function scanTopLevel(text: string, visit: MemberVisitor): boolean {
   if (text.charCodeAt(i) === CLOSE_BRACE) return skipWhitespace(text, i + 1) === text.length
   for (;;) {
     if (text.charCodeAt(i) !== QUOTE) return false
+    const keyStart = i
     const keyEnd = stringEnd(text, i)
     if (keyEnd < 0) return false
     const key = hasEscape(text, i + 1, keyEnd - 1) ? null : text.slice(i + 1, keyEnd - 1)
@@ -38,13 +42,31 @@ export function scanTopLevel(text: string, visit: MemberVisitor): boolean {
     const valueStart = skipWhitespace(text, i + 1)
     const valueEnd = valueEndAt(text, valueStart)
     if (valueEnd < 0) return false
-    if (!visit(key, valueStart, valueEnd)) return true
+    if (!visit(key, valueStart, valueEnd, keyStart, keyEnd)) return true
     i = skipWhitespace(text, valueEnd)
     const c = text.charCodeAt(i)
     if (c === CLOSE_BRACE) return skipWhitespace(text, i + 1) === text.length
     if (c !== COMMA) return false
     i = skipWhitespace(text, i + 1)
   }
+}
+
+/**
+ * `JSON.parse` keeps the last of two equal keys; a verifier that must not be told two things at
+ * once needs to know there were two. For the text of an object `JSON.parse` has accepted: true
+ * when two top-level keys are equal once unescaped (`"a"` and `"\u0061"`), or when the text
+ * cannot be read here (a verifier refuses what it cannot check).
+ */
+export function hasDuplicateTopLevelKey(objectText: string): boolean {
+  const seen = new Set<string>()
+  let duplicate = false
+  const read = scanTopLevel(objectText, (key, _valueStart, _valueEnd, keyStart, keyEnd) => {
+    const name = key ?? (JSON.parse(objectText.slice(keyStart, keyEnd)) as string)
+    duplicate = seen.has(name)
+    seen.add(name)
+    return !duplicate
+  })
+  return duplicate || !read
 }
 
 /** The string value at [start, end) without its quotes, or null when it is no string or holds escapes. */
