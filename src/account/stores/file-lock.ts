@@ -6,9 +6,10 @@
  * `lock-holder.ts`). A waiter that finds the lock taken judges it in this order:
  *
  * 1. the holder is dead (gone, or its pid recycled) → the lock is broken at once;
- * 2. the holder is alive → wait, however old the lock (a live holder keeps it fresh anyway);
- * 3. the holder cannot be judged (unreadable body, another host) → broken once untouched for
- *    `staleMs`, the last resort.
+ * 2. otherwise, a lock untouched for `staleMs` is broken: the last resort, for holders that
+ *    cannot be judged (unreadable body, another host) and for a lock its live holder leaked
+ *    (a holder keeps its lock's mtime fresh while it holds it);
+ * 3. otherwise the holder is alive, or may be: wait.
  *
  * A lock is broken only if it still holds the body judged (`removeIfUnchanged`), so a fresh
  * lock another waiter took in between survives. Waiting ends after `timeoutMs` with
@@ -80,7 +81,8 @@ async function acquire(lockPath: string, timeoutMs: number, staleMs: number): Pr
   let delay = 5
   for (;;) {
     if (await tryCreate(lockPath, body)) return token
-    await breakIfAbandoned(lockPath, staleMs)
+    // Broken: try again at once, before any deadline, so a dead holder never costs a wait.
+    if (await breakIfAbandoned(lockPath, staleMs)) continue
     if (Date.now() >= deadline) throw new StoreError(LOCKED_REASON, `timed out after ${timeoutMs} ms waiting for lock ${lockPath}`)
     // Jittered exponential backoff: two waiters do not retry in lockstep.
     await sleep(delay + Math.floor(Math.random() * delay))
@@ -109,21 +111,23 @@ async function tryCreate(lockPath: string, body: string): Promise<boolean> {
   return true
 }
 
-/** Breaks the lock when its holder is dead, or when it cannot be judged and is older than `staleMs`. */
-async function breakIfAbandoned(lockPath: string, staleMs: number): Promise<void> {
+/**
+ * Breaks the lock when its holder is dead, or when it cannot be judged and is older than
+ * `staleMs`. True when the lock is gone (broken here or released meanwhile): worth a retry now.
+ */
+async function breakIfAbandoned(lockPath: string, staleMs: number): Promise<boolean> {
   let judged: string
   let mtimeMs: number
   try {
     mtimeMs = (await stat(lockPath)).mtimeMs
     judged = await readFile(lockPath, 'utf8')
-  } catch {
-    return // gone already: the next attempt will take it
+  } catch (err) {
+    return errorCode(err) === 'ENOENT'
   }
-  const state = await holderState(tryParseJson(judged))
-  if (state === 'alive') return
-  if (state === 'unknown' && Date.now() - mtimeMs <= staleMs) return
+  const dead = (await holderState(tryParseJson(judged))) === 'dead'
+  if (!dead && Date.now() - mtimeMs <= staleMs) return false
   // A failure means another waiter broke it first, or cannot be fixed here: the next attempt retries.
-  await removeIfUnchanged(lockPath, judged, 'stale').catch(() => false)
+  return removeIfUnchanged(lockPath, judged, 'stale').catch(() => false)
 }
 
 async function release(lockPath: string, token: string): Promise<void> {
