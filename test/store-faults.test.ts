@@ -176,7 +176,7 @@ t.test('kill -9 mid-save: the 0600 temp file it left is removed by the next stor
     `import { FileStore } from ${JSON.stringify(FILE_STORE_URL)}
 const [home, key] = process.argv.slice(2)
 const store = new FileStore(home)
-const doc = { auth_mode: 'apikey', OPENAI_API_KEY: key, padding: 'x'.repeat(8 << 20) }
+const doc = { auth_mode: 'apikey', OPENAI_API_KEY: key, padding: 'x'.repeat(2 << 20) }
 for (;;) await store.save(doc)
 `,
   )
