@@ -256,6 +256,18 @@ t.test('corrupt auth.json: status says what is wrong, a login keeps the bad file
     t.same(await new FileStore(home).load(), apiKeyDoc(key), `${what}: the new login is stored`)
     t.equal((await runCommand(['status'], { env })).code, 0, `${what}: status is fine again`)
   }
+
+  // Logout removes the credential, but a file it cannot read is kept, not deleted.
+  const home = tempDir('faults-corrupt-logout', t)
+  const bad = `{"OPENAI_API_KEY": "${canary('sk-half')}`
+  await writeFile(join(home, 'auth.json'), bad, { mode: 0o600 })
+  const logout = await runCommand(['logout'], { env: { APP_SERVER_HOME: home } })
+  t.equal(logout.code, 0, logout.stderr)
+  t.equal(logout.stdout, 'Successfully logged out\n', 'an unreadable store is not "Not logged in"')
+  const names = await readdir(home)
+  t.equal(names.length, 1, 'auth.json is gone')
+  t.match(names[0], /^auth\.json\.corrupt-/, 'kept aside instead')
+  t.equal(await readFile(join(home, names[0]!), 'utf8'), bad, 'unchanged')
 })
 
 t.test('logout with a directory where auth.json should be: exit 1, one line, nothing claimed', async (t) => {
