@@ -41,7 +41,8 @@ interface Mode {
   readonly outcome: 'accepted' | 'degraded'
 }
 
-async function modes(): Promise<Mode[]> {
+/** The four servers, started once for the whole file. */
+const modes = once(async (): Promise<Mode[]> => {
   const query = await start([])
   const degraded = await start(['--no-token-check'])
   const cap = await start(['--ws-auth', 'capability-token', '--ws-token-file', join(dir, 'token')])
@@ -53,6 +54,15 @@ async function modes(): Promise<Mode[]> {
     { name: 'capability token', server: cap, credential: { target: '/', headers: [`Authorization: Bearer ${capability}`] }, outcome: 'accepted' },
     { name: 'HS256 JWT', server: jwt, credential: { target: '/', headers: [`Authorization: Bearer ${signed}`] }, outcome: 'accepted' },
   ]
+})
+
+function once<T>(make: () => Promise<T>): () => Promise<T> {
+  let made: Promise<T> | null = null
+  return () => (made ??= make())
+}
+
+async function serverFor(name: 'query token' | 'capability token' | 'HS256 JWT'): Promise<TestServer> {
+  return (await modes()).find((m) => m.name === name)!.server
 }
 
 const host = (server: TestServer): string => `Host: 127.0.0.1:${server.port}`
@@ -102,15 +112,16 @@ t.test('a request that is no websocket handshake is refused before it is admitte
 })
 
 t.test('a bad credential keeps its 401 whatever else the handshake gets wrong', async (t) => {
-  const server = await start(['--ws-auth', 'capability-token', '--ws-token-file', join(dir, 'token')])
+  const cap = await serverFor('capability token')
   for (const [what, requestLine, handshake, body] of NOT_A_HANDSHAKE) {
-    const r = await rawExchange(server.port, [requestLine.replace('TARGET', '/'), host(server), `Authorization: Bearer ${canary('wrong')}`, ...handshake], body)
+    const r = await rawExchange(cap.port, [requestLine.replace('TARGET', '/'), host(cap), `Authorization: Bearer ${canary('wrong')}`, ...handshake], body)
     t.equal(r.status, 401, `${what} with a wrong bearer: 401`)
   }
 })
 
 t.test('a token put in the path (the ? dropped) never reaches the log', async (t) => {
-  const server = await start([])
+  const server = await serverFor('query token')
+  const mark = server.logs.lines.length
   const token = server.token!
   const jwt = await signJwt(canary('path-secret'), { exp: nowSeconds() + 60 })
   const targets = [`/${token}`, `/token=${token}`, `/ws/${token}/x`, `/${jwt}`, `/%3F${token}`]
@@ -120,13 +131,13 @@ t.test('a token put in the path (the ? dropped) never reaches the log', async (t
     const plain = await rawExchange(server.port, [`GET ${target} HTTP/1.1`, host(server), 'Connection: close'])
     t.equal(plain.status, 400, `plain GET ${target.replace(token, 'T').slice(0, 30)}: 400`)
   }
-  const urls = server.logs.lines.map((l) => (l.req as { url?: unknown } | undefined)?.url).filter((u) => typeof u === 'string')
+  const urls = server.logs.lines.slice(mark).map((l) => (l.req as { url?: unknown } | undefined)?.url).filter((u) => typeof u === 'string')
   t.ok(urls.includes('/ws/[redacted]/x'), 'the request lines were written, short segments kept')
   t.same(leakedCanaries(server.logs.text()), [], 'no token in any log line')
 })
 
 t.test('a JWT whose header or claims start with a byte-order mark is refused', async (t) => {
-  const server = await start(['--ws-auth', 'signed-bearer-token', '--ws-shared-secret-file', join(dir, 'secret')])
+  const server = await serverFor('HS256 JWT')
   const { createHmac } = await import('node:crypto')
   const part = (text: string): string => Buffer.from(text).toString('base64url')
   const sign = (header: string, claims: string): string => {
@@ -147,7 +158,7 @@ t.test('a JWT whose header or claims start with a byte-order mark is refused', a
 })
 
 t.test('a Host port beyond 65535 is not a loopback name', async (t) => {
-  const server = await start([])
+  const server = await serverFor('query token')
   for (const [port, status] of [
     ['65535', 101],
     ['65536', 403],
@@ -156,4 +167,29 @@ t.test('a Host port beyond 65535 is not a loopback name', async (t) => {
     const r = await rawExchange(server.port, [`GET /?token=${server.token} HTTP/1.1`, `Host: localhost:${port}`, ...HANDSHAKE_HEADERS])
     t.equal(r.status, status, `Host: localhost:${port}: ${status}`)
   }
+})
+
+t.test('a request with more header fields than are kept is refused, not read in part', async (t) => {
+  // Node used to keep about the first 1000 fields and drop the rest silently: an Origin, a
+  // second Host or a second Authorization after the filler passed every check unseen.
+  const query = await serverFor('query token')
+  const cap = await serverFor('capability token')
+  const mark = query.logs.lines.length
+  const filler = (n: number): string[] => Array.from({ length: n }, (_, i) => `x-filler-${i % 10}: 1`)
+  const upgrade = [`GET /?token=${query.token} HTTP/1.1`, host(query), ...HANDSHAKE_HEADERS]
+  for (const [what, server, lines, status] of [
+    ['an Origin after 1000 fields', query, [...upgrade, ...filler(1000), 'Origin: http://evil.example'], 431],
+    ['a second Host after 1000 fields', query, [...upgrade, ...filler(1000), 'Host: evil.example'], 431],
+    ['a second Authorization after 1000 fields', cap, ['GET / HTTP/1.1', host(cap), `Authorization: Bearer ${capability}`, ...HANDSHAKE_HEADERS, ...filler(1000), `Authorization: Bearer ${canary('second')}`], 431],
+    ['1000 fields and nothing else', query, [...upgrade, ...filler(1000)], 431],
+    ['a probe with 1000 fields', query, ['GET /healthz HTTP/1.1', host(query), ...filler(1000)], 431],
+    ['an Origin after 150 fields', query, [...upgrade, ...filler(150), 'Origin: http://evil.example'], 403],
+    ['150 fields', query, [...upgrade, ...filler(150)], 101],
+  ] as const) {
+    const r = await rawExchange(server.port, lines)
+    t.equal(r.status, status, `${what}: ${status}`)
+    if (status === 431) t.equal(r.body, 'too many header fields')
+  }
+  const reasons = query.logs.lines.slice(mark).filter((l) => l.event === 'ws.auth' && l.outcome === 'rejected').map((l) => l.reason)
+  t.equal(reasons.filter((r) => r === 'too many header fields').length, 3, 'each refused upgrade has its ws.auth line')
 })
