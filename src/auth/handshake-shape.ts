@@ -40,6 +40,6 @@ export function checkHandshake(request: HandshakeRequest): HandshakeVerdict {
   if (headers['sec-websocket-version']?.trim() !== '13') return refuse('unsupported websocket version', { 'sec-websocket-version': '13' })
   if (!KEY.test(headers['sec-websocket-key']?.trim() ?? '')) return refuse('invalid websocket key')
   const length = headers['content-length']
-  if ((length !== undefined && length.trim() !== '0') || headers['transfer-encoding'] !== undefined) return refuse('websocket upgrade with a body')
+  if ((length !== undefined && Number(length) !== 0) || headers['transfer-encoding'] !== undefined) return refuse('websocket upgrade with a body')
   return { ok: true }
 }
