@@ -54,7 +54,6 @@ export default async function websocketRoutes(app: FastifyInstance): Promise<voi
       return reply.code(401).type('text/plain; charset=utf-8').send(decision.reason)
     }
     app.upgradeThrottle.refund(reservation)
-    // After the credential (a refused one keeps its 401 whatever else is wrong), before admission.
     const handshake = checkHandshake(request.raw)
     if (!handshake.ok) {
       logUpgradeRejected(request.log, mode, handshake.reason, remote)

@@ -3,7 +3,8 @@
  * checks most of this itself, but only once the route hands it the socket — after the
  * credential was decided and the connection logged as accepted — and it is more lenient than
  * the protocol this server speaks. Checked here instead, before a connection is admitted, so
- * no `accepted` line is ever written for a request that could not become a socket.
+ * no `accepted` line is ever written for a request that could not become a socket. The route
+ * checks it after the credential: a refused credential keeps its 401 whatever else is wrong.
  *
  * In this order, each a 400 with a fixed reason that never quotes the request:
  * 1. HTTP/1.1: an HTTP/1.0 request cannot carry an upgrade (RFC 6455 §4.1);
