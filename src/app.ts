@@ -19,6 +19,7 @@ import wsAuth from '../plugins/ws-auth.js'
 import healthRoutes from '../routes/health.js'
 import websocketRoutes from '../routes/websocket.js'
 import { logUpgradeRejected } from './auth/audit.js'
+import { MAX_HEADER_FIELDS } from './auth/request-shape.js'
 import type { Config } from './config/types.js'
 import type { ServerInfo } from './rpc/methods/initialize.js'
 import { UserAgent } from './rpc/user-agent.js'
@@ -70,6 +71,9 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   })
+  // Node drops the header fields past this count without a word; the request-shape check
+  // refuses a request that reaches it (431) instead of letting the dropped ones go unseen.
+  app.server.maxHeadersCount = MAX_HEADER_FIELDS
 
   await app.register(configPlugin, { config })
   await app.register(lifecycle)
