@@ -14,14 +14,17 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { registerCanary } from './helpers/canary.js'
+import { leakedCanaries, registerCanary } from './helpers/canary.js'
+import { runCommand } from './helpers/cli.js'
 import { connect } from './helpers/client.js'
 import { AttachedEngine } from './helpers/engine-kit.js'
 import { FakeEngine } from './helpers/fake-engine.js'
 import { ManualClock } from './helpers/manual-clock.js'
 import { TestOAuthServer } from './helpers/oauth-server.js'
 import { contextTest, type Conn, type Ctx, type Json, type TestT } from './helpers/rpc-context.js'
+import { cliEnv, MAIN, spawnProcess } from './helpers/process.js'
 import { startServer, type TestServer } from './helpers/server.js'
+import { tempDir } from './helpers/temp-dir.js'
 import { until } from './helpers/wait.js'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
@@ -247,4 +250,136 @@ t.test('with the engine on, a device login’s tokens are handed to the engine l
   const stored = storedTokens(server)
   t.same(handoff.params, { type: 'chatgptAuthTokens', accessToken: stored.access_token, chatgptAccountId: 'ws-engine', chatgptPlanType: 'plus' })
   t.notOk(server.logs.text().includes(userCode), 'no user code in the log')
+})
+
+// ---------------------------------------------------------------------------------------------
+// The command line: `login --device-auth`, and the browser login's wait, in-process on a clock
+// the test drives; Ctrl-C in a real process (the signal is the point).
+
+function cliEnvFor(home: string): Record<string, string> {
+  return { APP_SERVER_HOME: home, AUTH_ISSUER: issuer.issuer, APP_SERVER_LOGIN_CALLBACK_PORT: '0', CHATGPT_BASE_URL: 'http://127.0.0.1:9/backend-api' }
+}
+
+/** Resolves with the first match of `re` in a stream `runCommand` reports through `onStdout` / `onStderr`. */
+function watch(re: RegExp): { seen: Promise<RegExpExecArray>; onText: (text: string) => void } {
+  let found!: (m: RegExpExecArray) => void
+  const seen = new Promise<RegExpExecArray>((resolve) => (found = resolve))
+  return {
+    seen,
+    onText: (text) => {
+      const m = re.exec(text)
+      if (m) found(m)
+    },
+  }
+}
+
+const CODE_LINE = /one-time code[^\n]*\n {3}(\S+)\n/
+
+t.test('CLI: login --device-auth prints the URL and the code, waits, signs in', async (t) => {
+  const home = tempDir('device-cli')
+  const clock = new ManualClock()
+  const shown = watch(CODE_LINE)
+  const run = runCommand(['login', '--device-auth'], { env: cliEnvFor(home), clock, onStdout: shown.onText })
+  const userCode = (await shown.seen)[1]!
+  t.equal(userCode, device.latest().userCode)
+  await device.approve(userCode, { accountId: 'ws-cli-device', email: 'cli-device@example.com', planType: 'plus' })
+  await poll(clock)
+  const r = await run
+  t.equal(r.code, 0, r.stderr)
+  t.equal(
+    r.stdout,
+    [
+      'To sign in with ChatGPT from any device:',
+      '',
+      '1. Open this link in a browser and sign in:',
+      `   ${issuer.issuer}/codex/device`,
+      '',
+      '2. Enter this one-time code (expires in 15 minutes):',
+      `   ${userCode}`,
+      '',
+      'Device codes are a common phishing target. Never share this code.',
+      'Successfully logged in',
+      '',
+    ].join('\n'),
+  )
+  t.equal(r.stderr, 'Waiting up to 15 minutes for the sign-in to complete (Ctrl-C to cancel)...\n', 'piped: one plain line, no countdown')
+  const doc = JSON.parse(readFileSync(join(home, 'auth.json'), 'utf8')) as { tokens: { id_token: string; access_token: string; refresh_token: string; account_id: string } }
+  for (const v of [doc.tokens.id_token, doc.tokens.access_token, doc.tokens.refresh_token]) registerCanary(v)
+  t.equal(doc.tokens.account_id, 'ws-cli-device')
+  t.same(leakedCanaries(r.stdout + r.stderr), [], 'no token in the output')
+})
+
+t.test('CLI: on a terminal the device login counts down; a denial ends it with exit 1', async (t) => {
+  const clock = new ManualClock()
+  const shown = watch(CODE_LINE)
+  let stderr = ''
+  const run = runCommand(['login', '--device-auth'], { env: cliEnvFor(tempDir('device-cli-tty')), clock, tty: true, onStdout: shown.onText, onStderr: (s) => (stderr = s) })
+  const userCode = (await shown.seen)[1]!
+  await until(() => stderr.includes('Time left: 15:00'), 'the countdown')
+  clock.advance(1_000)
+  t.match(stderr, /\r\x1b\[KTime left: 14:59$/, 'rewritten in place each second')
+  const before = device.totalPolls()
+  clock.advance(4_000)
+  await device.polled(before + 1)
+  t.match(stderr, /Time left: 14:55$/)
+  device.deny(userCode)
+  await until(() => clock.pendingDelays().length === 3, 'the next poll to be scheduled')
+  clock.advance(INTERVAL_MS)
+  const r = await run
+  t.equal(r.code, 1)
+  t.match(r.stderr, /\r\x1b\[Kerror: login failed: Device code login was denied\.\n$/, 'the countdown line is cleared first')
+})
+
+t.test('CLI: the browser login says how long it waits, counts down on a terminal, and times out', async (t) => {
+  const clock = new ManualClock()
+  const url = watch(/http:\/\/127\.0\.0\.1:\d+\/oauth\/authorize\?\S+/)
+  let stderr = ''
+  const run = runCommand(['login'], {
+    env: cliEnvFor(tempDir('browser-cli-tty')),
+    clock,
+    tty: true,
+    onStderr: (s) => {
+      stderr = s
+      url.onText(s)
+    },
+  })
+  const authUrl = (await url.seen)[0]
+  registerCanary(new URL(authUrl).searchParams.get('state') ?? '')
+  t.match(stderr, /Waiting up to 10 minutes for the sign-in to complete \(Ctrl-C to cancel\)\.\.\.\n\r\x1b\[KTime left: 10:00$/)
+  clock.advance(61_000)
+  t.match(stderr, /Time left: 8:59$/)
+  // A stray request cannot end it.
+  const redirect = new URL(authUrl).searchParams.get('redirect_uri') ?? ''
+  t.equal((await fetch(`${redirect}?code=stray&state=wrong`)).status, 400)
+  clock.advance(10 * 60_000 - 61_000)
+  const r = await run
+  t.equal(r.code, 1)
+  t.match(r.stderr, /error: login failed: Login timed out\n$/)
+})
+
+t.test('CLI: the browser login completes while counting down', async (t) => {
+  const clock = new ManualClock()
+  const url = watch(/http:\/\/127\.0\.0\.1:\d+\/oauth\/authorize\?\S+/)
+  const run = runCommand(['login'], { env: cliEnvFor(tempDir('browser-cli')), clock, tty: true, onStderr: url.onText })
+  const authUrl = (await url.seen)[0]
+  clock.advance(5_000)
+  const page = await issuer.driveBrowserLogin(authUrl, { accountId: 'ws-cli-browser', email: 'cli-browser@example.com' })
+  t.equal(page.status, 200)
+  const r = await run
+  t.equal(r.code, 0, r.stderr)
+  t.equal(r.stdout, 'Successfully logged in\n')
+  t.match(r.stderr, /Time left: 9:55\r\x1b\[K$/, 'the countdown line is cleared at the end')
+})
+
+t.test('CLI: Ctrl-C cancels a device login cleanly (exit 130)', async (t) => {
+  const home = tempDir('device-cli-sigint')
+  const login = spawnProcess(process.execPath, [MAIN, 'login', '--device-auth'], { env: cliEnv(cliEnvFor(home)) })
+  t.teardown(() => login.kill())
+  await login.waitFor('stdout', CODE_LINE)
+  await login.waitFor('stderr', /Ctrl-C to cancel/)
+  login.child.kill('SIGINT')
+  const exit = await login.exited
+  t.same(exit, { code: 130, signal: null })
+  t.match(login.stderr(), /Login cancelled\n$/)
+  t.notOk(existsSync(join(home, 'auth.json')), 'nothing stored')
 })
