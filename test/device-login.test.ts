@@ -143,6 +143,20 @@ deviceTest('slow_down lengthens the interval by 5 s each time, for the rest of t
   t.equal(device.latest().polls, 4)
 })
 
+deviceTest('the interval: "0" is floored at 1 s, an unreadable one is 5 s; another poll error ends the login', async (t, _ctx, { server, clock, c }) => {
+  device.interval = '0'
+  const fast = await startDevice(t, c)
+  t.equal(await nextPollDelay(clock), 1_000, 'never a busy loop')
+  device.interval = 'soon'
+  const unreadable = await startDevice(t, c)
+  t.same(await c.completed(fast.loginId), { loginId: fast.loginId, success: false, error: 'Login cancelled' })
+  t.equal(await nextPollDelay(clock), 5_000, 'the default')
+  device.failNextPoll(500, { error: { message: `echo ${unreadable.userCode}` } })
+  await poll(clock)
+  t.same(await c.completed(unreadable.loginId), { loginId: unreadable.loginId, success: false, error: 'device auth failed with status 500' })
+  await noAccount(t, c, server)
+})
+
 deviceTest('denied: completed success:false with a clear error, nothing stored', async (t, _ctx, { server, clock, c }) => {
   const { loginId, userCode } = await startDevice(t, c)
   device.deny(userCode)

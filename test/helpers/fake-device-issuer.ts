@@ -9,7 +9,7 @@
  * - `POST /api/accounts/deviceauth/token` `{device_auth_id, user_code}` → 403 while pending;
  *   400 `{error: "slow_down"}` for each slow-down the test queued; 400 `access_denied` or
  *   `expired_token` once denied or expired; once approved, 200 `{authorization_code,
- *   code_challenge, code_verifier}`.
+ *   code_challenge, code_verifier}`; or, once, whatever failure the test queued.
  *
  * Approval is real: `approve` runs the issuer's authorization-code flow (consent included)
  * with a PKCE pair made here and the redirect URI `{issuer}/deviceauth/callback`, so the
@@ -53,6 +53,7 @@ export class FakeDeviceAuth {
   readonly clientIds: string[] = []
   private readonly codes: DeviceCode[] = []
   private pollWaiters: (() => void)[] = []
+  private nextFailure: [number, unknown] | null = null
 
   constructor(
     private readonly issuer: string,
@@ -84,6 +85,11 @@ export class FakeDeviceAuth {
     const c = this.codes[this.codes.length - 1]
     if (!c) throw new Error('fake device auth: no code issued yet')
     return c
+  }
+
+  /** The next poll (of any code) gets this answer instead, e.g. a 500. */
+  failNextPoll(status: number, body: unknown): void {
+    this.nextFailure = [status, body]
   }
 
   /** Every user code handed out (for the by-hand log check). */
@@ -155,6 +161,9 @@ export class FakeDeviceAuth {
   }
 
   private answer(code: DeviceCode): [number, unknown] {
+    const failure = this.nextFailure
+    this.nextFailure = null
+    if (failure !== null) return failure
     if (code.slowDowns > 0) {
       code.slowDowns--
       return [400, { error: 'slow_down' }]
