@@ -323,6 +323,15 @@ t.test('CLI: login --device-auth prints the URL and the code, waits, signs in', 
   t.same(leakedCanaries(r.stdout + r.stderr), [], 'no token in the output')
 })
 
+t.test('CLI: --device-auth with --with-api-key is refused; an issuer without device login says so', async (t) => {
+  const both = await runCommand(['login', '--device-auth', '--with-api-key'], { env: cliEnvFor(tempDir('device-cli-both')), input: '' })
+  t.same([both.code, both.stderr], [2, 'error: --with-api-key and --device-auth cannot be used together\n'])
+  device.enabled = false
+  t.teardown(() => (device.enabled = true))
+  const off = await runCommand(['login', '--device-auth'], { env: cliEnvFor(tempDir('device-cli-off')) })
+  t.same([off.code, off.stdout, off.stderr], [1, '', 'error: device code login is not enabled for this Codex server. Use the browser login or verify the server URL.\n'])
+})
+
 t.test('CLI: on a terminal the device login counts down; a denial ends it with exit 1', async (t) => {
   const clock = new ManualClock()
   const shown = watch(CODE_LINE)

@@ -47,7 +47,8 @@ export class DeviceLogin {
   private settled = false
   private resolveDone!: (outcome: LoginOutcome) => void
   private intervalMs: number
-  private pollTimer: TimerHandle | null = null
+  /** The waiting poll's timer; null while a poll is in flight or after the end. */
+  private pollTimer: TimerHandle = null
   private readonly deadline: TimerHandle
   private readonly clock: Clock
 
@@ -73,10 +74,6 @@ export class DeviceLogin {
   /** Ends the login now (a newer login, `account/login/cancel`, logout, Ctrl-C). */
   cancel(): void {
     this.finish({ ok: false, error: new LoginError('cancelled', LOGIN_CANCELLED) })
-  }
-
-  get isSettled(): boolean {
-    return this.settled
   }
 
   private schedulePoll(): void {
@@ -123,7 +120,7 @@ export class DeviceLogin {
     if (this.settled) return
     this.settled = true
     this.clock.clearTimeout(this.deadline)
-    if (this.pollTimer !== null) this.clock.clearTimeout(this.pollTimer)
+    this.clock.clearTimeout(this.pollTimer)
     this.pollTimer = null
     this.resolveDone(outcome)
   }
