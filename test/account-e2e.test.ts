@@ -287,23 +287,24 @@ e2eTest('forced workspace: a login for another workspace fails with codex’s wo
   t.same(ok.result, { account: { type: 'chatgpt', email: 'ok@example.com', planType: 'pro' }, requiresOpenaiAuth: true })
 })
 
-e2eTest('a callback with the wrong state is refused with 400 State mismatch', async (t, ctx) => {
+e2eTest('a callback with the wrong state is refused with 400 State mismatch, and the login goes on', async (t, ctx) => {
   const server = await ctx.server({ env: serverEnv(issuer) })
   const c = await ctx.initialized(server)
   const { loginId, authUrl } = await startChatgptLogin(t, c)
   const callback = await issuer.driveToCallback(authUrl, { accountId: 'ws-state', email: 'state@example.com' })
-  callback.searchParams.set('state', 'not-the-state')
-  const page = await getCallback(callback)
+  const wrong = new URL(callback)
+  wrong.searchParams.set('state', 'not-the-state')
+  const page = await getCallback(wrong)
   t.equal(page.status, 400)
   t.equal(page.body, 'State mismatch')
-  // Whether the login goes on is not specified: end it either way.
-  const cancel = await c.call('account/login/cancel', { loginId })
-  t.ok(['canceled', 'notFound'].includes((cancel.result as { status: string }).status))
-  const completed = await c.completed(loginId)
-  t.equal(completed.success, false)
-  const read = await c.call('account/read', {})
-  t.same(read.result, { account: null, requiresOpenaiAuth: true }, 'no account')
-  t.equal(c.updatedCount(), 0, 'no account/updated')
+  const bare = new URL(callback)
+  bare.searchParams.delete('state')
+  t.equal((await getCallback(bare)).status, 400, 'no state: 400 too')
+  t.notOk(c.notifications.some((n) => n.method === 'account/login/completed'), 'no completed: no local process can end the login')
+  const real = await getCallback(callback)
+  t.equal(real.status, 200, 'the real callback still signs in')
+  t.same(await c.completed(loginId), { loginId, success: true, error: null })
+  t.same((await c.call('account/read', {})).result, { account: { type: 'chatgpt', email: 'state@example.com', planType: 'plus' }, requiresOpenaiAuth: true })
 })
 
 e2eTest('account/login/cancel: canceled, completed success:false, the callback server is gone', async (t, ctx) => {

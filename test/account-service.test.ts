@@ -3,7 +3,7 @@ import t from 'tap'
 import { Writable } from 'node:stream'
 import { createLogger } from '../src/log/logger.js'
 import { CredentialClearFailed, CredentialRejected, NotLoggedIn } from '../src/account/errors.js'
-import type { BrowserLoginHandle } from '../src/account/logins.js'
+import type { PendingLogin } from '../src/account/logins.js'
 import { RefreshError, type RefreshedTokens } from '../src/account/oauth-client.js'
 import type { TokenAuthority } from '../src/account/recovery.js'
 import { AccountService, type AccountEvent } from '../src/account/service.js'
@@ -93,7 +93,25 @@ function setup(options: { rules?: { forcedLoginMethod?: 'chatgpt' | 'api' | null
   const store = new MemoryStore()
   const authority = new FakeAuthority()
   const events: AccountEvent[] = []
-  const logins: { handle: BrowserLoginHandle; resolve: (t: ManagedTokens) => void; reject: (e: Error) => void; canceled: boolean }[] = []
+  const logins: { handle: PendingLogin; resolve: (t: ManagedTokens) => void; reject: (e: Error) => void; canceled: boolean }[] = []
+  /** A login in progress that the test ends by hand, with the fields its kind shows the client. */
+  function pending<X extends object>(shown: X): PendingLogin & X {
+    let resolve!: (t: ManagedTokens) => void
+    let reject!: (e: Error) => void
+    const result = new Promise<ManagedTokens>((res, rej) => ((resolve = res), (reject = rej)))
+    const handle = {
+      ...shown,
+      loginId: randomUUID(),
+      result,
+      cancel: () => {
+        entry.canceled = true
+        reject(new Error('Login was canceled'))
+      },
+    }
+    const entry = { handle, resolve, reject, canceled: false }
+    logins.push(entry)
+    return handle
+  }
   const service = new AccountService({
     store,
     authority,
@@ -101,30 +119,8 @@ function setup(options: { rules?: { forcedLoginMethod?: 'chatgpt' | 'api' | null
     log,
     rules: { forcedLoginMethod: options.rules?.forcedLoginMethod ?? null, forcedWorkspaceIds: options.rules?.forcedWorkspaceIds ?? null },
     onEvent: (e) => events.push(e),
-    browserLogin: {
-      async start() {
-        const loginId = randomUUID()
-        let resolve!: (t: ManagedTokens) => void
-        let reject!: (e: Error) => void
-        const result = new Promise<ManagedTokens>((res, rej) => ((resolve = res), (reject = rej)))
-        const entry = {
-          handle: {
-            loginId,
-            authUrl: `http://issuer.test/oauth/authorize?state=x`,
-            result,
-            cancel: () => {
-              entry.canceled = true
-              reject(new Error('Login was canceled'))
-            },
-          },
-          resolve,
-          reject,
-          canceled: false,
-        }
-        logins.push(entry)
-        return entry.handle
-      },
-    },
+    browserLogin: { start: async () => pending({ authUrl: `http://issuer.test/oauth/authorize?state=x` }) },
+    deviceLogin: { start: async () => pending({ verificationUrl: 'http://issuer.test/codex/device', userCode: 'TEST-CODE' }) },
   })
   return { service, store, authority, events, logins }
 }

@@ -11,7 +11,8 @@ import t from 'tap'
 import { createHash } from 'node:crypto'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { BrowserLogin, LOGIN_TIMEOUT_MS, workspaceViolation, type BrowserLoginOptions, type BrowserLoginOutcome } from '../src/account/browser-login.js'
+import { BrowserLogin, LOGIN_TIMEOUT_MS, type BrowserLoginOptions, type BrowserLoginOutcome } from '../src/account/browser-login.js'
+import { workspaceViolation } from '../src/account/login-outcome.js'
 import { readAccessTokenClaims, readIdTokenClaims } from '../src/account/jwt-claims.js'
 import { DEFAULT_LOGIN_PORT, FALLBACK_LOGIN_PORT, LoginServerError, startLoginServer, type CallbackFailure } from '../src/account/login-server.js'
 import {
@@ -302,24 +303,30 @@ t.test('revoke is best-effort and never throws', async (t) => {
   t.ok(Date.now() - started < 3000, 'within its timeout')
 })
 
-t.test('state mismatch: 400 `State mismatch`, the code is not exchanged, the login fails', async (t) => {
+t.test('state mismatch: 400 `State mismatch`, nothing exchanged, and the login keeps waiting for the real callback', async (t) => {
   const login = await startLogin()
   const callback = await srv.driveToCallback(login.authUrl, { accountId: 'ws-state' })
   const tokenCalls = srv.hits.get('/oauth/token') ?? 0
-  callback.searchParams.set('state', 'not-the-state')
-  const page = await getCallback(callback)
-  t.equal(page.status, 400)
-  t.equal(page.body, 'State mismatch')
-  const outcome = await outcomeOf(login)
-  t.same(outcome.ok ? null : [outcome.error.reason, outcome.error.message], ['state_mismatch', 'State mismatch'])
-  t.equal(srv.hits.get('/oauth/token') ?? 0, tokenCalls, 'no token request')
-  t.ok(await refused(login.port))
+  const state = callback.searchParams.get('state') ?? ''
 
-  const bare = await startLogin()
-  const noState = await getCallback(`http://localhost:${bare.port}/auth/callback?code=${canary('code')}`)
-  t.same([noState.status, noState.body], [400, 'State mismatch'], 'a missing state is a mismatch')
-  const o2 = await outcomeOf(bare)
-  t.equal(o2.ok ? null : o2.error.reason, 'state_mismatch')
+  const wrong = new URL(callback)
+  wrong.searchParams.set('state', 'not-the-state')
+  const page = await getCallback(wrong)
+  t.same([page.status, page.body], [400, 'State mismatch'])
+  const missing = await getCallback(`http://localhost:${login.port}/auth/callback?code=${canary('code')}`)
+  t.same([missing.status, missing.body], [400, 'State mismatch'], 'a missing state is a mismatch')
+  const denial = await getCallback(`http://localhost:${login.port}/auth/callback?error=access_denied&state=guess`)
+  t.same([denial.status, denial.body], [400, 'State mismatch'], 'a stray denial without the state changes nothing either')
+  t.equal(srv.hits.get('/oauth/token') ?? 0, tokenCalls, 'no token request')
+  t.notOk(login.isSettled, 'the login is still waiting')
+
+  const real = await getCallback(callback)
+  t.equal(real.status, 200, 'the real callback still completes the login')
+  const outcome = await outcomeOf(login)
+  t.ok(outcome.ok, 'with tokens')
+  t.equal(outcome.ok ? outcome.tokens.accountId : null, 'ws-state')
+  t.ok(state.length > 0 && !page.body.includes(state))
+  t.ok(await refused(login.port), 'the callback server closed after the real callback')
 })
 
 t.test('denial and other callback errors', async (t) => {

@@ -8,30 +8,14 @@
  */
 import { randomUUID } from 'node:crypto'
 import { systemClock, type Clock } from '../clock.js'
-import { readIdTokenClaims, type TokenClaims } from './jwt-claims.js'
-import { startLoginServer, type BindRetry, type CallbackFailureReason, type CodeResult, type LoginServer } from './login-server.js'
-import { TokenExchangeError, type OAuthClient } from './oauth-client.js'
+import { startLoginServer, type BindRetry, type CodeResult, type LoginServer } from './login-server.js'
+import { exchangeForLogin, LOGIN_CANCELLED, LoginError, type LoginOutcome } from './login-outcome.js'
+import type { OAuthClient } from './oauth-client.js'
 import { createPkce, createState } from './pkce.js'
-import type { ManagedTokens } from './types.js'
 
 export const LOGIN_TIMEOUT_MS = 10 * 60 * 1000
 
-export type LoginErrorReason = CallbackFailureReason | 'timeout' | 'workspace' | 'exchange_failed'
-
-/** Why a login ended without tokens; the message is for the user and holds no secret. */
-export class LoginError extends Error {
-  override name = 'LoginError'
-  constructor(
-    readonly reason: LoginErrorReason,
-    message: string,
-  ) {
-    super(message)
-  }
-}
-
-export type BrowserLoginOutcome =
-  | { readonly ok: true; readonly tokens: ManagedTokens; readonly claims: TokenClaims }
-  | { readonly ok: false; readonly error: LoginError }
+export type BrowserLoginOutcome = LoginOutcome
 
 export interface BrowserLoginOptions {
   readonly oauth: OAuthClient
@@ -104,7 +88,7 @@ export class BrowserLogin {
 
   /** Ends the login now (a newer login, `account/login/cancel`, logout). */
   cancel(): void {
-    this.finish({ ok: false, error: new LoginError('cancelled', 'Login cancelled') }, true)
+    this.finish({ ok: false, error: new LoginError('cancelled', LOGIN_CANCELLED) }, true)
   }
 
   get isSettled(): boolean {
@@ -112,29 +96,10 @@ export class BrowserLogin {
   }
 
   private async exchange(code: string, codeVerifier: string): Promise<CodeResult> {
-    const { oauth } = this.options
-    let tokens
-    try {
-      tokens = await oauth.exchangeCode({ code, redirectUri: this.redirectUri, codeVerifier })
-    } catch (err) {
-      const message = err instanceof TokenExchangeError ? err.message : 'Token exchange failed'
-      this.finish({ ok: false, error: new LoginError('exchange_failed', message) }, false)
-      return { ok: false, message }
-    }
-    if (this.settled) {
-      // Cancelled or timed out while the exchange ran: nobody will keep these tokens.
-      await oauth.revoke(tokens.refreshToken)
-      return { ok: false, message: 'Login cancelled' }
-    }
-    const claims = readIdTokenClaims(tokens.idToken)
-    const violation = workspaceViolation(this.options.allowedWorkspaceIds, claims.chatgptAccountId)
-    if (violation !== null) {
-      await oauth.revoke(tokens.refreshToken)
-      this.finish({ ok: false, error: new LoginError('workspace', violation) }, false)
-      return { ok: false, message: violation }
-    }
-    this.finish({ ok: true, tokens: { ...tokens, accountId: claims.chatgptAccountId }, claims }, false)
-    return { ok: true }
+    const outcome = await exchangeForLogin(this.options.oauth, { code, redirectUri: this.redirectUri, codeVerifier }, this.options.allowedWorkspaceIds, () => this.settled)
+    if (outcome === null) return { ok: false, message: LOGIN_CANCELLED }
+    this.finish(outcome, false)
+    return outcome.ok ? { ok: true } : { ok: false, message: outcome.error.message }
   }
 
   /**
@@ -148,13 +113,4 @@ export class BrowserLogin {
     const closing = force ? this.server.close() : this.server.closed
     void closing.then(() => this.resolveDone(outcome))
   }
-}
-
-/** Codex's rule and wording (`ensure_workspace_allowed`); null when the login may proceed. */
-export function workspaceViolation(allowed: readonly string[] | null | undefined, accountId: string | null): string | null {
-  if (!allowed || allowed.length === 0) return null
-  if (accountId === null) {
-    return 'Login is restricted to a specific workspace, but the token did not include an chatgpt_account_id claim.'
-  }
-  return allowed.includes(accountId) ? null : `Login is restricted to workspace id(s) ${allowed.join(', ')}.`
 }

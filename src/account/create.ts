@@ -1,13 +1,18 @@
+import type { Clock } from '../clock.js'
 import type { Config } from '../config/types.js'
 import type { AppLogger } from '../log/logger.js'
 import { VERSION } from '../version.js'
 import { BackendClient } from './backend-client.js'
 import { BrowserLogin } from './browser-login.js'
+import { DeviceAuthClient } from './device-auth-client.js'
+import { DeviceLogin } from './device-login.js'
 import { readAccessTokenClaims } from './jwt-claims.js'
+import type { LoginOutcome } from './login-outcome.js'
 import { OAuthClient } from './oauth-client.js'
 import { backendRateLimits, type RateLimitsReader } from './rate-limits.js'
 import { AccountService, type AccountEvent } from './service.js'
 import { createStore, withFileLock, type KeyringBackend } from './stores/index.js'
+import type { ManagedTokens } from './types.js'
 
 export interface AccountWiring {
   readonly log: AppLogger
@@ -15,6 +20,8 @@ export interface AccountWiring {
   /** Tests inject an OS keyring stand-in and outbound HTTP. */
   readonly keyring?: KeyringBackend
   readonly fetch?: typeof fetch
+  /** Runs the logins' polling and deadlines (tests drive it). */
+  readonly clock?: Clock
 }
 
 /**
@@ -30,6 +37,8 @@ export async function createAccountService(config: Config, wiring: AccountWiring
   })
   const http = wiring.fetch ? { fetch: wiring.fetch } : {}
   const oauth = new OAuthClient({ issuer: config.authIssuer, clientId: settings.loginClientId, ...http })
+  const device = new DeviceAuthClient({ issuer: config.authIssuer, clientId: settings.loginClientId, ...http })
+  const clock = wiring.clock ? { clock: wiring.clock } : {}
   const backend = new BackendClient({ baseUrl: config.chatgptBaseUrl, userAgent: `app-server/${VERSION}`, ...http })
   const usesFile = settings.credentialsStore === 'file' || settings.credentialsStore === 'auto'
 
@@ -47,11 +56,18 @@ export async function createAccountService(config: Config, wiring: AccountWiring
     browserLogin: {
       async start({ allowedWorkspaceIds }) {
         // The callback server picks the fallback port (only for the default port).
-        const login = await BrowserLogin.start({ oauth, port: settings.loginCallbackPort, allowedWorkspaceIds })
+        const login = await BrowserLogin.start({ oauth, port: settings.loginCallbackPort, allowedWorkspaceIds, ...clock })
+        return { loginId: login.loginId, authUrl: login.authUrl, result: tokensOf(login.done), cancel: () => login.cancel() }
+      },
+    },
+    deviceLogin: {
+      async start({ allowedWorkspaceIds }) {
+        const login = await DeviceLogin.start({ oauth, device, allowedWorkspaceIds, ...clock })
         return {
           loginId: login.loginId,
-          authUrl: login.authUrl,
-          result: login.done.then((o) => (o.ok ? o.tokens : Promise.reject(o.error))),
+          verificationUrl: login.verificationUrl,
+          userCode: login.userCode,
+          result: tokensOf(login.done),
           cancel: () => login.cancel(),
         }
       },
@@ -61,4 +77,9 @@ export async function createAccountService(config: Config, wiring: AccountWiring
   })
   await accounts.init()
   return { accounts, rateLimits: backendRateLimits(backend) }
+}
+
+/** A login's outcome as the account service takes it: the tokens, or a rejection with the reason. */
+function tokensOf(done: Promise<LoginOutcome>): Promise<ManagedTokens> {
+  return done.then((o) => (o.ok ? o.tokens : Promise.reject(o.error)))
 }

@@ -85,3 +85,16 @@ export class CredentialRejected extends Error {
 export function isCredentialRejected(err: unknown): err is CredentialRejected {
   return err instanceof CredentialRejected
 }
+
+/** The auth server has no device-code login (its user-code endpoint answered 404). */
+export class DeviceCodeUnavailable extends AccountRequestRefused {
+  override name = 'DeviceCodeUnavailable'
+  constructor() {
+    super('device code login is not enabled for this Codex server. Use the browser login or verify the server URL.')
+  }
+}
+
+/** Asking the auth server for a user code failed (unreachable, an error status, a bad answer). */
+export class DeviceCodeRequestFailed extends AccountOperationFailed {
+  override name = 'DeviceCodeRequestFailed'
+}

@@ -2,9 +2,11 @@
  * The local OAuth callback server of the ChatGPT browser login, on plain node:http: it must
  * run without the app server (the CLI login) and serves only a handful of fixed pages.
  *
- * It answers one login: the first callback that ends the flow (a code, a denial, a state
- * mismatch, a missing code) or `/cancel` is reported once, answered, and the server then
- * closes itself, as codex's does. It never logs: the query holds the code and the state.
+ * It answers one login: the first callback that ends the flow (a code, a denial, a missing
+ * code) or `/cancel` is reported once, answered, and the server then closes itself, as codex's
+ * does. A callback without the login's state is answered 400 and changes nothing, as in codex:
+ * any local process can reach this port, and none may end someone's login by guessing wrong.
+ * It never logs: the query holds the code and the state.
  */
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { timingSafeEqual } from 'node:crypto'
@@ -18,7 +20,7 @@ export const DEFAULT_LOGIN_PORT = flagDefault('loginCallbackPort')
 export const FALLBACK_LOGIN_PORT = 1457
 export const CALLBACK_PATH = '/auth/callback'
 
-export type CallbackFailureReason = 'state_mismatch' | 'denied' | 'oauth_error' | 'missing_code' | 'cancelled'
+export type CallbackFailureReason = 'denied' | 'oauth_error' | 'missing_code' | 'cancelled'
 
 export interface CallbackFailure {
   readonly reason: CallbackFailureReason
@@ -141,11 +143,8 @@ class CallbackHandler {
 
   private async callback(params: URLSearchParams, res: ServerResponse): Promise<void> {
     if (this.ended) return plain(res, 410, 'Login is no longer in progress')
-    if (!sameState(params.get('state'), this.options.state)) {
-      this.end(res)
-      plain(res, 400, 'State mismatch')
-      return this.options.onFailure({ reason: 'state_mismatch', message: 'State mismatch' })
-    }
+    // Checked first, so a stray request cannot end the login with an `error=` either.
+    if (!sameState(params.get('state'), this.options.state)) return plain(res, 400, 'State mismatch')
     const error = params.get('error')
     if (error) {
       this.end(res)

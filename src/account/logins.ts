@@ -1,9 +1,9 @@
 /**
- * The login flows: API key, the browser (PKCE) ChatGPT login, tokens handed in by a parent
- * app, cancelling a browser login, and logout. The account service runs them one at a time.
+ * The login flows: API key, the two ChatGPT logins (browser with PKCE, and device code), tokens
+ * handed in by a parent app, cancelling a ChatGPT login, and logout. The account service runs them one at a time.
  *
  * Checks come in this order: a parent app's tokens block the other logins, then the
- * administrator's rules, then a browser login in progress is cancelled (a new login of any
+ * administrator's rules, then a ChatGPT login in progress is cancelled (a new login of any
  * kind supersedes it). A credential is stored before it is used, so a failed save leaves the
  * old one in place. Every flow reports its outcome (`completed`, then `updated`).
  */
@@ -24,18 +24,30 @@ import {
 import { storeFailureFields, toPlanType, type Credential, type CredentialStore, type ManagedTokens } from './types.js'
 import { isUuid } from '../util/uuid.js'
 
-/** One browser (PKCE) login in progress. */
-export interface BrowserLoginHandle {
+/** One ChatGPT login in progress (browser or device code): it ends with tokens or an error. */
+export interface PendingLogin {
   readonly loginId: string
-  readonly authUrl: string
   /** Resolves with the new tokens, rejects with an error whose message can be shown. */
   readonly result: Promise<ManagedTokens>
   cancel(): void
 }
 
-export interface BrowserLoginStarter {
-  start(options: { allowedWorkspaceIds: readonly string[] | null }): Promise<BrowserLoginHandle>
+/** A browser (PKCE) login: the client opens `authUrl`. */
+export interface BrowserLoginHandle extends PendingLogin {
+  readonly authUrl: string
 }
+
+/** A device-code login: the user opens `verificationUrl` anywhere and types `userCode`. */
+export interface DeviceLoginHandle extends PendingLogin {
+  readonly verificationUrl: string
+  readonly userCode: string
+}
+
+export interface LoginStarter<H extends PendingLogin> {
+  start(options: { allowedWorkspaceIds: readonly string[] | null }): Promise<H>
+}
+export type BrowserLoginStarter = LoginStarter<BrowserLoginHandle>
+export type DeviceLoginStarter = LoginStarter<DeviceLoginHandle>
 
 /** How a flow tells the world what happened (the service turns these into events). */
 export interface LoginReporter {
@@ -48,6 +60,7 @@ export interface LoginFlowDeps {
   readonly store: CredentialStore
   readonly authority: Pick<TokenAuthority, 'revoke'>
   readonly browserLogin: BrowserLoginStarter
+  readonly deviceLogin: DeviceLoginStarter
   readonly rules: LoginRules
   readonly log: AppLogger
   readonly now: () => number
@@ -57,7 +70,7 @@ export interface LoginFlowDeps {
 }
 
 export class LoginFlows {
-  private login: BrowserLoginHandle | null = null
+  private login: PendingLogin | null = null
 
   constructor(private readonly deps: LoginFlowDeps) {}
 
@@ -78,13 +91,14 @@ export class LoginFlows {
 
   /** Starts a browser login; it finishes (or fails) later, reported through `completed`. */
   async chatgpt(): Promise<{ loginId: string; authUrl: string }> {
-    checkNotExternallyManaged(this.deps.holder.current())
-    checkChatgptLoginAllowed(this.deps.rules)
-    this.cancelInProgress()
-    const handle = await this.deps.browserLogin.start({ allowedWorkspaceIds: this.deps.rules.forcedWorkspaceIds })
-    this.login = handle
-    void this.finishBrowserLogin(handle)
+    const handle = await this.startChatgpt(this.deps.browserLogin)
     return { loginId: handle.loginId, authUrl: handle.authUrl }
+  }
+
+  /** Starts a device-code login; like the browser login it is reported through `completed`. */
+  async deviceCode(): Promise<{ loginId: string; verificationUrl: string; userCode: string }> {
+    const handle = await this.startChatgpt(this.deps.deviceLogin)
+    return { loginId: handle.loginId, verificationUrl: handle.verificationUrl, userCode: handle.userCode }
   }
 
   /** Tokens a parent app owns: memory only, refreshed by asking that client through `refresher`. */
@@ -130,7 +144,21 @@ export class LoginFlows {
     this.deps.report.updated()
   }
 
-  private async finishBrowserLogin(handle: BrowserLoginHandle): Promise<void> {
+  /**
+   * Both ChatGPT logins: the rules, then the login in progress is cancelled, and only then is
+   * the new one started (it may need the callback port the old one held).
+   */
+  private async startChatgpt<H extends PendingLogin>(starter: LoginStarter<H>): Promise<H> {
+    checkNotExternallyManaged(this.deps.holder.current())
+    checkChatgptLoginAllowed(this.deps.rules)
+    this.cancelInProgress()
+    const handle = await starter.start({ allowedWorkspaceIds: this.deps.rules.forcedWorkspaceIds })
+    this.login = handle
+    void this.finishChatgptLogin(handle)
+    return handle
+  }
+
+  private async finishChatgptLogin(handle: PendingLogin): Promise<void> {
     let tokens: ManagedTokens
     try {
       tokens = await handle.result

@@ -33,6 +33,7 @@ export const GetAccountResult = Type.Object({
 export const LoginAccountParams = Type.Union([
   Type.Object({ type: Type.Literal('apiKey'), apiKey: Type.String() }),
   Type.Object({ type: Type.Literal('chatgpt') }),
+  Type.Object({ type: Type.Literal('chatgptDeviceCode') }),
   Type.Object({
     type: Type.Literal('chatgptAuthTokens'),
     accessToken: Type.String(),
@@ -43,6 +44,7 @@ export const LoginAccountParams = Type.Union([
 export const LoginAccountResult = Type.Union([
   Type.Object({ type: Type.Literal('apiKey') }),
   Type.Object({ type: Type.Literal('chatgpt'), loginId: Type.String(), authUrl: Type.String() }),
+  Type.Object({ type: Type.Literal('chatgptDeviceCode'), loginId: Type.String(), verificationUrl: Type.String(), userCode: Type.String() }),
   Type.Object({ type: Type.Literal('chatgptAuthTokens') }),
 ])
 
@@ -83,6 +85,10 @@ export function accountMethods<S extends AccountServices>(): MethodDefinition<S,
           case 'chatgpt': {
             const { loginId, authUrl } = await wireErrors(accounts.loginChatgpt())
             return { type: 'chatgpt' as const, loginId, authUrl }
+          }
+          case 'chatgptDeviceCode': {
+            const { loginId, verificationUrl, userCode } = await wireErrors(accounts.loginChatgptDeviceCode())
+            return { type: 'chatgptDeviceCode' as const, loginId, verificationUrl, userCode }
           }
           case 'chatgptAuthTokens':
             await wireErrors(

@@ -250,7 +250,7 @@ function classifyRefreshFailure(status: number, text: string, secrets: readonly 
   return new RefreshError(false, 'transient', `Failed to refresh token: ${status}: ${safeDetail(parsed.display, secrets)}`)
 }
 
-interface ErrorBody {
+export interface ErrorBody {
   /** The machine code: `error` (string), `error.code`, or a top-level `code`. */
   readonly code: string | null
   /** What to show: the description or message, else the code, else the raw text. */
@@ -258,7 +258,7 @@ interface ErrorBody {
 }
 
 /** Reads both the OAuth (`{error, error_description}`) and the OpenAI (`{error: {code, message}}`) shapes. */
-function parseErrorBody(text: string): ErrorBody {
+export function parseErrorBody(text: string): ErrorBody {
   const trimmed = text.trim()
   if (trimmed === '') return { code: null, display: 'unknown error' }
   const json = parseJsonObject(trimmed)
@@ -271,7 +271,7 @@ function parseErrorBody(text: string): ErrorBody {
 }
 
 /** Server text made safe to show: secrets scrubbed, printable only, short. */
-function safeDetail(text: string, secrets: readonly string[]): string {
+export function safeDetail(text: string, secrets: readonly string[]): string {
   let out = text
   for (const s of secrets) {
     if (s.length === 0) continue
@@ -284,7 +284,7 @@ function safeDetail(text: string, secrets: readonly string[]): string {
 }
 
 /** Why fetch failed, from the error's kind and code only (its message may quote the URL). */
-function describeFetchFailure(err: unknown, timeoutMs: number): string {
+export function describeFetchFailure(err: unknown, timeoutMs: number): string {
   if (err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError')) {
     return `the auth server did not answer within ${Math.round(timeoutMs / 1000)} s`
   }
@@ -294,7 +294,7 @@ function describeFetchFailure(err: unknown, timeoutMs: number): string {
     : 'could not reach the auth server'
 }
 
-async function readText(response: Response): Promise<string> {
+export async function readText(response: Response): Promise<string> {
   try {
     return await response.text()
   } catch {

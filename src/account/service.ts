@@ -1,7 +1,7 @@
 import type { AppLogger } from '../log/logger.js'
 import { withheldError } from '../log/logger.js'
 import { credentialFromDocument } from './auth-document.js'
-import { LoginFlows, type BrowserLoginStarter } from './logins.js'
+import { LoginFlows, type BrowserLoginStarter, type DeviceLoginStarter } from './logins.js'
 import { CredentialRecovery, type ChatgptCall, type CredentialHolder, type ExternalRefresher, type TokenAuthority } from './recovery.js'
 import { NotLoggedIn } from './errors.js'
 import type { LoginRules } from './rules.js'
@@ -15,6 +15,7 @@ export interface AccountServiceDeps {
   readonly store: CredentialStore
   readonly authority: TokenAuthority
   readonly browserLogin: BrowserLoginStarter
+  readonly deviceLogin: DeviceLoginStarter
   readonly readClaims: ClaimsReader
   readonly rules: LoginRules
   readonly log: AppLogger
@@ -75,6 +76,7 @@ export class AccountService {
       store: deps.store,
       authority: deps.authority,
       browserLogin: deps.browserLogin,
+      deviceLogin: deps.deviceLogin,
       rules: deps.rules,
       log: deps.log,
       now,
@@ -156,6 +158,10 @@ export class AccountService {
 
   loginChatgpt(): Promise<{ loginId: string; authUrl: string }> {
     return this.serial(() => this.logins.chatgpt())
+  }
+
+  loginChatgptDeviceCode(): Promise<{ loginId: string; verificationUrl: string; userCode: string }> {
+    return this.serial(() => this.logins.deviceCode())
   }
 
   loginExternal(params: { accessToken: string; chatgptAccountId: string; chatgptPlanType?: string | null }, refresher: ExternalRefresher): Promise<void> {

@@ -1,19 +1,23 @@
 import { createAccountService } from '../account/create.js'
 import type { AccountEvent } from '../account/service.js'
 import type { RateLimitSnapshot, RateLimitWindow } from '../account/usage.js'
+import { systemClock } from '../clock.js'
 import type { Config } from '../config/types.js'
 import type { AppLogger } from '../log/logger.js'
+import { runChatgptLogin } from './login-wait.js'
 import type { CliIo } from './run.js'
 
 /**
- * `app-server login [--with-api-key]`, `logout`, `status`: the same account service the
+ * `app-server login [--with-api-key | --device-auth]`, `logout`, `status`: the same account service the
  * JSON-RPC methods use, built from the same config. Returns the exit code.
  */
-export async function runAccountCommand(command: 'login' | 'logout' | 'status', options: { withApiKey: boolean }, config: Config, log: AppLogger, io: CliIo & { stdin: NodeJS.ReadableStream }): Promise<number> {
+export async function runAccountCommand(command: 'login' | 'logout' | 'status', options: { withApiKey: boolean; deviceAuth: boolean }, config: Config, log: AppLogger, io: CliIo & { stdin: NodeJS.ReadableStream }): Promise<number> {
   const events: AccountEvent[] = []
   const waiters: (() => void)[] = []
+  const clock = io.clock ?? systemClock
   const { accounts, rateLimits } = await createAccountService(config, {
     log,
+    clock,
     onEvent(e) {
       events.push(e)
       for (const w of waiters.splice(0)) w()
@@ -35,19 +39,14 @@ export async function runAccountCommand(command: 'login' | 'logout' | 'status', 
       return 0
     }
     if (command === 'login') {
-      const { authUrl } = await accounts.loginChatgpt()
-      io.stderr.write(`Open this URL in your browser to sign in to ChatGPT:\n\n  ${authUrl}\n\nWaiting for the login to complete...\n`)
-      for (;;) {
-        const done = events.find((e) => e.type === 'loginCompleted')
-        if (done && done.type === 'loginCompleted') {
-          if (done.success) {
-            say('Successfully logged in')
-            return 0
-          }
-          return fail(`error: login failed: ${done.error ?? 'unknown error'}`)
+      const ended = async (loginId: string) => {
+        for (;;) {
+          const done = events.find((e) => e.type === 'loginCompleted' && e.loginId === loginId)
+          if (done?.type === 'loginCompleted') return done
+          await new Promise<void>((resolve) => waiters.push(resolve))
         }
-        await new Promise<void>((resolve) => waiters.push(resolve))
       }
+      return await runChatgptLogin(accounts, options.deviceAuth ? 'device' : 'browser', ended, { ...io, clock, interrupts: process })
     }
     if (command === 'logout') {
       // An unreadable store is not nothing: logout keeps the file aside (see file-store.ts).

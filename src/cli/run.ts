@@ -4,12 +4,15 @@ import { connectionUrl, formatBanner } from '../banner.js'
 import { helpText } from '../config/flags.js'
 import { ConfigError, loadConfig } from '../config/load.js'
 import { errorCode } from '../util/error-code.js'
+import type { Clock } from '../clock.js'
 
 export interface CliIo {
   readonly env: Readonly<Record<string, string | undefined>>
   readonly stdout: NodeJS.WriteStream
   readonly stderr: NodeJS.WriteStream
   readonly stdin?: NodeJS.ReadableStream
+  /** Runs the login commands' waits (tests drive it); the system clock otherwise. */
+  readonly clock?: Clock
 }
 
 const ACCOUNT_COMMANDS = ['login', 'logout', 'status'] as const
@@ -31,6 +34,12 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   if (json) rest = rest.filter((a) => a !== '--json')
   const withApiKey = command === 'login' && rest.includes('--with-api-key')
   if (withApiKey) rest = rest.filter((a) => a !== '--with-api-key')
+  const deviceAuth = command === 'login' && rest.includes('--device-auth')
+  if (deviceAuth) rest = rest.filter((a) => a !== '--device-auth')
+  if (withApiKey && deviceAuth) {
+    io.stderr.write('error: --with-api-key and --device-auth cannot be used together\n')
+    return 2
+  }
   let config
   try {
     config = loadConfig(rest, { env: io.env })
@@ -48,7 +57,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     // environment or .env asked for a level.
     const level = config.sources.logLevel === 'default' ? 'warn' : config.logLevel
     const logger = createLogger(level, pino.destination({ fd: 2, sync: true }))
-    return runAccountCommand(command, { withApiKey }, config, logger, { ...io, stdin: io.stdin ?? process.stdin })
+    return runAccountCommand(command, { withApiKey, deviceAuth }, config, logger, { ...io, stdin: io.stdin ?? process.stdin })
   }
 
   // Loaded only now, so that `--help` and refusals answer without loading the server.

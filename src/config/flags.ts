@@ -247,6 +247,7 @@ export function helpText(): string {
   const lines = [
     'Usage: app-server [OPTIONS]                  serve JSON-RPC over WebSocket',
     '       app-server login [--with-api-key]     sign in (browser flow, or an API key read from stdin)',
+    '       app-server login --device-auth        sign in with a one-time code, from a browser anywhere',
     '       app-server logout                     sign out and clear stored credentials',
     '       app-server status                     show the account and its rate limits',
     '       app-server remote-control [--json]    serve with remote control enabled',

@@ -13,6 +13,7 @@
  */
 import { Readable, Writable } from 'node:stream'
 import { runCli } from '../../src/cli/run.js'
+import type { Clock } from '../../src/clock.js'
 import { record } from './canary.js'
 import { cliEnv } from './process.js'
 
@@ -25,21 +26,31 @@ export interface CommandResult {
 
 const FINISHING_COMMANDS = new Set(['login', 'logout', 'status'])
 
-/** A stream that appends what is written to it, standing in for a terminal's stdout or stderr. */
-function collector(append: (text: string) => void): NodeJS.WriteStream {
+/** A stream that appends what is written to it, standing in for a terminal's stdout or stderr (or a pipe). */
+function collector(append: (text: string) => void, isTTY: boolean): NodeJS.WriteStream {
   const sink = new Writable({
     write(chunk: Buffer | string, _enc, done) {
       append(chunk.toString())
       done()
     },
   })
-  // runCli writes and checks isTTY only; a collector is not a terminal.
-  return Object.assign(sink, { isTTY: false }) as unknown as NodeJS.WriteStream
+  // runCli writes and checks isTTY only.
+  return Object.assign(sink, { isTTY }) as unknown as NodeJS.WriteStream
 }
 
 export async function runCommand(
   args: readonly string[],
-  options: { env?: Record<string, string>; input?: string; onStderr?: (text: string) => void } = {},
+  options: {
+    env?: Record<string, string>
+    input?: string
+    /** Called with everything written so far, after each write. */
+    onStdout?: (text: string) => void
+    onStderr?: (text: string) => void
+    /** stdout and stderr claim to be a terminal (they are pipes otherwise). */
+    tty?: boolean
+    /** Drives the login commands' waits. */
+    clock?: Clock
+  } = {},
 ): Promise<CommandResult> {
   if (!FINISHING_COMMANDS.has(args[0] ?? '') && !args.includes('--help') && !args.includes('-h')) {
     throw new Error(`runCommand runs commands that finish; \`${args.join(' ')}\` would start a server (use startCli)`)
@@ -48,12 +59,16 @@ export async function runCommand(
   let stderr = ''
   const code = await runCli(args, {
     env: cliEnv(options.env),
-    stdout: collector((s) => (stdout += s)),
+    stdout: collector((s) => {
+      stdout += s
+      options.onStdout?.(stdout)
+    }, options.tty ?? false),
     stderr: collector((s) => {
       stderr += s
       options.onStderr?.(stderr)
-    }),
+    }, options.tty ?? false),
     stdin: Readable.from(options.input === undefined ? [] : [Buffer.from(options.input)]),
+    ...(options.clock ? { clock: options.clock } : {}),
   })
   record(stdout)
   return { code, stdout, stderr }

@@ -25,6 +25,8 @@ import type { AddressInfo } from 'node:net'
 import Provider, { type Adapter, type AdapterPayload, type Configuration, type JWK } from 'oidc-provider'
 import { flagDefault } from '../../src/config/flags.js'
 import { canary, record, registerCanary } from './canary.js'
+import { FakeDeviceAuth, DEVICE_CALLBACK_PATH } from './fake-device-issuer.js'
+import { readBody, sendJson } from './http-body.js'
 
 export interface TestAccount {
   /** `chatgpt_account_id`: the workspace. */
@@ -70,6 +72,8 @@ export class TestOAuthServer {
   /** How many requests each route got, e.g. `/oauth/revoke`. */
   readonly hits = new Map<string, number>()
 
+  /** The device-code endpoints on this issuer's origin. */
+  readonly device: FakeDeviceAuth
   private readonly accounts = new Map<string, TestAccount>()
   private readonly storage: AdapterStorage
   private nextFailure: FailureReply | null = null
@@ -84,6 +88,7 @@ export class TestOAuthServer {
     this.issuer = provider.issuer
     this.clientId = clientId
     this.storage = storage
+    this.device = new FakeDeviceAuth(this.issuer, clientId, this)
   }
 
   static async start(options: OAuthServerOptions = {}): Promise<TestOAuthServer> {
@@ -93,7 +98,7 @@ export class TestOAuthServer {
     const issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
     const storage = new AdapterStorage()
     let self: TestOAuthServer | null = null
-    const provider = new Provider(issuer, configuration(clientId, options, storage, (sub) => self?.accounts.get(sub)))
+    const provider = new Provider(issuer, configuration(issuer, clientId, options, storage, (sub) => self?.accounts.get(sub)))
     self = new TestOAuthServer(server, provider, storage, clientId)
     const handle = provider.callback()
     const owner = self
@@ -163,7 +168,7 @@ export class TestOAuthServer {
       const location = res.headers.get('location')
       if (res.status >= 300 && res.status < 400 && location) {
         const target = new URL(location, next.url)
-        if (target.origin !== issuerOrigin) {
+        if (target.origin !== issuerOrigin || target.pathname === DEVICE_CALLBACK_PATH) {
           const code = target.searchParams.get('code')
           if (code) registerCanary(code)
           return target
@@ -200,12 +205,13 @@ export class TestOAuthServer {
   }
 
   private async route(req: IncomingMessage, res: ServerResponse, path: string, handle: ReturnType<Provider['callback']>): Promise<void> {
+    if (await this.device.handle(req, res, path)) return
     if (path === '/oauth/token' && req.method === 'POST' && this.nextFailure !== null) {
       const failure = this.nextFailure
       this.nextFailure = null
       const form = new URLSearchParams(await readBody(req))
-      if (form.get('grant_type') !== 'refresh_token') return json(res, 500, { error: 'test_setup', error_description: 'a refresh failure was queued' })
-      return json(res, failure.status, failure.body)
+      if (form.get('grant_type') !== 'refresh_token') return sendJson(res, 500, { error: 'test_setup', error_description: 'a refresh failure was queued' })
+      return sendJson(res, failure.status, failure.body)
     }
     const interaction = /^\/interaction\/([^/]+)(?:\/(login|confirm|abort))?$/.exec(path)
     if (interaction) return this.interaction(req, res, interaction[2] ?? null)
@@ -217,17 +223,17 @@ export class TestOAuthServer {
   private async interaction(req: IncomingMessage, res: ServerResponse, action: string | null): Promise<void> {
     const details = await this.provider.interactionDetails(req, res)
     if (action === null) {
-      if (req.method !== 'GET') return json(res, 405, { error: 'method' })
-      return json(res, 200, { uid: details.uid, prompt: details.prompt.name })
+      if (req.method !== 'GET') return sendJson(res, 405, { error: 'method' })
+      return sendJson(res, 200, { uid: details.uid, prompt: details.prompt.name })
     }
-    if (req.method !== 'POST') return json(res, 405, { error: 'method' })
+    if (req.method !== 'POST') return sendJson(res, 405, { error: 'method' })
     const form = new URLSearchParams(await readBody(req))
     if (action === 'abort') {
       return this.provider.interactionFinished(req, res, { error: 'access_denied', error_description: 'End-User aborted interaction' }, { mergeWithLastSubmission: false })
     }
     if (action === 'login') {
       const accountId = form.get('login') ?? ''
-      if (!this.accounts.has(accountId)) return json(res, 400, { error: 'unknown account' })
+      if (!this.accounts.has(accountId)) return sendJson(res, 400, { error: 'unknown account' })
       return this.provider.interactionFinished(req, res, { login: { accountId } }, { mergeWithLastSubmission: false })
     }
     const { prompt, params, session } = details
@@ -235,7 +241,7 @@ export class TestOAuthServer {
     const grant = details.grantId
       ? await this.provider.Grant.find(details.grantId)
       : new this.provider.Grant({ accountId: session?.accountId, clientId: params.client_id as string })
-    if (!grant) return json(res, 400, { error: 'grant not found' })
+    if (!grant) return sendJson(res, 400, { error: 'grant not found' })
     if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '))
     if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims)
     for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes ?? {})) grant.addResourceScope(indicator, scopes.join(' '))
@@ -245,6 +251,7 @@ export class TestOAuthServer {
 }
 
 function configuration(
+  issuer: string,
   clientId: string,
   options: OAuthServerOptions,
   storage: AdapterStorage,
@@ -261,7 +268,7 @@ function configuration(
         client_id: clientId,
         application_type: 'native',
         token_endpoint_auth_method: 'none',
-        redirect_uris: ['http://localhost/auth/callback'],
+        redirect_uris: ['http://localhost/auth/callback', `${issuer}${DEVICE_CALLBACK_PATH}`],
         grant_types: ['authorization_code', 'refresh_token'],
         response_types: ['code'],
       },
@@ -418,19 +425,4 @@ export async function getCallback(url: URL | string): Promise<CallbackResponse> 
   const body = await res.text()
   record(body)
   return { status: res.status, body, params: target.searchParams }
-}
-
-function readBody(req: IncomingMessage): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
-    req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')))
-    req.on('error', reject)
-  })
-}
-
-function json(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body)
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
-  res.end(text)
 }
