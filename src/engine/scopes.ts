@@ -169,6 +169,14 @@ export function scopeOf(method: string): Scope | 'ALL' {
   return METHOD_SCOPES.get(method) ?? 'ALL'
 }
 
+/**
+ * The scope a client notification for `method` needs: `initialized` (codex 0.169.0's one client
+ * notification) needs `session`; any other name is judged as a request for it would be.
+ */
+export function notificationScopeOf(method: string): Scope | 'ALL' {
+  return method === 'initialized' ? 'session' : scopeOf(method)
+}
+
 /** Every method the table classifies. */
 export function classifiedMethods(): IterableIterator<string> {
   return METHOD_SCOPES.keys()

@@ -206,14 +206,15 @@ export class EngineUpstream {
   }
 
   /**
-   * A client reply (`{id, result}` or `{id, error}`, as `text`). Returns false when `id` names
-   * no engine request (it may be one of the gateway's own; never forwarded).
+   * A client reply (`{id, result}` or `{id, error}`, as `text`; null when it cannot go as
+   * written, see src/engine/frame-check.ts). Returns false when `id` names no engine request
+   * (it may be one of the gateway's own; never forwarded). A reply that cannot be relayed is
+   * answered to the engine with an error, so its request does not wait for ever.
    */
-  forwardReply(id: unknown, text: string): boolean {
+  forwardReply(id: unknown, text: string | null): boolean {
     const request = this.engineRequests.take(id)
     if (request === undefined) return false
-    const rewritten = withFrameId(text, request.engineId)
-    // Null only for a frame that is no reply (the session parsed it as one, so not expected).
+    const rewritten = text === null ? null : withFrameId(text, request.engineId)
     this.sendToEngine(rewritten ?? encodeError(request.engineId, UNRELAYABLE_REPLY))
     return true
   }
