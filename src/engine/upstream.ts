@@ -7,7 +7,8 @@
  * forwarded requests are tracked until the engine answers them.
  *
  * Engine → client, reading only `id` and `method` (from the frame's head when it can be read
- * with certainty, see frame-head.ts; else from a full parse):
+ * with certainty, see frame-head.ts; else from a full parse, and a frame that names a
+ * top-level member twice is dropped):
  * 1. a response goes to the client as written if it answers a request this client has in
  *    flight; any other (a forged or stale id) is dropped;
  * 2. a notification is relayed as written, except the account and remote-control ones (the
@@ -37,6 +38,8 @@ import type { RequestIdAllocator } from '../rpc/server-requests.js'
 import type { Clock } from '../clock.js'
 import { encodeError, encodeNotification, encodeRequest, encodeResult, parseIncoming, type RequestId, type RpcErrorBody } from '../rpc/wire.js'
 import { declineResult } from './approval-decline.js'
+import { hasDuplicateTopLevelKey } from '../util/json-scan.js'
+import { DUPLICATE_MEMBER } from './frame-check.js'
 import { frameHead } from './frame-head.js'
 import { withFrameId } from './frame-id.js'
 import { APPROVAL_REQUEST_METHODS } from './scopes.js'
@@ -251,8 +254,9 @@ export class EngineUpstream {
     if (head !== null && head.kind === 'response') return this.engineReply('response', head.id, text)
     if (head !== null && head.method !== RESOLVED_METHOD) return this.engineNotification(head.method, undefined, text)
     const msg = parseIncoming(text)
-    if (typeof msg === 'string') {
-      this.log.warn({ bytes: text.length, problem: msg }, 'dropped malformed engine frame')
+    // A member named twice: the gateway would route on the last, a client may read the first.
+    if (typeof msg === 'string' || hasDuplicateTopLevelKey(text)) {
+      this.log.warn({ bytes: text.length, problem: typeof msg === 'string' ? msg : DUPLICATE_MEMBER }, 'dropped malformed engine frame')
       return
     }
     switch (msg.kind) {
