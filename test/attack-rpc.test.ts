@@ -193,6 +193,21 @@ t.test('initialize params the engine could not read are refused before any upstr
   t.equal(engine.connections.length, before + 1, 'the same connection initializes once its params are readable')
 })
 
+t.test('client-chosen text echoed in an error is bounded: a long clientInfo.name, a long login id', async (t) => {
+  const jwt = await signJwt(SECRET, { exp: nowSeconds() + 600 })
+  const c = await connect(server.wsBase, { Authorization: `Bearer ${jwt}` })
+  t.teardown(() => c.close())
+  const name = await c.request('initialize', { clientInfo: { name: `\u0001${'n'.repeat(100_000)}`, title: null, version: '1' } })
+  const nameMessage = (name.error as Json).message as string
+  t.match(nameMessage, /^Invalid clientInfo\.name: '\\x01n+…\(\+\d+ chars\)'\. Must be a valid HTTP header value\.$/, "codex's wording, the name cut")
+  t.ok(nameMessage.length < 200)
+  await c.initialize('bounded-echo')
+  const cancel = await c.request('account/login/cancel', { loginId: 'x'.repeat(100_000) })
+  t.equal((cancel.error as Json).code, -32600)
+  t.match((cancel.error as Json).message, /^invalid login id: x+…\(\+\d+ chars\)$/)
+  t.ok(((cancel.error as Json).message as string).length < 200)
+})
+
 t.test('nothing any attack sent reached a log line as a secret', async (t) => {
   t.same(leakedCanaries(server.logs.text()), [])
 })
