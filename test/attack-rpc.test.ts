@@ -164,6 +164,29 @@ t.test('a client reply the engine could not read is answered to the engine with 
   }
 })
 
+t.test('an MCP elicitation that codex marks as an approval is declined for a client without exec', async (t) => {
+  const { c: reader, up } = await client(t, 'session thread:read thread:write')
+  const toolCall = { threadId: 'th', turnId: 'tu', serverName: 'files', mode: 'form', message: 'Allow the files MCP server to run tool "rm"?', requestedSchema: { type: 'object', properties: {} } }
+  for (const kind of ['mcp_tool_call', 'tool_suggestion', 'a-kind-from-a-newer-codex']) {
+    const declined = await up.ask('mcpServer/elicitation/request', { ...toolCall, _meta: { codex_approval_kind: kind } }, `elicit-${kind}`)
+    t.same(declined, { id: `elicit-${kind}`, result: { action: 'decline', content: null } }, `${kind}: declined by the gateway`)
+  }
+  // An unmarked elicitation is an MCP server asking for input: the client sees it.
+  const question = { ...toolCall, message: 'Which branch?', requestedSchema: { type: 'object', properties: { branch: { type: 'string' } } } }
+  const answered = up.ask('mcpServer/elicitation/request', question, 'elicit-input')
+  const seen = await reader.waitForFrame((m) => m.method === 'mcpServer/elicitation/request')
+  t.equal((seen.params as Json).message, 'Which branch?', 'only the unmarked one reached the client')
+  reader.sendRaw(JSON.stringify({ id: seen.id, result: { action: 'accept', content: { branch: 'main' } } }))
+  t.same((await answered).result, { action: 'accept', content: { branch: 'main' } })
+
+  // A client holding exec is asked.
+  const { c: executor, up: execUp } = await client(t)
+  const asked = execUp.ask('mcpServer/elicitation/request', { ...toolCall, _meta: { codex_approval_kind: 'mcp_tool_call' } }, 'elicit-exec')
+  const approval = await executor.waitForFrame((m) => m.method === 'mcpServer/elicitation/request')
+  executor.sendRaw(JSON.stringify({ id: approval.id, result: { action: 'accept', content: {} } }))
+  t.same((await asked).result, { action: 'accept', content: {} }, 'the exec client approved it')
+})
+
 t.test('an engine frame naming a member twice is dropped, not routed on its last member', async (t) => {
   const { c, up } = await client(t)
   const mark = server.logs.lines.length

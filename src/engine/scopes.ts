@@ -198,7 +198,8 @@ export const GATEWAY_OWNED_METHODS: ReadonlySet<string> = new Set([
 /**
  * Engine→client requests that ask a person to approve an action. Only a connection holding
  * `exec` sees them; for any other the gateway declines on its behalf (a token that may chat
- * can never approve a command).
+ * can never approve a command). Codex asks some approvals as marked MCP elicitations too:
+ * approval-decline.ts knows them by their params.
  */
 export const APPROVAL_REQUEST_METHODS: ReadonlySet<string> = new Set([
   'item/commandExecution/requestApproval',

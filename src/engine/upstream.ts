@@ -15,7 +15,8 @@
  *    gateway is their source of truth and sends its own), and `serverRequest/resolved`, whose
  *    `requestId` is rewritten to the id the client saw — the one re-serialised engine frame;
  * 3. a request: `account/chatgptAuthTokens/refresh` goes to the injected handler (never to the
- *    client); an approval request to a client without `exec` is declined by the gateway;
+ *    client); an approval request to a client without `exec` is declined by the gateway (an
+ *    elicitation marked as an approval included, see approval-decline.ts);
  *    anything else reaches the client under an id from the gateway's allocator, and the
  *    client's reply goes back under the engine's id (an unknown id is dropped).
  *
@@ -37,12 +38,11 @@ import { INTERNAL_ERROR, RpcError } from '../rpc/errors.js'
 import type { RequestIdAllocator } from '../rpc/server-requests.js'
 import type { Clock } from '../clock.js'
 import { encodeError, encodeNotification, encodeRequest, encodeResult, parseIncoming, type RequestId, type RpcErrorBody } from '../rpc/wire.js'
-import { declineResult } from './approval-decline.js'
+import { approvalDecline } from './approval-decline.js'
 import { hasDuplicateTopLevelKey } from '../util/json-scan.js'
 import { DUPLICATE_MEMBER } from './frame-check.js'
 import { frameHead } from './frame-head.js'
 import { withFrameId } from './frame-id.js'
-import { APPROVAL_REQUEST_METHODS } from './scopes.js'
 import { ServerRequestMap } from './server-request-map.js'
 
 /** The client-facing side, as the gateway's session offers it. */
@@ -311,9 +311,10 @@ export class EngineUpstream {
       void this.answerTokenRefresh(engineId, params)
       return
     }
-    if (APPROVAL_REQUEST_METHODS.has(method) && !this.client.holdsExec) {
+    const decline = this.client.holdsExec ? undefined : approvalDecline(method, params)
+    if (decline !== undefined) {
       this.log.info({ method }, 'declined an approval request for a connection without exec')
-      this.sendToEngine(encodeResult(engineId, declineResult(method)))
+      this.sendToEngine(encodeResult(engineId, decline))
       return
     }
     const clientId = this.engineRequests.add(engineId, method)
