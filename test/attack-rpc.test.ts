@@ -102,7 +102,7 @@ t.test('frames the engine could not read are refused with a clear error and hold
     [`{"id":"deeper","method":"thread/list","params":${'['.repeat(100_000)}${']'.repeat(100_000)}}`, '100k levels', invalid('nesting deeper than 127 levels')],
   ]
   for (const [text, what, error] of cases) {
-    const id = (JSON.parse(text) as Json).id
+    const id: unknown = (JSON.parse(text) as Json).id
     t.same((await send(c, text, id)).error, error, what)
   }
   t.same(await receivedBefore(c, up, from), [], 'none of them reached the engine')
@@ -116,7 +116,7 @@ t.test('frames the engine could not read are refused with a clear error and hold
     '{"id":-0,"method":"thread/list","params":{}}',
   ]
   for (const text of fine) {
-    const id = (JSON.parse(text) as Json).id
+    const id: unknown = (JSON.parse(text) as Json).id
     t.ok('result' in (await send(c, text, id)), `forwarded and answered: ${text.slice(0, 40)}`)
   }
 })
