@@ -15,6 +15,8 @@
  * the recovery (reload, refresh, or ask the client) and one retry.
  */
 
+import { boundedClientText } from '../util/client-text.js'
+
 export abstract class AccountError extends Error {}
 
 export abstract class AccountRequestRefused extends AccountError {}
@@ -26,11 +28,11 @@ export class LoginRuleViolation extends AccountRequestRefused {
   override name = 'LoginRuleViolation'
 }
 
-/** `account/login/cancel` with something that is not a login id. */
+/** `account/login/cancel` with something that is not a login id (echoed bounded: the client chose it). */
 export class InvalidLoginId extends AccountRequestRefused {
   override name = 'InvalidLoginId'
   constructor(loginId: string) {
-    super(`invalid login id: ${loginId}`)
+    super(`invalid login id: ${boundedClientText(loginId)}`)
   }
 }
 

@@ -8,19 +8,28 @@
  * gateway without an engine always gave.
  *
  * Checks on the engine path, after the session's rate limit and in-flight bounds, in order:
- * 1. the session is initialized (`Not initialized`);
- * 2. the principal holds the method's scope (`scopeOf`; a method the table does not know
+ * 1. the engine reads the frame as the gateway did (frame-check.ts): `Invalid request: ...`
+ *    otherwise — first, as the dispatcher checks that a request parses first;
+ * 2. the session is initialized (`Not initialized`);
+ * 3. the principal holds the method's scope (`scopeOf`; a method the table does not know
  *    needs every scope): `method X requires scope Y`, naming the first scope missing;
- * 3. the session has an upstream (`engine unavailable` otherwise: no engine was running at
+ * 4. the session has an upstream (`engine unavailable` otherwise: no engine was running at
  *    its `initialize`).
  * Only then is the original frame text forwarded, with the client's own id.
+ *
+ * A client notification is forwarded only when checks 1 and 3 pass for its method (`initialized`
+ * needs `session`; a request method sent without an id needs that method's scope; any other
+ * method every scope, as an unknown request does). A refused one is dropped: a notification
+ * has no answer.
  */
-import { SCOPES, type Principal } from '../auth/principal.js'
+import { SCOPES, type Principal, type Scope } from '../auth/principal.js'
 import type { AppLogger } from '../log/logger.js'
 import { INVALID_REQUEST, RpcError } from '../rpc/errors.js'
 import type { RpcErrorBody } from '../rpc/wire.js'
 import { boundedClientText } from '../util/client-text.js'
-import { scopeOf } from './scopes.js'
+import type { JsonObject } from '../util/json.js'
+import { engineFrameProblem, engineValueProblem } from './frame-check.js'
+import { notificationScopeOf, scopeOf } from './scopes.js'
 import type { EngineService } from './service.js'
 import { ENGINE_UNAVAILABLE, EngineUnavailableError, type EngineUpstream } from './upstream.js'
 
@@ -32,14 +41,34 @@ export function goesToEngine(method: string, gatewayAnswers: boolean, hasUpstrea
   return hasUpstream || scopeOf(method) !== 'ALL'
 }
 
-/** The gateway's refusal of an engine-bound request (checks 1 and 2 above), or null. */
-export function engineRequestRefusal(session: { readonly initialized: boolean; readonly principal: Principal }, method: string): RpcErrorBody | null {
+/** The gateway's refusal of an engine-bound request (checks 1 to 3 above), or null. */
+export function engineRequestRefusal(
+  session: { readonly initialized: boolean; readonly principal: Principal },
+  method: string,
+  text: string,
+  frame: JsonObject,
+): RpcErrorBody | null {
+  const problem = engineFrameProblem(text, frame)
+  if (problem !== null) return { code: INVALID_REQUEST, message: `Invalid request: ${problem}` }
   if (!session.initialized) return { code: INVALID_REQUEST, message: 'Not initialized' }
-  const needed = scopeOf(method)
-  const scopes = session.principal.scopes
-  const missing = needed === 'ALL' ? SCOPES.find((s) => !scopes.has(s)) : scopes.has(needed) ? undefined : needed
+  const missing = missingScope(session.principal, scopeOf(method))
   // An unknown method (it needs every scope) is the client's text: echoed bounded and escaped.
   return missing === undefined ? null : { code: INVALID_REQUEST, message: `method ${boundedClientText(method)} requires scope ${missing}` }
+}
+
+/** Why a client notification is not forwarded to the engine (see the header), or null. */
+export function engineNotificationRefusal(principal: Principal, method: string, text: string, frame: JsonObject): string | null {
+  const problem = engineFrameProblem(text, frame)
+  if (problem !== null) return problem
+  const missing = missingScope(principal, notificationScopeOf(method))
+  return missing === undefined ? null : `needs scope ${missing}`
+}
+
+/** The first scope `principal` lacks of what `needed` asks, or undefined when it holds them. */
+function missingScope(principal: Principal, needed: Scope | 'ALL'): Scope | undefined {
+  const scopes = principal.scopes
+  if (needed === 'ALL') return SCOPES.find((s) => !scopes.has(s))
+  return scopes.has(needed) ? undefined : needed
 }
 
 /** What a session offers its upstream and the `initialize` handler. */
@@ -67,6 +96,10 @@ export interface SessionEngine {
 export function sessionEngine(engine: EngineService): SessionEngine {
   return {
     async openFor(session, initializeParams) {
+      // The gateway writes these params into the upstream's own `initialize` (its level 2): one
+      // the engine cannot read would leave the client waiting for the open timeout.
+      const problem = engineValueProblem(initializeParams, 2)
+      if (problem !== null) throw RpcError.invalidRequest(`Invalid request: ${problem}`)
       let opened
       try {
         opened = await engine.openUpstream(

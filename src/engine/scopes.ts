@@ -169,6 +169,14 @@ export function scopeOf(method: string): Scope | 'ALL' {
   return METHOD_SCOPES.get(method) ?? 'ALL'
 }
 
+/**
+ * The scope a client notification for `method` needs: `initialized` (codex 0.169.0's one client
+ * notification) needs `session`; any other name is judged as a request for it would be.
+ */
+export function notificationScopeOf(method: string): Scope | 'ALL' {
+  return method === 'initialized' ? 'session' : scopeOf(method)
+}
+
 /** Every method the table classifies. */
 export function classifiedMethods(): IterableIterator<string> {
   return METHOD_SCOPES.keys()
@@ -190,7 +198,8 @@ export const GATEWAY_OWNED_METHODS: ReadonlySet<string> = new Set([
 /**
  * Engine→client requests that ask a person to approve an action. Only a connection holding
  * `exec` sees them; for any other the gateway declines on its behalf (a token that may chat
- * can never approve a command).
+ * can never approve a command). Codex asks some approvals as marked MCP elicitations too:
+ * approval-decline.ts knows them by their params.
  */
 export const APPROVAL_REQUEST_METHODS: ReadonlySet<string> = new Set([
   'item/commandExecution/requestApproval',

@@ -7,14 +7,16 @@
  * forwarded requests are tracked until the engine answers them.
  *
  * Engine → client, reading only `id` and `method` (from the frame's head when it can be read
- * with certainty, see frame-head.ts; else from a full parse):
+ * with certainty, see frame-head.ts; else from a full parse, and a frame that names a
+ * top-level member twice is dropped):
  * 1. a response goes to the client as written if it answers a request this client has in
  *    flight; any other (a forged or stale id) is dropped;
  * 2. a notification is relayed as written, except the account and remote-control ones (the
  *    gateway is their source of truth and sends its own), and `serverRequest/resolved`, whose
  *    `requestId` is rewritten to the id the client saw — the one re-serialised engine frame;
  * 3. a request: `account/chatgptAuthTokens/refresh` goes to the injected handler (never to the
- *    client); an approval request to a client without `exec` is declined by the gateway;
+ *    client); an approval request to a client without `exec` is declined by the gateway (an
+ *    elicitation marked as an approval included, see approval-decline.ts);
  *    anything else reaches the client under an id from the gateway's allocator, and the
  *    client's reply goes back under the engine's id (an unknown id is dropped).
  *
@@ -36,10 +38,11 @@ import { INTERNAL_ERROR, RpcError } from '../rpc/errors.js'
 import type { RequestIdAllocator } from '../rpc/server-requests.js'
 import type { Clock } from '../clock.js'
 import { encodeError, encodeNotification, encodeRequest, encodeResult, parseIncoming, type RequestId, type RpcErrorBody } from '../rpc/wire.js'
-import { declineResult } from './approval-decline.js'
+import { approvalDecline } from './approval-decline.js'
+import { hasDuplicateTopLevelKey } from '../util/json-scan.js'
+import { DUPLICATE_MEMBER } from './frame-check.js'
 import { frameHead } from './frame-head.js'
 import { withFrameId } from './frame-id.js'
-import { APPROVAL_REQUEST_METHODS } from './scopes.js'
 import { ServerRequestMap } from './server-request-map.js'
 
 /** The client-facing side, as the gateway's session offers it. */
@@ -206,14 +209,15 @@ export class EngineUpstream {
   }
 
   /**
-   * A client reply (`{id, result}` or `{id, error}`, as `text`). Returns false when `id` names
-   * no engine request (it may be one of the gateway's own; never forwarded).
+   * A client reply (`{id, result}` or `{id, error}`, as `text`; null when it cannot go as
+   * written, see src/engine/frame-check.ts). Returns false when `id` names no engine request
+   * (it may be one of the gateway's own; never forwarded). A reply that cannot be relayed is
+   * answered to the engine with an error, so its request does not wait for ever.
    */
-  forwardReply(id: unknown, text: string): boolean {
+  forwardReply(id: unknown, text: string | null): boolean {
     const request = this.engineRequests.take(id)
     if (request === undefined) return false
-    const rewritten = withFrameId(text, request.engineId)
-    // Null only for a frame that is no reply (the session parsed it as one, so not expected).
+    const rewritten = text === null ? null : withFrameId(text, request.engineId)
     this.sendToEngine(rewritten ?? encodeError(request.engineId, UNRELAYABLE_REPLY))
     return true
   }
@@ -250,8 +254,9 @@ export class EngineUpstream {
     if (head !== null && head.kind === 'response') return this.engineReply('response', head.id, text)
     if (head !== null && head.method !== RESOLVED_METHOD) return this.engineNotification(head.method, undefined, text)
     const msg = parseIncoming(text)
-    if (typeof msg === 'string') {
-      this.log.warn({ bytes: text.length, problem: msg }, 'dropped malformed engine frame')
+    // A member named twice: the gateway would route on the last, a client may read the first.
+    if (typeof msg === 'string' || hasDuplicateTopLevelKey(text)) {
+      this.log.warn({ bytes: text.length, problem: typeof msg === 'string' ? msg : DUPLICATE_MEMBER }, 'dropped malformed engine frame')
       return
     }
     switch (msg.kind) {
@@ -306,9 +311,10 @@ export class EngineUpstream {
       void this.answerTokenRefresh(engineId, params)
       return
     }
-    if (APPROVAL_REQUEST_METHODS.has(method) && !this.client.holdsExec) {
+    const decline = this.client.holdsExec ? undefined : approvalDecline(method, params)
+    if (decline !== undefined) {
       this.log.info({ method }, 'declined an approval request for a connection without exec')
-      this.sendToEngine(encodeResult(engineId, declineResult(method)))
+      this.sendToEngine(encodeResult(engineId, decline))
       return
     }
     const clientId = this.engineRequests.add(engineId, method)

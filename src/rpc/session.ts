@@ -1,15 +1,18 @@
 import type { Principal } from '../auth/principal.js'
-import { ENGINE_UNAVAILABLE, engineRequestRefusal, goesToEngine } from '../engine/forward.js'
+import { ENGINE_UNAVAILABLE, engineNotificationRefusal, engineRequestRefusal, goesToEngine } from '../engine/forward.js'
+import { DUPLICATE_MEMBER, engineFrameProblem } from '../engine/frame-check.js'
 import { withheldError, type AppLogger } from '../log/logger.js'
 import { WarnBudget } from '../log/warn-budget.js'
 import { boundedClientText } from '../util/client-text.js'
+import { tryParseJson, type JsonObject } from '../util/json.js'
+import { hasDuplicateTopLevelKey } from '../util/json-scan.js'
 import type { Dispatcher } from './dispatcher.js'
-import { INTERNAL_ERROR, OVERLOADED, OVERLOADED_MESSAGE } from './errors.js'
+import { INTERNAL_ERROR, INVALID_REQUEST, OVERLOADED, OVERLOADED_MESSAGE } from './errors.js'
 import type { InFlightLimit } from './in-flight.js'
 import { ServerRequestAborted, ServerRequests, type RequestIdAllocator } from './server-requests.js'
 import type { Clock } from '../clock.js'
 import { TokenBucket } from './token-bucket.js'
-import { encodeError, encodeNotification, encodeRequest, encodeResult, parseIncoming, type RequestId } from './wire.js'
+import { classifyMessage, encodeError, encodeNotification, encodeRequest, encodeResult, type RequestId } from './wire.js'
 
 /** The socket side of a session: a local WebSocket, or a remote-control virtual connection. */
 export interface SessionTransport {
@@ -34,8 +37,11 @@ export interface SessionUpstream {
   /** Resolves once the engine has answered (or the link failed, or the client went). */
   forwardRequest(id: RequestId, text: string): Promise<void>
   forwardNotification(text: string): void
-  /** False when `id` names no engine request (it may be one of the gateway's own). */
-  forwardReply(id: unknown, text: string): boolean
+  /**
+   * False when `id` names no engine request (it may be one of the gateway's own). `text` null:
+   * the reply cannot go as written (the engine could not read it); the engine gets an error.
+   */
+  forwardReply(id: unknown, text: string | null): boolean
   close(): void
 }
 
@@ -57,6 +63,7 @@ export interface SessionDeps extends SessionSettings {
 }
 
 const OVERLOADED_BODY = { code: OVERLOADED, message: OVERLOADED_MESSAGE }
+const DUPLICATE_MEMBER_BODY = { code: INVALID_REQUEST, message: `Invalid request: ${DUPLICATE_MEMBER}` }
 const DROP_WARN_INTERVAL_MS = 1_000
 const FRAME_OVER_RATE = 'frame over the connection rate limit dropped'
 const NO_OPT_OUT: ReadonlySet<string> = new Set()
@@ -69,8 +76,12 @@ const NO_OPT_OUT: ReadonlySet<string> = new Set()
  * A request passes the rate limit and the in-flight bounds (the connection's, then the
  * process's), then goes to the dispatcher or, for an engine method, through the engine path's
  * checks to the upstream (see src/engine/forward.ts); its in-flight slots are held until it is
- * answered. Notifications are forwarded to the upstream after the rate limit. A reply goes to
- * the upstream if it answers an engine request, else to the session's own server requests.
+ * answered. A request that names a top-level member twice is refused on either path
+ * (`JSON.parse` would keep the last; nothing ambiguous is resolved by a guess). Notifications
+ * are forwarded to the upstream after the rate limit and the engine path's notification
+ * checks. A reply goes to the upstream if it answers an engine request (one the engine could
+ * not read as written is answered to the engine with an error instead, see frame-check.ts),
+ * else to the session's own server requests.
  *
  * Every inbound frame is charged to the rate limit, junk included: over it, a request is
  * answered -32001 and anything else is dropped (a reply that answers a request still pending
@@ -133,7 +144,8 @@ export class Session {
 
   handleText(text: string): void {
     const withinRate = this.takeToken()
-    const msg = parseIncoming(text)
+    const value = tryParseJson(text)
+    const msg = classifyMessage(value)
     if (typeof msg === 'string') {
       // Never the frame itself: it may hold a credential the client meant for a method.
       if (withinRate) this.warns.warn({ bytes: text.length, problem: msg }, 'dropped malformed JSON-RPC frame')
@@ -158,8 +170,9 @@ export class Session {
           this.warnDropped('request over the process in-flight bound answered with -32001')
           return
         }
-        if (goesToEngine(msg.method, this.deps.dispatcher.has(msg.method), this.upstream !== null)) void this.runForwarded(msg.id, msg.method, text)
-        else void this.runRequest(msg.id, msg.method, msg.params)
+        // A classified message is always a JSON object.
+        if (goesToEngine(msg.method, this.deps.dispatcher.has(msg.method), this.upstream !== null)) void this.runForwarded(msg.id, msg.method, text, value as JsonObject)
+        else void this.runRequest(msg.id, msg.method, msg.params, text)
         return
       case 'notification':
         if (!withinRate) {
@@ -168,17 +181,17 @@ export class Session {
         }
         // `initialized` needs no reply from the gateway; without an engine, codex drops other
         // client notifications silently.
-        if (this.upstream !== null) this.upstream.forwardNotification(text)
-        else this.log.debug({ method: boundedClientText(msg.method) }, 'client notification')
+        if (this.upstream === null) this.log.debug({ method: boundedClientText(msg.method) }, 'client notification')
+        else this.forwardNotification(msg.method, text, value as JsonObject)
         return
       // Charged above, but delivered even over the limit (see the header).
       case 'response':
-        if (this.upstream?.forwardReply(msg.id, text) === true) return
+        if (this.forwardReply(msg.id, text, value as JsonObject)) return
         if (withinRate || this.serverRequests.awaits(msg.id)) this.serverRequests.resolve(msg.id, msg.result)
         else this.warnDropped(FRAME_OVER_RATE)
         return
       case 'error':
-        if (this.upstream?.forwardReply(msg.id, text) === true) return
+        if (this.forwardReply(msg.id, text, value as JsonObject)) return
         if (withinRate || this.serverRequests.awaits(msg.id)) this.serverRequests.reject(msg.id, msg.error)
         else this.warnDropped(FRAME_OVER_RATE)
         return
@@ -253,11 +266,24 @@ export class Session {
     this.log.warn(what)
   }
 
+  /** A client notification: to the upstream as written if the engine path's checks pass, else dropped. */
+  private forwardNotification(method: string, text: string, frame: JsonObject): void {
+    const refusal = engineNotificationRefusal(this.principal, method, text, frame)
+    if (refusal === null) this.upstream?.forwardNotification(text)
+    else this.warns.warn({ method: boundedClientText(method), problem: refusal }, 'client notification not forwarded to the engine')
+  }
+
+  /** True when the reply answered an engine request (as written, or as an error the engine can read). */
+  private forwardReply(id: RequestId, text: string, frame: JsonObject): boolean {
+    if (this.upstream === null) return false
+    return this.upstream.forwardReply(id, engineFrameProblem(text, frame) === null ? text : null)
+  }
+
   /** An engine-bound request: the engine path's checks, then the original frame to the upstream. */
-  private async runForwarded(id: RequestId, method: string, text: string): Promise<void> {
+  private async runForwarded(id: RequestId, method: string, text: string, frame: JsonObject): Promise<void> {
     this.inFlight++
     try {
-      const refusal = engineRequestRefusal(this, method)
+      const refusal = engineRequestRefusal(this, method, text, frame)
       if (refusal !== null) this.send(encodeError(id, refusal))
       else if (this.upstream === null) this.send(encodeError(id, ENGINE_UNAVAILABLE))
       else await this.upstream.forwardRequest(id, text)
@@ -266,10 +292,10 @@ export class Session {
     }
   }
 
-  private async runRequest(id: RequestId, method: string, params: unknown): Promise<void> {
+  private async runRequest(id: RequestId, method: string, params: unknown, text: string): Promise<void> {
     this.inFlight++
     try {
-      const outcome = await this.deps.dispatcher.dispatch(this, method, params)
+      const outcome = hasDuplicateTopLevelKey(text) ? { error: DUPLICATE_MEMBER_BODY } : await this.deps.dispatcher.dispatch(this, method, params)
       this.send('result' in outcome ? encodeResult(id, outcome.result) : encodeError(id, outcome.error))
     } catch (err) {
       // The dispatcher answers handler failures itself; this is the last guard (e.g. a result

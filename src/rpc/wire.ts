@@ -26,7 +26,11 @@ function isRequestId(v: unknown): v is RequestId {
 
 /** One frame's text → a classified message, or why it is none. Parses once. */
 export function parseIncoming(text: string): Incoming | ParseFailure {
-  const m = tryParseJson(text)
+  return classifyMessage(tryParseJson(text))
+}
+
+/** A parsed frame (`undefined`: the text was not JSON) → a classified message, or why it is none. */
+export function classifyMessage(m: unknown): Incoming | ParseFailure {
   if (m === undefined) return 'not json'
   if (!isJsonObject(m)) return 'not a message'
   const method = m.method

@@ -51,22 +51,34 @@ export function scanTopLevel(text: string, visit: MemberVisitor): boolean {
   }
 }
 
+/** Where a top-level member's value lies in the text: [start, end). */
+export interface MemberSpan {
+  readonly start: number
+  readonly end: number
+}
+
 /**
  * `JSON.parse` keeps the last of two equal keys; a verifier that must not be told two things at
- * once needs to know there were two. For the text of an object `JSON.parse` has accepted: true
- * when two top-level keys are equal once unescaped (`"a"` and `"\u0061"`), or when the text
- * cannot be read here (a verifier refuses what it cannot check).
+ * once needs to know there were two. For the text of an object `JSON.parse` has accepted: each
+ * top-level key (unescaped) with its value's span, or null when two keys are equal once
+ * unescaped (`"a"` and `"\u0061"`), or when the text cannot be read here (a verifier refuses
+ * what it cannot check).
  */
-export function hasDuplicateTopLevelKey(objectText: string): boolean {
-  const seen = new Set<string>()
+export function distinctTopLevelMembers(objectText: string): ReadonlyMap<string, MemberSpan> | null {
+  const members = new Map<string, MemberSpan>()
   let duplicate = false
-  const read = scanTopLevel(objectText, (key, _valueStart, _valueEnd, keyStart, keyEnd) => {
+  const read = scanTopLevel(objectText, (key, start, end, keyStart, keyEnd) => {
     const name = key ?? (JSON.parse(objectText.slice(keyStart, keyEnd)) as string)
-    duplicate = seen.has(name)
-    seen.add(name)
+    duplicate = members.has(name)
+    members.set(name, { start, end })
     return !duplicate
   })
-  return duplicate || !read
+  return duplicate || !read ? null : members
+}
+
+/** True when two top-level keys of `objectText` are equal once unescaped, or it cannot be read (see above). */
+export function hasDuplicateTopLevelKey(objectText: string): boolean {
+  return distinctTopLevelMembers(objectText) === null
 }
 
 /** The string value at [start, end) without its quotes, or null when it is no string or holds escapes. */

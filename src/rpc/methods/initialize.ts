@@ -3,6 +3,7 @@ import type { SessionEngine } from '../../engine/forward.js'
 import { RpcError } from '../errors.js'
 import { defineMethod, type MethodDefinition } from '../method.js'
 import type { UserAgent } from '../user-agent.js'
+import { boundedClientText, CLIENT_TEXT_MAX } from '../../util/client-text.js'
 import { hasNoHeaderControls } from '../../util/header-value.js'
 import { OptionalNullable } from '../../util/typebox-nullable.js'
 
@@ -57,7 +58,10 @@ export function initializeMethods<S extends { serverInfo: ServerInfo; engine?: S
         if (session.initialized) throw RpcError.invalidRequest('Already initialized')
         const { name, title, version } = params.clientInfo
         if (!hasNoHeaderControls(name)) {
-          throw RpcError.invalidRequest(`Invalid clientInfo.name: '${name}'. Must be a valid HTTP header value.`)
+          // Codex's wording, the name as sent (it goes back only to its sender, JSON-escaped);
+          // a long one is cut, so a 16 MiB name does not come back whole.
+          const shown = name.length <= CLIENT_TEXT_MAX ? name : boundedClientText(name)
+          throw RpcError.invalidRequest(`Invalid clientInfo.name: '${shown}'. Must be a valid HTTP header value.`)
         }
         const engineResult = services.engine === undefined ? null : await services.engine.openFor(session, params)
         session.markInitialized({ name, title: title ?? null, version }, params.capabilities?.optOutNotificationMethods ?? [])
