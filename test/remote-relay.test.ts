@@ -22,7 +22,7 @@ import {
   SEGMENT_MAX_BYTES,
   serverMessagePieces,
 } from '../src/remote-control/envelopes.js'
-import { RemoteRelay, type RelayLimits, type RelaySession, type VirtualConnectionKey } from '../src/remote-control/relay.js'
+import { RemoteRelay, TOO_MANY_REMOTE_CONNECTIONS, type RelayLimits, type RelaySession, type VirtualConnectionKey } from '../src/remote-control/relay.js'
 import { canary, leakedCanaries } from './helpers/canary.js'
 import { ManualClock } from './helpers/manual-clock.js'
 import { LogCapture } from './helpers/server.js'
@@ -190,6 +190,34 @@ t.test('a virtual connection is opened only by a client_message holding an initi
   h.feed(initialize('client-2', 'stream-1', 1))
   t.equal(h.sessions.length, 3, 'another stream of the same client, or another client, is another connection')
   t.same(h.sent, [], 'nothing is sent on its own')
+})
+
+t.test('past maxConnections an initialize is answered -32001 and opens nothing; a replacing initialize still works', async (t) => {
+  const h = harness({ maxConnections: 2 })
+  h.feed(initialize('client-1', 'stream-1', 1))
+  h.feed(initialize('client-2', 'stream-2', 1))
+  t.equal(h.sessions.length, 2)
+  h.feed(initialize('client-3', 'stream-3', 1, 'init-3'))
+  t.equal(h.sessions.length, 2, 'the third connection gets no session')
+  t.same(h.envelopes(), [
+    {
+      type: 'server_message',
+      message: { id: 'init-3', error: { code: -32001, message: TOO_MANY_REMOTE_CONNECTIONS } },
+      client_id: 'client-3',
+      stream_id: 'stream-3',
+      seq_id: 1,
+    },
+  ])
+  t.match(h.warnings(), ['refused a remote-control connection: too many open'])
+  h.feed(clientMessage('client-3', 'stream-3', 2, { id: 2, method: 'account/read', params: {} }))
+  t.equal(h.sessions.length, 2, 'later messages on the refused stream go nowhere')
+  h.feed(initialize('client-1', 'stream-1', 2))
+  t.equal(h.sessions.length, 3, 'replacing an open connection is not a new one')
+  t.ok(h.sessions[0]!.detached, 'the replaced session ends')
+  h.sessions[2]!.transport.close(1000, 'done')
+  h.feed(initialize('client-3', 'stream-3', 3, 'init-3b'))
+  t.equal(h.sessions.length, 4, 'a closed connection frees its place')
+  t.equal(h.sessions[3]!.key.clientId, 'client-3')
 })
 
 t.test('envelopes for unknown keys are ignored', async (t) => {

@@ -37,6 +37,10 @@ import {
   type OutboundPiece,
 } from './envelopes.js'
 import type { Clock } from '../clock.js'
+import { OVERLOADED } from '../rpc/errors.js'
+
+/** The error an `initialize` past `maxConnections` is answered with. */
+export const TOO_MANY_REMOTE_CONNECTIONS = 'too many remote-control connections'
 
 export interface VirtualConnectionKey {
   readonly clientId: string
@@ -65,6 +69,13 @@ export interface RelayLimits {
   readonly maxAssemblies: number
   /** Bound on the bytes of all inbound chunked messages being reassembled at once. */
   readonly maxReassemblyBytes: number
+  /**
+   * Most virtual connections open at once. Each holds a session (and, with the engine on, an
+   * engine connection: a file descriptor); a backend that opens more gets its `initialize`
+   * answered -32001 instead of a session. Codex has no such bound; this one is far above what
+   * remote clients open in practice.
+   */
+  readonly maxConnections: number
 }
 
 export const DEFAULT_RELAY_LIMITS: RelayLimits = {
@@ -75,6 +86,7 @@ export const DEFAULT_RELAY_LIMITS: RelayLimits = {
   maxMessageBytes: 16 * 1024 * 1024,
   maxAssemblies: 128,
   maxReassemblyBytes: 64 * 1024 * 1024,
+  maxConnections: 128,
 }
 
 export interface RemoteRelayOptions<S extends RelaySession> {
@@ -279,6 +291,10 @@ export class RemoteRelay<S extends RelaySession = RelaySession> {
     const key: VirtualConnectionKey = { clientId: env.clientId, streamId }
     let stream = this.streams.get(mapKeyOf(key.clientId, key.streamId))
     if (initialize) {
+      if (stream === undefined && this.streams.size >= this.limits.maxConnections) {
+        this.refuseOpen(key, env.message.id)
+        return
+      }
       stream = this.open(key, stream)
       if (stream === undefined) return
       if (env.streamId === null) this.legacyStreams.set(env.clientId, streamId)
@@ -325,6 +341,19 @@ export class RemoteRelay<S extends RelaySession = RelaySession> {
     const seqId = this.retiredCounters.get(mapKey) ?? 1
     this.retireCounter(mapKey, seqId + 1)
     this.transmit(encodePong({ clientId, streamId, seqId }, 'unknown'))
+  }
+
+  /**
+   * Answers an `initialize` that would open one connection too many with -32001, outside any
+   * stream (like a pong for an unknown connection: not kept for replay, nothing would free it).
+   */
+  private refuseOpen(key: VirtualConnectionKey, id: unknown): void {
+    this.opts.log.warn({ clientId: key.clientId, open: this.streams.size }, 'refused a remote-control connection: too many open')
+    const mapKey = mapKeyOf(key.clientId, key.streamId)
+    const seqId = this.retiredCounters.get(mapKey) ?? 1
+    this.retireCounter(mapKey, seqId + 1)
+    const reply = JSON.stringify({ id, error: { code: OVERLOADED, message: TOO_MANY_REMOTE_CONNECTIONS } })
+    for (const piece of serverMessagePieces({ clientId: key.clientId, streamId: key.streamId, seqId }, reply) ?? []) this.transmit(piece.text)
   }
 
   // ---- connections ----
