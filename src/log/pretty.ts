@@ -1,7 +1,7 @@
 import pretty from 'pino-pretty'
 import type { DestinationStream } from 'pino'
 
-/** Human-readable logs, for a terminal only (JSON lines otherwise). */
-export function prettyDestination(): DestinationStream {
-  return pretty({ destination: 1, colorize: true, sync: true })
+/** Human-readable logs, for a terminal only (JSON lines otherwise); colours unless `NO_COLOR` asks for none. */
+export function prettyDestination(options: { colors: boolean }): DestinationStream {
+  return pretty({ destination: 1, colorize: options.colors, sync: true })
 }
