@@ -36,7 +36,8 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     io.stderr.write(`unrecognized command '${named}' (see app-server help)\n`)
     return 2
   }
-  if (named === 'help') return printHelp(argv[1] ?? null, io)
+  // `help -h` is help's own help, as `COMMAND -h` is for every other command.
+  if (named === 'help') return printHelp(argv[1] === undefined ? null : argv[1].startsWith('-') ? 'help' : argv[1], io)
   if (argv.includes('-h') || argv.includes('--help')) return printHelp(named, io)
 
   const command = (ACCOUNT_COMMANDS as readonly string[]).includes(named ?? '') ? (named as (typeof ACCOUNT_COMMANDS)[number]) : null
@@ -83,7 +84,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   const destination = remoteControl
     ? (await import('pino')).pino.destination({ fd: 2, sync: false })
     : io.stdout.isTTY
-      ? (await import('../log/pretty.js')).prettyDestination({ colors: !noColor(io.env) })
+      ? await import('../log/pretty.js').then((p) => p.prettyDestination({ colors: p.colorsWanted(io.env) }))
       : undefined
   const logger = createLogger(config.logLevel, destination)
   const app = await buildApp(config, { logger, ...(io.env.TERM ? { terminal: io.env.TERM } : {}) })
@@ -154,11 +155,6 @@ function printHelp(name: string | null, io: CliIo): number {
   }
   io.stdout.write(commandHelp(spec))
   return 0
-}
-
-/** `NO_COLOR` set to anything but the empty string turns colours off (no-color.org). */
-function noColor(env: CliIo['env']): boolean {
-  return (env.NO_COLOR ?? '') !== ''
 }
 
 function removeAll(paths: readonly string[]): void {
