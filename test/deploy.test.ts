@@ -10,13 +10,14 @@
  * module, so its real `prebuild-install` step runs without a download or a compile. The test
  * skips, saying why, only when packing or installing is impossible on this machine.
  */
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs'
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { leakedCanaries } from './helpers/canary.js'
 import { httpGet } from './helpers/client.js'
-import { runProcess, spawnProcess } from './helpers/process.js'
+import { NATIVE_MODULE_MISSING } from '../src/remote-control/native-module.js'
+import { runProcess, spawnProcess, type Spawned } from './helpers/process.js'
 import { tempDir } from './helpers/temp-dir.js'
 import { withTimeout } from './helpers/wait.js'
 
@@ -123,12 +124,16 @@ t.test('runtime stage: packed package, production install, unprivileged start, /
   const ids = unprivilegedIds()
   if (ids) chownSync(home, ids.uid, ids.gid)
   const env = { PATH: process.env.PATH ?? '', HOME: home, APP_SERVER_HOME: home, APP_SERVER_LISTEN: 'ws://127.0.0.1:0', APP_SERVER_ENGINE: 'off' }
-  // tap puts its process-info hook into every child's NODE_OPTIONS; the hook writes its report
-  // under this checkout on exit, which an unprivileged user cannot. `env -u` drops it and execs
-  // node, so the signal still goes straight to node.
-  const server = spawnProcess('env', ['-u', 'NODE_OPTIONS', process.execPath, join(app, 'dist', 'src', 'main.js')], { cwd: app, env, timeoutMs: null, ...(ids ?? {}) })
-  t.teardown(() => server.kill())
-  const url = (await withTimeout(server.waitFor('stderr', /readyz: (\S+)/), START_DEADLINE_MS, 'the installed server to print its banner'))[1]!
+  const start = async (): Promise<{ server: Spawned; url: string }> => {
+    // tap puts its process-info hook into every child's NODE_OPTIONS; the hook writes its report
+    // under this checkout on exit, which an unprivileged user cannot. `env -u` drops it and execs
+    // node, so the signal still goes straight to node.
+    const server = spawnProcess('env', ['-u', 'NODE_OPTIONS', process.execPath, join(app, 'dist', 'src', 'main.js')], { cwd: app, env, timeoutMs: null, ...(ids ?? {}) })
+    t.teardown(() => server.kill())
+    const url = (await withTimeout(server.waitFor('stderr', /readyz: (\S+)/), START_DEADLINE_MS, 'the installed server to print its banner'))[1]!
+    return { server, url }
+  }
+  const { server, url } = await start()
 
   if (ids) {
     const uid = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${server.child.pid}/status`, 'utf8'))?.[1]
@@ -145,6 +150,22 @@ t.test('runtime stage: packed package, production install, unprivileged start, /
 
   server.child.kill('SIGTERM')
   const exit = await withTimeout(server.exited, START_DEADLINE_MS, 'exit after SIGTERM')
-  t.same(exit, { code: 0, signal: null }, `SIGTERM → exit 0; stderr: ${server.stderr()} stdout: ${server.stdout()}`)
+  t.same(exit, { code: 0, signal: null }, 'SIGTERM → exit 0', { diagnostic: true, stderr: server.stderr(), stdout: server.stdout() })
   t.same(leakedCanaries(server.stdout()), [])
+
+  // An install whose better-sqlite3 script did not run (`--ignore-scripts`): the server still
+  // serves, and its log says plainly what is missing and how to fix it.
+  const binary = join(app, 'node_modules', 'better-sqlite3', 'build', 'Release', 'better_sqlite3.node')
+  renameSync(binary, binary + '.away')
+  const bare = await start()
+  t.equal((await httpGet(bare.url)).status, 200, 'serves without the native module')
+  bare.server.child.kill('SIGTERM')
+  t.same(await withTimeout(bare.server.exited, START_DEADLINE_MS, 'exit after SIGTERM'), { code: 0, signal: null })
+  const warned = bare.server
+    .stdout()
+    .split('\n')
+    .filter((l) => l.includes('remote control unavailable'))
+    .map((l) => (JSON.parse(l) as { level: number; msg: string }))
+  t.equal(warned.length, 1, 'one line about it')
+  t.match(warned[0], { level: 40, msg: NATIVE_MODULE_MISSING }, 'at WARN, naming the native module and the fix')
 })
