@@ -1,4 +1,5 @@
 import { urlHost } from './config/listen.js'
+import { VERSION } from './version.js'
 
 export interface BannerFacts {
   readonly host: string
@@ -21,7 +22,7 @@ export function connectionUrl(f: BannerFacts): string {
 export function formatBanner(f: BannerFacts): string {
   const http = `http://${urlHost(f.host)}:${f.port}`
   const lines = [
-    'app-server (WebSockets)',
+    `app-server ${VERSION} (WebSockets)`,
     `  listening on: ${connectionUrl(f)}`,
     `  readyz: ${http}/readyz`,
     `  healthz: ${http}/healthz`,

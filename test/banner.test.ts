@@ -8,6 +8,7 @@ import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { connectionUrl, formatBanner, type BannerFacts } from '../src/banner.js'
+import { VERSION } from '../src/version.js'
 import { canary, registerCanary } from './helpers/canary.js'
 import { connect, httpGet, refuse } from './helpers/client.js'
 import { startCli, type RunningServer } from './helpers/process.js'
@@ -76,7 +77,7 @@ const facts = (over: Partial<BannerFacts> = {}): BannerFacts => ({ host: '127.0.
 t.test('formatter: loopback, query token', async (t) => {
   const banner = formatBanner(facts())
   t.same(bannerLines(t, banner), [
-    'app-server (WebSockets)',
+    `app-server ${VERSION} (WebSockets)`,
     `  listening on: ws://127.0.0.1:4500/?token=${TOKEN}`,
     '  readyz: http://127.0.0.1:4500/readyz',
     '  healthz: http://127.0.0.1:4500/healthz',
@@ -88,7 +89,7 @@ t.test('formatter: loopback, query token', async (t) => {
 
 t.test('formatter: IPv6 loopback is bracketed', async (t) => {
   t.same(bannerLines(t, formatBanner(facts({ host: '::1' }))), [
-    'app-server (WebSockets)',
+    `app-server ${VERSION} (WebSockets)`,
     `  listening on: ws://[::1]:4500/?token=${TOKEN}`,
     '  readyz: http://[::1]:4500/readyz',
     '  healthz: http://[::1]:4500/healthz',
@@ -102,7 +103,7 @@ t.test('formatter: beyond localhost, its own note, token still printed', async (
   const lines = bannerLines(t, banner)
   t.equal(lines.length, 5)
   t.same(lines.slice(0, 4), [
-    'app-server (WebSockets)',
+    `app-server ${VERSION} (WebSockets)`,
     `  listening on: ws://0.0.0.0:4500/?token=${TOKEN}`,
     '  readyz: http://0.0.0.0:4500/readyz',
     '  healthz: http://0.0.0.0:4500/healthz',
@@ -115,7 +116,7 @@ t.test('formatter: beyond localhost, its own note, token still printed', async (
 t.test('formatter: bearer modes print a URL without ?token=', async (t) => {
   const banner = formatBanner(facts({ queryToken: null }))
   t.same(bannerLines(t, banner), [
-    'app-server (WebSockets)',
+    `app-server ${VERSION} (WebSockets)`,
     '  listening on: ws://127.0.0.1:4500/',
     '  readyz: http://127.0.0.1:4500/readyz',
     '  healthz: http://127.0.0.1:4500/healthz',
@@ -127,7 +128,7 @@ t.test('formatter: bearer modes print a URL without ?token=', async (t) => {
 
 t.test('formatter: enforcement off adds the warning line', async (t) => {
   t.same(bannerLines(t, formatBanner(facts({ enforced: false }))), [
-    'app-server (WebSockets)',
+    `app-server ${VERSION} (WebSockets)`,
     `  listening on: ws://127.0.0.1:4500/?token=${TOKEN}`,
     '  readyz: http://127.0.0.1:4500/readyz',
     '  healthz: http://127.0.0.1:4500/healthz',
@@ -173,7 +174,7 @@ t.test('CLI: loopback banner, query token, real port; --url-file replaces a 0644
   t.match(token, TOKEN_RE, '43 base64url characters')
   t.equal(Number(m?.[1]), server.port)
   t.same(lines, [
-    'app-server (WebSockets)',
+    `app-server ${VERSION} (WebSockets)`,
     `  listening on: ws://127.0.0.1:${server.port}/?token=${token}`,
     `  readyz: http://127.0.0.1:${server.port}/readyz`,
     `  healthz: http://127.0.0.1:${server.port}/healthz`,
@@ -212,7 +213,7 @@ t.test('CLI: capability-token mode from the environment, --url-file from its twi
   })
   t.teardown(() => server.stop())
   t.same(bannerLines(t, server.banner), [
-    'app-server (WebSockets)',
+    `app-server ${VERSION} (WebSockets)`,
     `  listening on: ws://127.0.0.1:${server.port}/`,
     `  readyz: http://127.0.0.1:${server.port}/readyz`,
     `  healthz: http://127.0.0.1:${server.port}/healthz`,

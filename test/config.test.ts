@@ -486,10 +486,11 @@ t.test('the config records where each setting came from: flag, env, .env or defa
   for (const f of FLAGS) t.equal(bare.sources[f.key], 'default', `${f.name}: default when nothing sets it`)
   for (const e of ENV_ONLY) t.equal(bare.sources[e.name], 'default', `${e.name}: default when nothing sets it`)
 
-  // A value a user gave counts as theirs even when it equals the default, or is blank.
+  // A value a user gave counts as theirs even when it equals the default; a blank environment
+  // value is no value (`.env.example` spells every setting `NAME=`).
   t.equal(load(['--log-level', 'info']).sources.logLevel, 'flag')
   t.equal(load([], { APP_SERVER_NO_TOKEN_CHECK: 'false' }).sources.noTokenCheck, 'env')
-  t.equal(load([], { APP_SERVER_ALLOW_ORIGIN: '' }).sources.allowOrigin, 'env')
+  t.equal(load([], { APP_SERVER_ALLOW_ORIGIN: '' }).sources.allowOrigin, 'default')
 })
 
 t.test('every flag default is a value its own parser accepts, within its bounds', async (t) => {

@@ -16,6 +16,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
+import { VERSION } from '../src/version.js'
 import { canary, leakedCanaries, record, registerCanary } from './helpers/canary.js'
 import { connect, httpGet, refuse } from './helpers/client.js'
 import { codexErrors } from './helpers/codex-schemas.js'
@@ -218,7 +219,7 @@ async function servesLocalClients(t: TestT, run: Run): Promise<void> {
   const { backend, srv } = run
   // The banner block (log lines may come before it on stderr).
   const lines = srv.stderr().split('\n')
-  const at = lines.indexOf('app-server (WebSockets)')
+  const at = lines.indexOf(`app-server ${VERSION} (WebSockets)`)
   t.ok(at >= 0, 'the banner is on stderr')
   t.match(lines[at + 1], /^ {2}listening on: ws:\/\/127\.0\.0\.1:\d+\/\?token=[A-Za-z0-9_-]+$/, 'with the connection URL and its token')
   t.equal(lines[at + 1], `  listening on: ${srv.url}`)

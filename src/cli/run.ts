@@ -1,10 +1,14 @@
+import { rmSync } from 'node:fs'
 import { chmod, writeFile } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
 import { connectionUrl, formatBanner } from '../banner.js'
-import { helpText } from '../config/flags.js'
 import { ConfigError, loadConfig } from '../config/load.js'
+import { checkUrlFileDirectory, ensureHomeDirectory } from '../config/paths.js'
+import type { Config } from '../config/types.js'
 import { errorCode } from '../util/error-code.js'
 import type { Clock } from '../clock.js'
+import { VERSION } from '../version.js'
+import { commandHelp, findCommand, mainHelp } from './commands.js'
 
 export interface CliIo {
   readonly env: Readonly<Record<string, string | undefined>>
@@ -18,19 +22,31 @@ export interface CliIo {
 const ACCOUNT_COMMANDS = ['login', 'logout', 'status'] as const
 
 /**
- * `app-server [flags]`: validate the config, start the listener, print the banner, and stop
- * gracefully on SIGINT/SIGTERM. Returns the exit code for refusals; a running server exits
- * through close-with-grace.
+ * `app-server [COMMAND] [flags]`: answer `--version` and help without loading anything else;
+ * validate the config (refusals are one line, exit 2), warn about unknown `APP_SERVER_*`
+ * names, then run the command, or start the listener, print the banner, write the runtime
+ * file, and stop gracefully on SIGINT/SIGTERM. Returns the exit code for refusals and finished
+ * commands; a running server exits through close-with-grace.
  */
 export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
-  if (argv.includes('-h') || argv.includes('--help')) {
-    io.stdout.write(helpText())
+  if (argv.includes('-V') || argv.includes('--version')) {
+    io.stdout.write(`app-server ${VERSION}\n`)
     return 0
   }
-  const command = (ACCOUNT_COMMANDS as readonly string[]).includes(argv[0] ?? '') ? (argv[0] as (typeof ACCOUNT_COMMANDS)[number]) : null
-  const remoteControl = argv[0] === 'remote-control'
-  let rest = command === null && !remoteControl ? argv : argv.slice(1)
-  const json = remoteControl && rest.includes('--json')
+  const named = argv[0] !== undefined && !argv[0].startsWith('-') ? argv[0] : null
+  const spec = named === null ? null : findCommand(named)
+  if (named !== null && spec === undefined) {
+    io.stderr.write(`unrecognized command '${named}' (see app-server help)\n`)
+    return 2
+  }
+  // `help -h` is help's own help, as `COMMAND -h` is for every other command.
+  if (named === 'help') return printHelp(argv[1] === undefined ? null : argv[1].startsWith('-') ? 'help' : argv[1], io)
+  if (argv.includes('-h') || argv.includes('--help')) return printHelp(named, io)
+
+  const command = (ACCOUNT_COMMANDS as readonly string[]).includes(named ?? '') ? (named as (typeof ACCOUNT_COMMANDS)[number]) : null
+  const remoteControl = named === 'remote-control'
+  let rest = named === null ? argv : argv.slice(1)
+  const json = (remoteControl || named === 'list') && rest.includes('--json')
   if (json) rest = rest.filter((a) => a !== '--json')
   const withApiKey = command === 'login' && rest.includes('--with-api-key')
   if (withApiKey) rest = rest.filter((a) => a !== '--with-api-key')
@@ -40,9 +56,16 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     io.stderr.write('error: --with-api-key and --device-auth cannot be used together\n')
     return 2
   }
-  let config
+  let config: Config
   try {
     config = loadConfig(rest, { env: io.env })
+    for (const u of config.unknownSettings) io.stderr.write(`warning: ${u.name} is not an app-server setting (${u.source === 'env' ? 'environment' : '.env'}); ignored\n`)
+    if (named === 'list') {
+      const { runListCommand } = await import('./list-command.js')
+      return runListCommand(config.home, { json, stdout: io.stdout })
+    }
+    ensureHomeDirectory(config.home)
+    if (command === null) checkUrlFileDirectory(config.urlFile)
   } catch (err) {
     if (err instanceof ConfigError) {
       io.stderr.write(err.message + '\n')
@@ -70,7 +93,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   const destination = remoteControl
     ? (await import('pino')).pino.destination({ fd: 2, sync: false })
     : io.stdout.isTTY
-      ? (await import('../log/pretty.js')).prettyDestination()
+      ? await import('../log/pretty.js').then((p) => p.prettyDestination({ colors: p.colorsWanted(io.env) }))
       : undefined
   const logger = createLogger(config.logLevel, destination)
   const app = await buildApp(config, { logger, ...(io.env.TERM ? { terminal: io.env.TERM } : {}) })
@@ -91,10 +114,24 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     enforced: app.wsAuth.enforced,
     engineLine: app.engine.bannerLine(),
   }
-  if (config.urlFile !== null) {
-    // Created 0600 and chmod-ed in case it existed with looser bits.
-    await writeFile(config.urlFile, connectionUrl(facts) + '\n', { mode: 0o600 })
-    await chmod(config.urlFile, 0o600)
+  const { authSummary, readRuntimeFiles, writeRuntimeFile } = await import('./runtime-file.js')
+  const written: string[] = []
+  try {
+    if (config.urlFile !== null) {
+      // Created 0600 and chmod-ed in case it existed with looser bits.
+      await writeFile(config.urlFile, connectionUrl(facts) + '\n', { mode: 0o600 })
+      await chmod(config.urlFile, 0o600)
+      written.push(config.urlFile)
+    }
+    readRuntimeFiles(config.home, { prune: true })
+    const runtime = { url: connectionUrl({ ...facts, queryToken: null }), pid: process.pid, version: VERSION, ...authSummary(config.auth, config.urlFile) }
+    written.push(writeRuntimeFile(config.home, runtime))
+  } catch (err) {
+    // The checks before listening make this rare (a full disk, a file in the way).
+    io.stderr.write(`failed to write the ${written.length === 0 && config.urlFile !== null ? 'url file' : 'runtime file'}: ${errorCode(err) ?? 'error'}\n`)
+    removeAll(written)
+    await drainAndClose(app)
+    return 2
   }
   io.stderr.write(formatBanner(facts))
   if (remoteControl) {
@@ -105,7 +142,30 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   closeWithGrace({ delay: 10_000, logger: { error: (m: unknown) => logger.error(m) } }, async ({ signal, err }) => {
     if (err) logger.error({ error: withheldError(err) }, 'shutting down after an error')
     else logger.info({ signal }, 'shutting down')
-    await drainAndClose(app)
+    try {
+      await drainAndClose(app)
+    } finally {
+      // Gone once the server is: neither file may point at a dead server or a dead token.
+      removeAll(written)
+    }
   })
   return 0
+}
+
+function printHelp(name: string | null, io: CliIo): number {
+  if (name === null) {
+    io.stdout.write(mainHelp())
+    return 0
+  }
+  const spec = findCommand(name)
+  if (spec === undefined) {
+    io.stderr.write(`unrecognized command '${name}' (see app-server help)\n`)
+    return 2
+  }
+  io.stdout.write(commandHelp(spec))
+  return 0
+}
+
+function removeAll(paths: readonly string[]): void {
+  for (const path of paths) rmSync(path, { force: true })
 }

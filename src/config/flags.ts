@@ -243,26 +243,17 @@ export function envOnlyDefault(name: EnvOnlyName): string {
 /** Every setting a config records the source of. */
 export type SettingName = FlagKey | EnvOnlyName
 
-export function helpText(): string {
-  const lines = [
-    'Usage: app-server [OPTIONS]                  serve JSON-RPC over WebSocket',
-    '       app-server login [--with-api-key]     sign in (browser flow, or an API key read from stdin)',
-    '       app-server login --device-auth        sign in with a one-time code, from a browser anywhere',
-    '       app-server logout                     sign out and clear stored credentials',
-    '       app-server status                     show the account and its rate limits',
-    '       app-server remote-control [--json]    serve with remote control enabled',
-    '',
-    'Serves the codex app-server JSON-RPC protocol over WebSocket.',
-    '',
-    'Options (each also read from its environment variable and from ./.env; flags win):',
-  ]
+/** The options block of `--help`: every flag with its default and environment name. */
+export function optionsHelp(): string {
+  const lines = ['Options (each also read from its environment variable and from ./.env; flags win; an empty value is unset):']
   for (const f of FLAGS) {
     const left = `  --${f.name}${f.valueName ? ' ' + f.valueName : ''}`
     const dflt = f.defaultText !== undefined ? ` [default: ${f.defaultText}]` : ''
     lines.push(left, `      ${f.help}${dflt}`, `      env: ${envName(f.name)}`)
   }
-  lines.push('  -h, --help', '      print this help', '')
+  lines.push('  -h, --help', '      print this help', '  -V, --version', '      print the version', '')
   lines.push('Environment only:')
   for (const e of ENV_ONLY) lines.push(`  ${e.name}  ${e.help} [default: ${e.defaultText}]`)
+  lines.push('  NO_COLOR  when set (non-empty), no colours in terminal output')
   return lines.join('\n') + '\n'
 }

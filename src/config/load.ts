@@ -61,6 +61,7 @@ export function loadConfig(argv: readonly string[], options: LoadConfigOptions):
     authIssuer: settings.envOnly('AUTH_ISSUER')?.raw ?? envOnlyDefault('AUTH_ISSUER'),
     engine: resolveEngine(value, options.env),
     sources: sourcesOf(settings),
+    unknownSettings: settings.unknown,
   }
 }
 
@@ -98,7 +99,7 @@ function resolveAuth(settings: RawSettings, value: Reader, loopback: boolean): W
     const tokenFile = value('wsTokenFile')
     if (tokenFile !== null) {
       const token = readTrimmedSecret(tokenFile)
-      return { mode: 'capabilityToken', tokenSha256: sha256(Buffer.from(token, 'utf8')) }
+      return { mode: 'capabilityToken', tokenSha256: sha256(Buffer.from(token, 'utf8')), credentialFile: tokenFile }
     }
     const tokenSha256 = value('wsTokenSha256')
     if (tokenSha256 !== null) {
@@ -125,6 +126,7 @@ function resolveAuth(settings: RawSettings, value: Reader, loopback: boolean): W
     return {
       mode: 'signedBearerToken',
       sharedSecret: new Uint8Array(secret),
+      credentialFile: path,
       issuer: value('wsIssuer'),
       audience: value('wsAudience'),
       maxClockSkewSeconds: value('wsMaxClockSkewSeconds'),
@@ -156,12 +158,19 @@ function resolveEngine(value: Reader, env: LoadConfigOptions['env']): EngineSett
   }
 }
 
+/** The file's text, trimmed; text that is not valid UTF-8 is refused (decoded, it would silently differ from its bytes). */
 function readTrimmedSecret(path: string): string {
-  let text: string
+  let bytes: Buffer
   try {
-    text = readFileSync(path, 'utf8')
+    bytes = readFileSync(path)
   } catch (err) {
     throw new ConfigError(`failed to read websocket auth secret ${shown(path)}: ${shown(describeIoError(err))}`)
+  }
+  let text: string
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes)
+  } catch {
+    throw new ConfigError(`websocket auth secret ${shown(path)} is not valid UTF-8 text (it is read as trimmed text)`)
   }
   const trimmed = text.trim()
   if (trimmed.length === 0) throw new ConfigError(`websocket auth secret ${shown(path)} must not be empty`)

@@ -3,16 +3,22 @@
  * the command line, the process environment, the `.env` file, the flag table's default. Each
  * setting remembers the layer that gave it, so callers can ask whether a user chose a value
  * (for example the CLI's quieter default log level) instead of re-reading argv and env.
+ *
+ * An empty environment or `.env` value (`APP_SERVER_WS_AUTH=`, as `.env.example` spells every
+ * setting) is the same as an absent one: that layer gives nothing. `APP_SERVER_*` names the
+ * table does not know are collected, so a typo is reported by name instead of ignored.
  */
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { parseArgs, parseEnv } from 'node:util'
-import { ConfigError } from './errors.js'
+import { ConfigError, shown } from './errors.js'
 import { ENV_ONLY, envName, FLAGS, type EnvOnlyName, type FlagKey, type RawSetting, type SettingName } from './flags.js'
 import type { ValueSource } from './types.js'
 import { errorCode } from '../util/error-code.js'
 
 export interface RawSettings {
+  /** `APP_SERVER_*` names in the environment or `.env` that are no setting, with where each was. */
+  readonly unknown: readonly { readonly name: string; readonly source: 'env' | '.env' }[]
   /** The text (or list items) a layer gave the flag, with that layer; `null` when none did. */
   flag(key: FlagKey): { readonly raw: RawSetting; readonly source: Exclude<ValueSource, 'default'> } | null
   envOnly(name: EnvOnlyName): { readonly raw: string; readonly source: Exclude<ValueSource, 'default'> } | null
@@ -30,12 +36,13 @@ export function readSources(argv: readonly string[], options: SourceOptions): Ra
   const dotenv = readDotenv(options.dotenvPath === undefined ? '.env' : options.dotenvPath)
   const fromEnvironment = (name: string): { raw: string; source: 'env' | '.env' } | null => {
     const env = options.env[name]
-    if (env !== undefined) return { raw: env, source: 'env' }
+    if (env !== undefined && env.trim() !== '') return { raw: env, source: 'env' }
     const file = dotenv[name]
-    return file !== undefined ? { raw: file, source: '.env' } : null
+    return file !== undefined && file.trim() !== '' ? { raw: file, source: '.env' } : null
   }
   const flags = new Map(FLAGS.map((f) => [f.key, f]))
   return {
+    unknown: [...unknownNames(options.env, 'env'), ...unknownNames(dotenv, '.env')],
     flag(key) {
       const spec = flags.get(key)!
       const given = cli[spec.name]
@@ -56,6 +63,15 @@ export function sourcesOf(settings: RawSettings): Readonly<Record<SettingName, V
   return out as Record<SettingName, ValueSource>
 }
 
+const KNOWN_ENV_NAMES = new Set(FLAGS.map((f) => envName(f.name)))
+
+function unknownNames(vars: Readonly<Record<string, string | undefined>>, source: 'env' | '.env'): { name: string; source: 'env' | '.env' }[] {
+  return Object.keys(vars)
+    .filter((name) => name.startsWith('APP_SERVER_') && !KNOWN_ENV_NAMES.has(name))
+    .sort()
+    .map((name) => ({ name, source }))
+}
+
 function splitList(text: string): string[] {
   return text
     .split(',')
@@ -69,11 +85,48 @@ function parseCommandLine(argv: readonly string[]): Record<string, string | stri
     options[f.name] = f.kind === 'boolean' ? { type: 'boolean' } : { type: 'string', multiple: f.kind === 'list' }
   }
   try {
-    const { values } = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false })
+    const { values } = parseArgs({ args: joinFlagValues(argv), options, strict: true, allowPositionals: false })
     return values as Record<string, string | string[] | true | undefined>
   } catch (err) {
     throw new ConfigError(describeArgError(err))
   }
+}
+
+/**
+ * `--flag value` → `--flag=value` for the flags that take a value, so a value that starts with a
+ * dash (`--rpc-rate -1`) reaches the flag's own parser and its refusal, instead of Node's
+ * `argument is ambiguous`. A value flag followed by another `--flag`, or by nothing, is missing
+ * its value; a switch given a value (`--no-token-check=yes`) takes none.
+ */
+function joinFlagValues(argv: readonly string[]): string[] {
+  const byName = new Map(FLAGS.map((f) => [f.name, f]))
+  const out: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!
+    if (arg === '--') {
+      out.push(...argv.slice(i))
+      break
+    }
+    const m = /^--([^=]+)(=.*)?$/s.exec(arg)
+    const spec = m ? byName.get(m[1]!) : undefined
+    if (!m || !spec) {
+      out.push(arg)
+      continue
+    }
+    const shape = `'--${spec.name}${spec.valueName ? ` <${spec.valueName}>` : ''}'`
+    if (spec.kind === 'boolean') {
+      if (m[2] !== undefined) throw new ConfigError(`unexpected value '${shown(m[2].slice(1))}' for ${shape} found; it takes no value`)
+      out.push(arg)
+    } else if (m[2] !== undefined) {
+      out.push(arg)
+    } else {
+      const value = argv[i + 1]
+      if (value === undefined || value.startsWith('--')) throw new ConfigError(`a value is required for ${shape} but none was supplied`)
+      out.push(`--${spec.name}=${value}`)
+      i++
+    }
+  }
+  return out
 }
 
 function describeArgError(err: unknown): string {
@@ -83,7 +136,7 @@ function describeArgError(err: unknown): string {
     const arg = /'([^']+)'/.exec(message)?.[1] ?? 'argument'
     return `unexpected argument '${arg}' found (see --help)`
   }
-  // parseArgs' own wording for a flag with a missing value or a value on a boolean flag.
+  // Missing and unwanted values were refused in our own words before parseArgs ran.
   return message.split('\n')[0] ?? 'invalid arguments'
 }
 

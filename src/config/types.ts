@@ -16,10 +16,14 @@ export type WsAuthConfig =
       readonly mode: 'capabilityToken'
       /** SHA-256 of the capability token; the token itself is never kept. */
       readonly tokenSha256: Buffer
+      /** The `--ws-token-file` it came from (the runtime file names it); absent with `--ws-token-sha256`. */
+      readonly credentialFile?: string
     }
   | {
       readonly mode: 'signedBearerToken'
       readonly sharedSecret: Uint8Array
+      /** The `--ws-shared-secret-file` (the runtime file names it). */
+      readonly credentialFile?: string
       readonly issuer: string | null
       readonly audience: string | null
       readonly maxClockSkewSeconds: number
@@ -52,6 +56,8 @@ export interface Config {
   readonly engine: EngineSettings
   /** The layer each setting came from (a user's choice, or the default). */
   readonly sources: Readonly<Record<SettingName, ValueSource>>
+  /** `APP_SERVER_*` names in the environment or `.env` that are no setting (typos, warned about at start). */
+  readonly unknownSettings: readonly { readonly name: string; readonly source: 'env' | '.env' }[]
 }
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const

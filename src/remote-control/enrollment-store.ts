@@ -11,6 +11,7 @@
  * is cheaper than a worker round trip and keeps the store free of interleaving concerns.
  */
 import Database from 'better-sqlite3'
+import { isNativeModuleFailure, NATIVE_MODULE_CODE, NATIVE_MODULE_MISSING } from './native-module.js'
 import { chmodSync, closeSync, fstatSync, mkdirSync, openSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import type { Enrollment } from './types.js'
@@ -254,6 +255,7 @@ function toEnrollment(row: Row, path: string): Enrollment {
  */
 function asStoreError(err: unknown, path: string, what: 'open' | 'read' | 'write'): EnrollmentStoreError {
   if (err instanceof EnrollmentStoreError) return err
+  if (isNativeModuleFailure(err)) return new EnrollmentStoreError(NATIVE_MODULE_MISSING, NATIVE_MODULE_CODE)
   const code = errorCode(err)
   // Extended codes (`SQLITE_IOERR_SHORT_READ`) are judged by their primary code.
   const base = code?.startsWith('SQLITE_') ? code.split('_').slice(0, 2).join('_') : code

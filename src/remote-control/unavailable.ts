@@ -1,12 +1,13 @@
 /**
  * Remote control that could not be set up (a base URL off the allow-list, an unreadable
- * database). The server still starts without it: `remoteControl/enable` fails with the reason
+ * database, better-sqlite3's native module missing). The server still starts without it: `remoteControl/enable` fails with the reason
  * set-up failed, `disable` and `status/read` answer `disabled`.
  */
 import { withheldError } from '../log/logger.js'
 import { INTERNAL_ERROR, RpcError } from '../rpc/errors.js'
 import { createRemoteControl, type RemoteControlWiring } from './create.js'
 import type { RemoteControlApi } from './methods.js'
+import { isNativeModuleFailure, NATIVE_MODULE_MISSING } from './native-module.js'
 import type { RemoteControlStatusView } from './types.js'
 
 function unavailableRemoteControl(reason: string): RemoteControlApi {
@@ -24,6 +25,10 @@ export async function createRemoteControlOrStandIn(w: RemoteControlWiring): Prom
     const rc = await createRemoteControl(w)
     return { api: rc.controller, close: () => rc.close() }
   } catch (err) {
+    if (isNativeModuleFailure(err)) {
+      w.log.warn(NATIVE_MODULE_MISSING)
+      return { api: unavailableRemoteControl(NATIVE_MODULE_MISSING), close: async () => {} }
+    }
     w.log.warn({ error: withheldError(err) }, 'remote control unavailable')
     return { api: unavailableRemoteControl(err instanceof Error ? err.message : 'remote control is unavailable'), close: async () => {} }
   }

@@ -34,6 +34,9 @@ export interface SpawnOptions {
   input?: string
   /** The streams recorded for the leak check when the process ends (default both). */
   record?: readonly Stream[]
+  /** Run as this user and group (a test running as root starting an unprivileged process). */
+  uid?: number
+  gid?: number
 }
 
 export interface Spawned {
@@ -49,7 +52,8 @@ export interface Spawned {
 
 export function spawnProcess(cmd: string, args: readonly string[], options: SpawnOptions = {}): Spawned {
   const stdin = options.input !== undefined ? 'pipe' : (options.stdin ?? 'ignore')
-  const child = spawn(cmd, args, { env: options.env, cwd: options.cwd, stdio: [stdin, 'pipe', 'pipe'] })
+  const ids = options.uid === undefined ? {} : { uid: options.uid, gid: options.gid ?? options.uid }
+  const child = spawn(cmd, args, { env: options.env, cwd: options.cwd, stdio: [stdin, 'pipe', 'pipe'], ...ids })
   if (options.input !== undefined) child.stdin!.end(options.input)
   const out: Record<Stream, string> = { stdout: '', stderr: '' }
   let waiters: (() => void)[] = []
