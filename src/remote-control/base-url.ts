@@ -26,29 +26,34 @@ const WEBSOCKET_PATH = 'wham/remote/control/server'
 // Codex's wording, so operators see the same complaint from either server.
 const EXPECTED = 'expected HTTPS URL for chatgpt.com or chatgpt-staging.com, or HTTP/HTTPS URL for localhost'
 
+/** A remote control base URL that is not allowed; its message quotes the URL without credentials. */
+export class InvalidRemoteControlUrl extends Error {
+  override name = 'InvalidRemoteControlUrl'
+}
+
 /**
  * Validates `base` and derives the remote control URLs.
- * Throws `Error('invalid remote control URL `<url>`...')` for anything not allowed.
+ * Throws `InvalidRemoteControlUrl('invalid remote control URL `<url>`...')` for anything not allowed.
  */
 export function remoteControlUrls(base: string): RemoteControlUrls {
   let url: URL
   try {
     url = new URL(base)
   } catch {
-    throw new Error(`invalid remote control URL \`${withoutUserinfo(base)}\`: not a valid URL`)
+    throw new InvalidRemoteControlUrl(`invalid remote control URL \`${withoutUserinfo(base)}\`: not a valid URL`)
   }
   // fetch refuses URLs with credentials anyway; refusing here keeps them out of every
   // message that quotes the URL later.
   if (url.username !== '' || url.password !== '') {
     url.username = ''
     url.password = ''
-    throw new Error(`invalid remote control URL \`${url.href}\`: credentials in the URL are not allowed`)
+    throw new InvalidRemoteControlUrl(`invalid remote control URL \`${url.href}\`: credentials in the URL are not allowed`)
   }
 
   const https = url.protocol === 'https:'
   const http = url.protocol === 'http:'
   const allowed = (https && (isLoopback(url.hostname) || isChatgptHost(url.hostname))) || (http && isLoopback(url.hostname))
-  if (!allowed) throw new Error(`invalid remote control URL \`${url.href}\`; ${EXPECTED}`)
+  if (!allowed) throw new InvalidRemoteControlUrl(`invalid remote control URL \`${url.href}\`; ${EXPECTED}`)
 
   // Like codex: the paths are relative to the base *directory*, so `/backend-api` and
   // `/backend-api/` mean the same; a query or fragment on the base is dropped by the join.

@@ -257,6 +257,14 @@ function asStoreError(err: unknown, path: string, what: 'open' | 'read' | 'write
   if (err instanceof EnrollmentStoreError) return err
   if (isNativeModuleFailure(err)) return new EnrollmentStoreError(NATIVE_MODULE_MISSING, NATIVE_MODULE_CODE)
   const code = errorCode(err)
+  return new EnrollmentStoreError(`cannot ${what} remote control enrollment store ${path}: ${enrollmentStoreReason(code)} (${code ?? 'no code'})`, code)
+}
+
+/**
+ * What an enrollment store failure means, from SQLite's or the OS's code, in words that name
+ * no path (clients see them: `remoteControl/enable` when set-up failed).
+ */
+export function enrollmentStoreReason(code: string | undefined): string {
   // Extended codes (`SQLITE_IOERR_SHORT_READ`) are judged by their primary code.
   const base = code?.startsWith('SQLITE_') ? code.split('_').slice(0, 2).join('_') : code
   let reason: string
@@ -285,5 +293,5 @@ function asStoreError(err: unknown, path: string, what: 'open' | 'read' | 'write
     default:
       reason = 'unexpected database error'
   }
-  return new EnrollmentStoreError(`cannot ${what} remote control enrollment store ${path}: ${reason} (${code ?? 'no code'})`, code)
+  return reason
 }

@@ -27,6 +27,13 @@ export interface InstallationIdOptions {
 
 export class InstallationIdError extends Error {
   override name = 'InstallationIdError'
+  constructor(
+    message: string,
+    /** The OS's error code, when there was one. */
+    readonly code: string | undefined = undefined,
+  ) {
+    super(message)
+  }
 }
 
 /**
@@ -41,7 +48,7 @@ export async function loadOrCreateInstallationId(home: string, options: Installa
   try {
     await mkdir(dir, { recursive: true, mode: 0o700 })
   } catch (err) {
-    throw new InstallationIdError(`cannot create directory ${dir}: ${errorCode(err) ?? 'unknown error'}`)
+    throw new InstallationIdError(`cannot create directory ${dir}: ${errorCode(err) ?? 'unknown error'}`, errorCode(err))
   }
 
   for (let round = 0; round < MAX_ROUNDS; round++) {
@@ -69,7 +76,7 @@ async function readIfPresent(path: string): Promise<string | null> {
     return await readFile(path, 'utf8')
   } catch (err) {
     if (errorCode(err) === 'ENOENT') return null
-    throw new InstallationIdError(`cannot read ${path}: ${errorCode(err) ?? 'unknown error'}`)
+    throw new InstallationIdError(`cannot read ${path}: ${errorCode(err) ?? 'unknown error'}`, errorCode(err))
   }
 }
 
@@ -82,7 +89,7 @@ async function createWhole(path: string, content: string): Promise<boolean> {
     return true
   } catch (err) {
     if (errorCode(err) === 'EEXIST') return false
-    throw new InstallationIdError(`cannot create ${path}: ${errorCode(err) ?? 'unknown error'}`)
+    throw new InstallationIdError(`cannot create ${path}: ${errorCode(err) ?? 'unknown error'}`, errorCode(err))
   } finally {
     await unlink(temp).catch(() => undefined)
   }
@@ -92,7 +99,7 @@ async function removeInvalid(path: string, judged: string): Promise<boolean> {
   try {
     return await removeIfUnchanged(path, judged, 'invalid')
   } catch (err) {
-    throw new InstallationIdError(`cannot replace ${path}: ${errorCode(err) ?? 'unknown error'}`)
+    throw new InstallationIdError(`cannot replace ${path}: ${errorCode(err) ?? 'unknown error'}`, errorCode(err))
   }
 }
 
