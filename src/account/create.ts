@@ -15,6 +15,8 @@ export interface AccountWiring {
   /** Tests inject an OS keyring stand-in and outbound HTTP. */
   readonly keyring?: KeyringBackend
   readonly fetch?: typeof fetch
+  /** The CLI: an unreadable store is thrown (a `StoreError`) for the command to report, not logged. */
+  readonly strictLoad?: boolean
 }
 
 /**
@@ -59,6 +61,6 @@ export async function createAccountService(config: Config, wiring: AccountWiring
     onEvent: wiring.onEvent,
     ...(usesFile ? { withStoreLock: <T>(fn: () => Promise<T>) => withFileLock(config.home, fn) } : {}),
   })
-  await accounts.init()
+  await accounts.init({ strict: wiring.strictLoad === true })
   return { accounts, rateLimits: backendRateLimits(backend) }
 }

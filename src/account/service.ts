@@ -5,6 +5,7 @@ import { LoginFlows, type BrowserLoginStarter } from './logins.js'
 import { CredentialRecovery, type ChatgptCall, type CredentialHolder, type ExternalRefresher, type TokenAuthority } from './recovery.js'
 import { NotLoggedIn } from './errors.js'
 import type { LoginRules } from './rules.js'
+import { OwnWrites, sameCredential } from './store-reload.js'
 import type { ClaimsReader, Credential, CredentialStore, PlanType } from './types.js'
 
 export type AccountEvent =
@@ -49,9 +50,12 @@ export class AccountService {
   private readonly listeners = new Set<() => void>()
   private readonly recovery: CredentialRecovery
   private readonly logins: LoginFlows
+  /** The store every flow writes through, so a re-read recognises this process's own writes. */
+  private readonly store: OwnWrites
 
   constructor(private readonly deps: AccountServiceDeps) {
     const now = deps.now ?? Date.now
+    this.store = new OwnWrites(deps.store)
     const holder: CredentialHolder = {
       current: () => this.credential,
       adopt: (c) => {
@@ -61,7 +65,7 @@ export class AccountService {
     }
     this.recovery = new CredentialRecovery(
       {
-        store: deps.store,
+        store: this.store,
         authority: deps.authority,
         readClaims: deps.readClaims,
         rules: deps.rules,
@@ -71,7 +75,7 @@ export class AccountService {
       holder,
     )
     this.logins = new LoginFlows({
-      store: deps.store,
+      store: this.store,
       authority: deps.authority,
       browserLogin: deps.browserLogin,
       rules: deps.rules,
@@ -86,13 +90,47 @@ export class AccountService {
     })
   }
 
-  /** Loads the stored credential at start-up. A broken store is logged, not fatal. */
-  async init(): Promise<void> {
+  /**
+   * Loads the stored credential at start-up. A broken store is logged, not fatal, unless
+   * `strict` (the CLI, which reports it to the user instead): then the `StoreError` is thrown.
+   */
+  async init(options: { strict?: boolean } = {}): Promise<void> {
     try {
       this.credential = credentialFromDocument(await this.deps.store.load())
     } catch (err) {
+      if (options.strict) throw err
       this.deps.log.warn({ error: withheldError(err), store: this.deps.store.mode }, 'could not load stored credentials')
     }
+  }
+
+  /**
+   * Re-reads the store after another process may have changed it (a CLI `login` or `logout`
+   * in the same home) and takes what it holds, telling listeners and clients (`accountUpdated`).
+   * Returns whether the credential changed. Not when a parent app's tokens are active: they
+   * take precedence over anything stored. Not this process's own writes (store-reload.ts). An
+   * unreadable store changes nothing: the credential in memory stays usable. Runs in turn with
+   * the logins, so it never lands in the middle of one.
+   */
+  reloadFromStore(): Promise<boolean> {
+    return this.serial(async () => {
+      let stored: Credential | null
+      try {
+        stored = credentialFromDocument(await this.store.load())
+      } catch (err) {
+        this.deps.log.debug({ error: withheldError(err), store: this.store.mode }, 'could not re-read stored credentials')
+        return false
+      }
+      if (this.credential?.kind === 'chatgptExternal') return false
+      if (sameCredential(stored, this.credential) || this.store.isOwnWrite(stored)) return false
+      this.store.caughtUp()
+      const before = { accountId: this.chatgptAccountId, view: JSON.stringify(this.view()) }
+      this.setCredential(stored)
+      // Tokens another process rotated for the same account reach the listeners (the engine
+      // needs them) but are no news to clients; any other change is.
+      const rotated = stored?.kind === 'chatgptManaged' && before.accountId !== null && before.accountId === this.chatgptAccountId && before.view === JSON.stringify(this.view())
+      if (!rotated) this.emitUpdated()
+      return true
+    })
   }
 
   get current(): Credential | null {
@@ -116,6 +154,8 @@ export class AccountService {
   // ---- account/read -------------------------------------------------------------------
 
   async read(options: { refreshToken?: boolean } = {}): Promise<{ account: AccountView; requiresOpenaiAuth: true }> {
+    // Asked to refresh: another process may have logged in or out since the last look.
+    if (options.refreshToken) await this.reloadFromStore()
     if (options.refreshToken && this.credential?.kind === 'chatgptManaged') {
       await this.recovery.refreshManaged({ force: true })
     }

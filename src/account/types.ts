@@ -85,3 +85,6 @@ export interface CredentialStore {
 export class StoreError extends Error {
   override name = 'StoreError'
 }
+
+/** No OS keyring could be reached (no D-Bus session, no Secret Service, no native module): the store cannot work at all here. */
+export class KeyringUnavailable extends StoreError {}

@@ -27,7 +27,8 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   const command = (ACCOUNT_COMMANDS as readonly string[]).includes(argv[0] ?? '') ? (argv[0] as (typeof ACCOUNT_COMMANDS)[number]) : null
   const remoteControl = argv[0] === 'remote-control'
   let rest = command === null && !remoteControl ? argv : argv.slice(1)
-  const json = remoteControl && rest.includes('--json')
+  // Output is for a person unless asked for JSON, where a command has a JSON form.
+  const json = (remoteControl || command === 'status') && rest.includes('--json')
   if (json) rest = rest.filter((a) => a !== '--json')
   const withApiKey = command === 'login' && rest.includes('--with-api-key')
   if (withApiKey) rest = rest.filter((a) => a !== '--with-api-key')
@@ -45,10 +46,11 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   if (command !== null) {
     const [{ runAccountCommand }, { createLogger }, { pino }] = await Promise.all([import('./account-commands.js'), import('../log/logger.js'), import('pino')])
     // Commands print for a person; their logs go to stderr at warn unless a flag, the
-    // environment or .env asked for a level.
+    // environment or .env asked for a level: readable lines on a terminal, JSON when piped.
     const level = config.sources.logLevel === 'default' ? 'warn' : config.logLevel
-    const logger = createLogger(level, pino.destination({ fd: 2, sync: true }))
-    return runAccountCommand(command, { withApiKey }, config, logger, { ...io, stdin: io.stdin ?? process.stdin })
+    const destination = io.stderr.isTTY ? (await import('../log/pretty.js')).prettyDestination(2) : pino.destination({ fd: 2, sync: true })
+    const logger = createLogger(level, destination)
+    return runAccountCommand(command, { withApiKey, json }, config, logger, { ...io, stdin: io.stdin ?? process.stdin })
   }
 
   // Loaded only now, so that `--help` and refusals answer without loading the server.
@@ -65,6 +67,15 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       : undefined
   const logger = createLogger(config.logLevel, destination)
   const app = await buildApp(config, { logger, ...(io.env.TERM ? { terminal: io.env.TERM } : {}) })
+  const accountKind = () => {
+    const c = app.accounts.current
+    return c === null ? 'none' : c.kind === 'apiKey' ? 'apiKey' : 'chatgpt'
+  }
+  if (remoteControl && accountKind() === 'apiKey') {
+    const { refuseApiKey } = await import('./remote-control-command.js')
+    await app.close()
+    return refuseApiKey(app.remoteControl, { json, stdout: io.stdout, stderr: io.stderr })
+  }
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port })
   } catch (err) {
@@ -90,7 +101,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   io.stderr.write(formatBanner(facts))
   if (remoteControl) {
     const { announceRemoteControl } = await import('./remote-control-command.js')
-    void announceRemoteControl(app.remoteControl, { json, stdout: io.stdout, log: logger, waitMs: config.remoteControlWaitMs })
+    void announceRemoteControl(app.remoteControl, { json, stdout: io.stdout, log: logger, waitMs: config.remoteControlWaitMs, accountKind })
   }
 
   closeWithGrace({ delay: 10_000, logger: { error: (m: unknown) => logger.error(m) } }, async ({ signal, err }) => {

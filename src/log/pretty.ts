@@ -1,7 +1,7 @@
 import pretty from 'pino-pretty'
 import type { DestinationStream } from 'pino'
 
-/** Human-readable logs, for a terminal only (JSON lines otherwise). */
-export function prettyDestination(): DestinationStream {
-  return pretty({ destination: 1, colorize: true, sync: true })
+/** Human-readable logs, for a terminal only (JSON lines otherwise); to stdout unless told `fd` 2. */
+export function prettyDestination(fd: 1 | 2 = 1): DestinationStream {
+  return pretty({ destination: fd, colorize: true, sync: true })
 }
