@@ -39,7 +39,13 @@ function collector(append: (text: string) => void): NodeJS.WriteStream {
 
 export async function runCommand(
   args: readonly string[],
-  options: { env?: Record<string, string>; input?: string; onStderr?: (text: string) => void } = {},
+  options: {
+    env?: Record<string, string>
+    input?: string
+    onStderr?: (text: string) => void
+    /** stdin stands for a terminal (`isTTY`), as when a person runs the command and types. */
+    stdinIsTTY?: boolean
+  } = {},
 ): Promise<CommandResult> {
   if (!FINISHING_COMMANDS.has(args[0] ?? '') && !args.includes('--help') && !args.includes('-h')) {
     throw new Error(`runCommand runs commands that finish; \`${args.join(' ')}\` would start a server (use startCli)`)
@@ -53,7 +59,7 @@ export async function runCommand(
       stderr += s
       options.onStderr?.(stderr)
     }),
-    stdin: Readable.from(options.input === undefined ? [] : [Buffer.from(options.input)]),
+    stdin: Object.assign(Readable.from(options.input === undefined ? [] : [Buffer.from(options.input)]), { isTTY: options.stdinIsTTY === true }),
   })
   record(stdout)
   return { code, stdout, stderr }
