@@ -1,3 +1,4 @@
+import type { Credential } from '../account/types.js'
 import { systemClock } from '../clock.js'
 import type { AppLogger } from '../log/logger.js'
 import { API_KEY_REFUSAL } from '../remote-control/controller.js'
@@ -8,6 +9,11 @@ const POLL_MS = 100
 
 /** The account kind remote control depends on: only a ChatGPT login can enroll. */
 export type AccountKind = 'none' | 'apiKey' | 'chatgpt'
+
+export function accountKindOf(accounts: { readonly current: Credential | null }): AccountKind {
+  const c = accounts.current
+  return c === null ? 'none' : c.kind === 'apiKey' ? 'apiKey' : 'chatgpt'
+}
 
 /** What `--json` prints: one object per line, keys in this order. */
 interface Announcement {

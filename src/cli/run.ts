@@ -67,14 +67,10 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       : undefined
   const logger = createLogger(config.logLevel, destination)
   const app = await buildApp(config, { logger, ...(io.env.TERM ? { terminal: io.env.TERM } : {}) })
-  const accountKind = () => {
-    const c = app.accounts.current
-    return c === null ? 'none' : c.kind === 'apiKey' ? 'apiKey' : 'chatgpt'
-  }
-  if (remoteControl && accountKind() === 'apiKey') {
-    const { refuseApiKey } = await import('./remote-control-command.js')
+  const rcCommand = remoteControl ? await import('./remote-control-command.js') : null
+  if (rcCommand !== null && rcCommand.accountKindOf(app.accounts) === 'apiKey') {
     await app.close()
-    return refuseApiKey(app.remoteControl, { json, stdout: io.stdout, stderr: io.stderr })
+    return rcCommand.refuseApiKey(app.remoteControl, { json, stdout: io.stdout, stderr: io.stderr })
   }
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port })
@@ -99,9 +95,8 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     await chmod(config.urlFile, 0o600)
   }
   io.stderr.write(formatBanner(facts))
-  if (remoteControl) {
-    const { announceRemoteControl } = await import('./remote-control-command.js')
-    void announceRemoteControl(app.remoteControl, { json, stdout: io.stdout, log: logger, waitMs: config.remoteControlWaitMs, accountKind })
+  if (rcCommand !== null) {
+    void rcCommand.announceRemoteControl(app.remoteControl, { json, stdout: io.stdout, log: logger, waitMs: config.remoteControlWaitMs, accountKind: () => rcCommand.accountKindOf(app.accounts) })
   }
 
   closeWithGrace({ delay: 10_000, logger: { error: (m: unknown) => logger.error(m) } }, async ({ signal, err }) => {

@@ -45,9 +45,11 @@ export async function runCommand(
     onStderr?: (text: string) => void
     /** stdin stands for a terminal (`isTTY`), as when a person runs the command and types. */
     stdinIsTTY?: boolean
+    /** A command that would serve (`remote-control`) but must refuse and finish here; should it serve instead, the test hangs and fails. */
+    refusesToServe?: boolean
   } = {},
 ): Promise<CommandResult> {
-  if (!FINISHING_COMMANDS.has(args[0] ?? '') && !args.includes('--help') && !args.includes('-h')) {
+  if (!FINISHING_COMMANDS.has(args[0] ?? '') && !args.includes('--help') && !args.includes('-h') && options.refusesToServe !== true) {
     throw new Error(`runCommand runs commands that finish; \`${args.join(' ')}\` would start a server (use startCli)`)
   }
   let stdout = ''
