@@ -44,8 +44,8 @@ export class StoreWatch {
   private readonly watchesFile: boolean
   private readonly watchesKeyring: boolean
   private watcher: FSWatcher | null = null
-  private statTimer: TimerHandle | null = null
-  private keyringTimer: TimerHandle | null = null
+  private statTimer: TimerHandle = null
+  private keyringTimer: TimerHandle = null
   /** inode:size:mtime of auth.json at the last look, 'none' when absent, null before the first. */
   private lastSeen: string | null = null
   private running: Promise<void> | null = null
