@@ -95,17 +95,11 @@ function chatgptHome(home = mkdtempSync(join(tmpdir(), 'app-server-rc-cli-home-'
 }
 
 /**
- * Starts the fake backend and `app-server remote-control [--json]` against it, and waits for the
- * announcement line on stdout. Teardown: SIGKILL if still running, backend closed; stdout and
- * stderr recorded for the canary check.
+ * `app-server remote-control …` against `backend`, in `home`. Teardown: SIGKILL if still running,
+ * stdout and stderr recorded for the canary check, backend closed, home removed.
  */
-async function startRemoteControl(t: TestT, json: boolean): Promise<Run> {
-  const backend = await FakeRemoteBackend.start()
-  const { home, access, idToken, refresh } = chatgptHome()
-  const srv = await startCli(
-    ['remote-control', ...(json ? ['--json'] : []), '--listen', 'ws://127.0.0.1:0', '--login-callback-port', '0', '--log-level', 'debug'],
-    { cwd, env: { APP_SERVER_HOME: home, CHATGPT_BASE_URL: backend.baseUrl } },
-  )
+async function startForeground(t: TestT, args: readonly string[], home: string, backend: FakeRemoteBackend): Promise<RunningServer> {
+  const srv = await startCli(['remote-control', ...args], { cwd, env: { APP_SERVER_HOME: home, CHATGPT_BASE_URL: backend.baseUrl } })
   t.teardown(async () => {
     await srv.stop('SIGKILL')
     record(srv.stdout())
@@ -113,6 +107,18 @@ async function startRemoteControl(t: TestT, json: boolean): Promise<Run> {
     await backend.close()
     rmSync(home, { recursive: true, force: true })
   })
+  return srv
+}
+
+/**
+ * Starts the fake backend and `app-server remote-control [--json]` against it, and waits for the
+ * announcement line on stdout. Teardown: SIGKILL if still running, backend closed; stdout and
+ * stderr recorded for the canary check.
+ */
+async function startRemoteControl(t: TestT, json: boolean): Promise<Run> {
+  const backend = await FakeRemoteBackend.start()
+  const { home, access, idToken, refresh } = chatgptHome()
+  const srv = await startForeground(t, [...(json ? ['--json'] : []), '--listen', 'ws://127.0.0.1:0', '--login-callback-port', '0', '--log-level', 'debug'], home, backend)
   try {
     await until(() => srv.stdout().includes('\n'), 'the announcement line on stdout', ANNOUNCE_WAIT_MS)
   } catch (err) {
@@ -307,17 +313,7 @@ t.test('remote-control --json: a backend that never accepts is reported as conne
   const backend = await FakeRemoteBackend.start()
   backend.script('websocket', ...Array.from({ length: 200 }, () => ({ status: 503, body: { detail: 'down for maintenance' } })))
   const { home } = chatgptHome()
-  const srv = await startCli(
-    ['remote-control', '--json', '--remote-control-wait-seconds', '1', '--listen', 'ws://127.0.0.1:0', '--login-callback-port', '0'],
-    { cwd, env: { APP_SERVER_HOME: home, CHATGPT_BASE_URL: backend.baseUrl } },
-  )
-  t.teardown(async () => {
-    await srv.stop('SIGKILL')
-    record(srv.stdout())
-    record(srv.stderr())
-    await backend.close()
-    rmSync(home, { recursive: true, force: true })
-  })
+  const srv = await startForeground(t, ['--json', '--remote-control-wait-seconds', '1', '--listen', 'ws://127.0.0.1:0', '--login-callback-port', '0'], home, backend)
   await until(() => srv.stdout().includes('\n'), 'the JSON line on stdout', ANNOUNCE_WAIT_MS)
   const grant = backend.grants[0]
   t.ok(grant, 'it enrolled')
@@ -366,14 +362,7 @@ t.test('remote-control not logged in: the announcement says it waits for a ChatG
 t.test('remote-control --json not logged in: waitingForLogin, then a login in the same home connects it', async (t) => {
   const backend = await FakeRemoteBackend.start()
   const home = mkdtempSync(join(tmpdir(), 'app-server-rc-cli-home-'))
-  const srv = await startCli(['remote-control', '--json', ...SERVE_FLAGS], { cwd, env: { APP_SERVER_HOME: home, CHATGPT_BASE_URL: backend.baseUrl } })
-  t.teardown(async () => {
-    await srv.stop('SIGKILL')
-    record(srv.stdout())
-    record(srv.stderr())
-    await backend.close()
-    rmSync(home, { recursive: true, force: true })
-  })
+  const srv = await startForeground(t, ['--json', ...SERVE_FLAGS], home, backend)
   await until(() => srv.stdout().includes('\n'), 'the waiting line on stdout', ANNOUNCE_WAIT_MS)
   const waiting = JSON.stringify({ mode: 'foreground', status: 'waitingForLogin', serverName: HOST, environmentId: null, timedOut: false }) + '\n'
   t.equal(srv.stdout(), waiting)
