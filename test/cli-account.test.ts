@@ -160,13 +160,22 @@ t.test('login with --credentials-store ephemeral is refused: nothing would be ke
   t.notOk(existsSync(join(h, 'auth.json')), 'nothing stored')
 })
 
-t.test('an unreadable auth.json is said as such (exit 4), not as "Not logged in"', async (t) => {
+t.test('an unreadable auth.json is said as such by status (exit 4), not as "Not logged in"; logout and login still work', async (t) => {
   const h = home()
   writeFileSync(join(h, 'auth.json'), 'not json', { mode: 0o600 })
   const r = await runCommand(['status'], { env: { APP_SERVER_HOME: h } })
   t.equal(r.code, 4)
   t.equal(r.stdout, '')
   t.equal(r.stderr, `error: the stored credentials cannot be read: ${join(h, 'auth.json')} is not valid JSON\n`)
+  // The way out: logout removes it, and a login replaces it.
+  const logout = await runCommand(['logout'], { env: { APP_SERVER_HOME: h } })
+  t.equal(logout.code, 0, logout.stderr)
+  t.notOk(existsSync(join(h, 'auth.json')), 'logout removed the unreadable file')
+  writeFileSync(join(h, 'auth.json'), 'not json', { mode: 0o600 })
+  const key = canary('sk-proj')
+  const login = await runCommand(['login', '--with-api-key'], { env: { APP_SERVER_HOME: h }, input: key })
+  t.equal(login.code, 0, login.stderr)
+  t.same(JSON.parse(readFileSync(join(h, 'auth.json'), 'utf8')), { auth_mode: 'apikey', OPENAI_API_KEY: key }, 'login replaced it')
 })
 
 t.test(

@@ -15,8 +15,8 @@ export interface AccountWiring {
   /** Tests inject an OS keyring stand-in and outbound HTTP. */
   readonly keyring?: KeyringBackend
   readonly fetch?: typeof fetch
-  /** The CLI: an unreadable store is thrown (a `StoreError`) for the command to report, not logged. */
-  readonly strictLoad?: boolean
+  /** The CLI: a store that cannot be loaded is returned as `loadError` for the command to report, not logged. */
+  readonly quietLoad?: boolean
 }
 
 /**
@@ -24,7 +24,10 @@ export interface AccountWiring {
  * issuer, usage backend, login rules. The server's plugin and the CLI commands both call
  * this, so both go through the same service.
  */
-export async function createAccountService(config: Config, wiring: AccountWiring): Promise<{ accounts: AccountService; rateLimits: RateLimitsReader }> {
+export async function createAccountService(
+  config: Config,
+  wiring: AccountWiring,
+): Promise<{ accounts: AccountService; rateLimits: RateLimitsReader; /** Why the stored credential could not be loaded; null when it could. */ loadError: unknown }> {
   const settings = config.accounts
   const store = createStore(settings.credentialsStore, config.home, {
     ...(wiring.keyring ? { keyring: wiring.keyring } : {}),
@@ -61,6 +64,6 @@ export async function createAccountService(config: Config, wiring: AccountWiring
     onEvent: wiring.onEvent,
     ...(usesFile ? { withStoreLock: <T>(fn: () => Promise<T>) => withFileLock(config.home, fn) } : {}),
   })
-  await accounts.init({ strict: wiring.strictLoad === true })
-  return { accounts, rateLimits: backendRateLimits(backend) }
+  const loadError = await accounts.init({ quiet: wiring.quietLoad === true })
+  return { accounts, rateLimits: backendRateLimits(backend), loadError }
 }

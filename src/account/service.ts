@@ -91,15 +91,17 @@ export class AccountService {
   }
 
   /**
-   * Loads the stored credential at start-up. A broken store is logged, not fatal, unless
-   * `strict` (the CLI, which reports it to the user instead): then the `StoreError` is thrown.
+   * Loads the stored credential at start-up. A broken store is not fatal: nobody is logged in,
+   * and the failure (a `StoreError`, normally) is returned — and logged, unless `quiet` (the
+   * CLI, which tells the user in its own words instead).
    */
-  async init(options: { strict?: boolean } = {}): Promise<void> {
+  async init(options: { quiet?: boolean } = {}): Promise<unknown> {
     try {
       this.credential = credentialFromDocument(await this.deps.store.load())
+      return null
     } catch (err) {
-      if (options.strict) throw err
-      this.deps.log.warn({ error: withheldError(err), store: this.deps.store.mode }, 'could not load stored credentials')
+      if (!options.quiet) this.deps.log.warn({ error: withheldError(err), store: this.deps.store.mode }, 'could not load stored credentials')
+      return err
     }
   }
 

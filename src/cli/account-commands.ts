@@ -16,7 +16,7 @@ export const EXIT = {
   usage: 2,
   /** `--credentials-store keyring`: no OS keyring reachable (no D-Bus session, no Secret Service). */
   keyringUnavailable: 3,
-  /** The stored credentials cannot be read (auth.json unreadable or not a credentials document). */
+  /** `status`: the stored credentials cannot be read (auth.json unreadable or not a credentials document). */
   storeUnreadable: 4,
 } as const
 
@@ -27,7 +27,8 @@ export const EXIT = {
  * Checks before anything is read: an `ephemeral` store refuses a login (nothing would outlive
  * the command), and `--with-api-key` refuses a terminal on stdin (a key typed there is echoed
  * and kept in the shell's scrollback; codex refuses it too). Then the store is loaded, and a
- * store that cannot be used is said as such (exit 3 or 4), never as "Not logged in". Output is
+ * store that cannot be used is said as such (exit 3; exit 4 from `status` for a document that
+ * cannot be read, which `login` replaces and `logout` removes), never as "Not logged in". Output is
  * for a person: lines on stdout, errors as one `error: …` line on stderr; `status --json`
  * prints one JSON object instead.
  */
@@ -51,24 +52,21 @@ export async function runAccountCommand(
 
   const events: AccountEvent[] = []
   const waiters: (() => void)[] = []
-  let service: { accounts: AccountService; rateLimits: RateLimitsReader }
-  try {
-    service = await createAccountService(config, {
-      log,
-      strictLoad: true,
-      onEvent(e) {
-        events.push(e)
-        for (const w of waiters.splice(0)) w()
-      },
-    })
-  } catch (err) {
-    if (err instanceof KeyringUnavailable) {
-      return fail(`error: the OS keyring cannot be reached (${err.message}); start a Secret Service (e.g. gnome-keyring) in this session, or use --credentials-store file`, EXIT.keyringUnavailable)
-    }
-    if (err instanceof StoreError) return fail(`error: the stored credentials cannot be read: ${err.message}`, EXIT.storeUnreadable)
-    throw err
+  const { accounts, rateLimits, loadError } = await createAccountService(config, {
+    log,
+    quietLoad: true,
+    onEvent(e) {
+      events.push(e)
+      for (const w of waiters.splice(0)) w()
+    },
+  })
+  if (loadError instanceof KeyringUnavailable) {
+    return fail(`error: the OS keyring cannot be reached (${loadError.message}); start a Secret Service (e.g. gnome-keyring) in this session, or use --credentials-store file`, EXIT.keyringUnavailable)
   }
-  const { accounts, rateLimits } = service
+  // An unreadable document is news to `status`; `login` replaces it and `logout` removes it.
+  if (loadError !== null && command === 'status') {
+    return fail(`error: the stored credentials cannot be read: ${loadError instanceof StoreError ? loadError.message : 'unexpected error'}`, EXIT.storeUnreadable)
+  }
   const say = (line: string) => io.stdout.write(line + '\n')
 
   try {
