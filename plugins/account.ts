@@ -19,6 +19,8 @@ export interface AccountPluginOptions {
   readonly fetch?: typeof fetch
   /** Drives the store watch's periodic checks (tests); default the system clock. */
   readonly clock?: Clock
+  /** Tests of the 401 recovery's own re-read turn the store watch off (default on). */
+  readonly watchStore?: boolean
 }
 
 /**
@@ -42,15 +44,17 @@ export default fp<AccountPluginOptions>(
     })
     app.decorate('accounts', accounts)
     app.decorate('rateLimitsReader', rateLimits)
-    const watch = new StoreWatch({
-      mode: app.config.accounts.credentialsStore,
-      home: app.config.home,
-      clock: opts.clock ?? systemClock,
-      reload: () => accounts.reloadFromStore(),
-      log: app.log,
-    })
-    app.addHook('onReady', () => watch.start())
-    app.addHook('preClose', () => watch.close())
+    if (opts.watchStore !== false) {
+      const watch = new StoreWatch({
+        mode: app.config.accounts.credentialsStore,
+        home: app.config.home,
+        clock: opts.clock ?? systemClock,
+        reload: () => accounts.reloadFromStore(),
+        log: app.log,
+      })
+      app.addHook('onReady', () => watch.start())
+      app.addHook('preClose', () => watch.close())
+    }
   },
   { name: 'account', fastify: '5.x', decorators: { fastify: ['config', 'sessions'] } },
 )

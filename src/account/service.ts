@@ -122,15 +122,15 @@ export class AccountService {
         this.deps.log.debug({ error: withheldError(err), store: this.store.mode }, 'could not re-read stored credentials')
         return false
       }
-      if (this.credential?.kind === 'chatgptExternal') return false
-      if (sameCredential(stored, this.credential) || this.store.isOwnWrite(stored)) return false
+      const current = this.credential
+      if (current?.kind === 'chatgptExternal') return false
+      if (sameCredential(stored, current) || this.store.isOwnWrite(stored)) return false
+      // Tokens another process rotated for the same login are no new login: the refresh and
+      // the 401 recovery take them up when they need them (recovery.ts), as before.
+      if (stored?.kind === 'chatgptManaged' && current?.kind === 'chatgptManaged' && stored.tokens.accountId === current.tokens.accountId) return false
       this.store.caughtUp()
-      const before = { accountId: this.chatgptAccountId, view: JSON.stringify(this.view()) }
       this.setCredential(stored)
-      // Tokens another process rotated for the same account reach the listeners (the engine
-      // needs them) but are no news to clients; any other change is.
-      const rotated = stored?.kind === 'chatgptManaged' && before.accountId !== null && before.accountId === this.chatgptAccountId && before.view === JSON.stringify(this.view())
-      if (!rotated) this.emitUpdated()
+      this.emitUpdated()
       return true
     })
   }
