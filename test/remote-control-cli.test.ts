@@ -12,8 +12,9 @@
  * enrollment); the "never connects" `--json` case (`timedOut: true`, after
  * `--remote-control-wait-seconds 1`) has its own backend and server.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { hostname, tmpdir } from 'node:os'
+import { Writable } from 'node:stream'
 import { join } from 'node:path'
 import t from 'tap'
 import { VERSION } from '../src/version.js'
@@ -22,6 +23,9 @@ import { connect, httpGet, refuse } from './helpers/client.js'
 import { codexErrors } from './helpers/codex-schemas.js'
 import { ENROLL_PATH, FakeRemoteBackend, WEBSOCKET_PATH, type BackendRequest, type Json } from './helpers/fake-remote-backend.js'
 import { startCli, type RunningServer } from './helpers/process.js'
+import { startServer } from './helpers/server.js'
+import { runCommand } from './helpers/cli.js'
+import { accountKindOf, announceRemoteControl } from '../src/cli/remote-control-command.js'
 import { until, withTimeout } from './helpers/wait.js'
 
 type TestT = Parameters<Parameters<typeof t.test>[0]>[0]
@@ -71,14 +75,14 @@ interface Run {
 }
 
 /** A home whose auth.json holds ChatGPT tokens with an account id (the CLI starts logged in). */
-function chatgptHome(): { home: string; access: string; idToken: string; refresh: string } {
-  const home = mkdtempSync(join(tmpdir(), 'app-server-rc-cli-home-'))
+function chatgptHome(home = mkdtempSync(join(tmpdir(), 'app-server-rc-cli-home-'))): { home: string; access: string; idToken: string; refresh: string } {
   const exp = Math.floor(Date.now() / 1000) + 3600
   const access = unsignedJwt({ exp, [AUTH_CLAIM]: { chatgpt_account_id: ACCOUNT_ID, chatgpt_plan_type: 'plus' } })
   const idToken = unsignedJwt({ exp, email: 'rc-cli@example.com', [AUTH_CLAIM]: { chatgpt_account_id: ACCOUNT_ID, chatgpt_plan_type: 'plus' } })
   const refresh = canary('rt')
+  // Written whole and renamed into place, as a `login` in another process writes it.
   writeFileSync(
-    join(home, 'auth.json'),
+    join(home, 'auth.json.new'),
     JSON.stringify({
       auth_mode: 'chatgpt',
       OPENAI_API_KEY: null,
@@ -87,7 +91,24 @@ function chatgptHome(): { home: string; access: string; idToken: string; refresh
     }),
     { mode: 0o600 },
   )
+  renameSync(join(home, 'auth.json.new'), join(home, 'auth.json'))
   return { home, access, idToken, refresh }
+}
+
+/**
+ * `app-server remote-control …` against `backend`, in `home`. Teardown: SIGKILL if still running,
+ * stdout and stderr recorded for the canary check, backend closed, home removed.
+ */
+async function startForeground(t: TestT, args: readonly string[], home: string, backend: FakeRemoteBackend): Promise<RunningServer> {
+  const srv = await startCli(['remote-control', ...args], { cwd, env: { APP_SERVER_HOME: home, CHATGPT_BASE_URL: backend.baseUrl } })
+  t.teardown(async () => {
+    await srv.stop('SIGKILL')
+    record(srv.stdout())
+    record(srv.stderr())
+    await backend.close()
+    rmSync(home, { recursive: true, force: true })
+  })
+  return srv
 }
 
 /**
@@ -98,17 +119,7 @@ function chatgptHome(): { home: string; access: string; idToken: string; refresh
 async function startRemoteControl(t: TestT, json: boolean): Promise<Run> {
   const backend = await FakeRemoteBackend.start()
   const { home, access, idToken, refresh } = chatgptHome()
-  const srv = await startCli(
-    ['remote-control', ...(json ? ['--json'] : []), '--listen', 'ws://127.0.0.1:0', '--login-callback-port', '0', '--log-level', 'debug'],
-    { cwd, env: { APP_SERVER_HOME: home, CHATGPT_BASE_URL: backend.baseUrl } },
-  )
-  t.teardown(async () => {
-    await srv.stop('SIGKILL')
-    record(srv.stdout())
-    record(srv.stderr())
-    await backend.close()
-    rmSync(home, { recursive: true, force: true })
-  })
+  const srv = await startForeground(t, [...(json ? ['--json'] : []), '--listen', 'ws://127.0.0.1:0', '--login-callback-port', '0', '--log-level', 'debug'], home, backend)
   try {
     await until(() => srv.stdout().includes('\n'), 'the announcement line on stdout', ANNOUNCE_WAIT_MS)
   } catch (err) {
@@ -303,17 +314,7 @@ t.test('remote-control --json: a backend that never accepts is reported as conne
   const backend = await FakeRemoteBackend.start()
   backend.script('websocket', ...Array.from({ length: 200 }, () => ({ status: 503, body: { detail: 'down for maintenance' } })))
   const { home } = chatgptHome()
-  const srv = await startCli(
-    ['remote-control', '--json', '--remote-control-wait-seconds', '1', '--listen', 'ws://127.0.0.1:0', '--login-callback-port', '0'],
-    { cwd, env: { APP_SERVER_HOME: home, CHATGPT_BASE_URL: backend.baseUrl } },
-  )
-  t.teardown(async () => {
-    await srv.stop('SIGKILL')
-    record(srv.stdout())
-    record(srv.stderr())
-    await backend.close()
-    rmSync(home, { recursive: true, force: true })
-  })
+  const srv = await startForeground(t, ['--json', '--remote-control-wait-seconds', '1', '--listen', 'ws://127.0.0.1:0', '--login-callback-port', '0'], home, backend)
   await until(() => srv.stdout().includes('\n'), 'the JSON line on stdout', ANNOUNCE_WAIT_MS)
   const grant = backend.grants[0]
   t.ok(grant, 'it enrolled')
@@ -324,4 +325,55 @@ t.test('remote-control --json: a backend that never accepts is reported as conne
   t.ok(backend.requests.filter((r) => r.endpoint === 'websocket').length >= 2, 'it kept retrying the handshake')
   const exit = await srv.stop('SIGTERM')
   t.same(exit, { code: 0, signal: null })
+})
+
+const SERVE_FLAGS = ['--listen', 'ws://127.0.0.1:0', '--login-callback-port', '0']
+
+t.test('remote-control with an API key: the refusal and exit 1, before serving', async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'app-server-rc-cli-home-'))
+  t.teardown(() => rmSync(home, { recursive: true, force: true }))
+  writeFileSync(join(home, 'auth.json'), JSON.stringify({ auth_mode: 'apikey', OPENAI_API_KEY: canary('sk-proj') }), { mode: 0o600 })
+  // In-process (it finishes). Nothing listens on the discard port: had it tried the backend, it could not reach one.
+  const r = await runCommand(['remote-control', '--json', ...SERVE_FLAGS], { env: { APP_SERVER_HOME: home, CHATGPT_BASE_URL: 'http://127.0.0.1:9/backend-api' }, refused: true })
+  record(r.stderr)
+  t.equal(r.code, 1, 'exit 1')
+  const refusal = 'remote control requires ChatGPT authentication; API key auth is not supported'
+  t.equal(r.stdout, JSON.stringify({ mode: 'foreground', status: 'errored', serverName: HOST, environmentId: null, timedOut: false, error: refusal }) + '\n', '--json says so')
+  t.equal(r.stderr, `error: ${refusal}\n`, 'the refusal, and no banner: it never served')
+  t.notOk(r.stdout.includes('connecting') || r.stderr.includes('connecting'), 'not "still connecting"')
+  t.same(leakedCanaries(r.stdout + r.stderr), [])
+})
+
+t.test('remote-control not logged in: the announcement says it waits for a ChatGPT login, not "still connecting"', async (t) => {
+  // The announcement of a real (in-process) server's remote control, as the command makes it.
+  const server = await startServer({ remoteControl: { serverName: 'rc-waiting-host' }, env: { CHATGPT_BASE_URL: 'http://127.0.0.1:9/backend-api' } })
+  t.teardown(() => server.close())
+  let out = ''
+  const stdout = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      out += chunk.toString()
+      done()
+    },
+  })
+  void announceRemoteControl(server.app.remoteControl, { json: false, stdout, log: server.app.log, waitMs: 0, accountKind: () => accountKindOf(server.app.accounts) })
+  await until(() => out.includes('\n'), 'the announcement')
+  t.equal(out, 'Remote control is waiting for ChatGPT login; sign in (`app-server login` in the same home, or from a client) to make this machine available as rc-waiting-host.\n')
+})
+
+t.test('remote-control --json not logged in: waitingForLogin, then a login in the same home connects it', async (t) => {
+  const backend = await FakeRemoteBackend.start()
+  const home = mkdtempSync(join(tmpdir(), 'app-server-rc-cli-home-'))
+  const srv = await startForeground(t, ['--json', ...SERVE_FLAGS], home, backend)
+  await until(() => srv.stdout().includes('\n'), 'the waiting line on stdout', ANNOUNCE_WAIT_MS)
+  const waiting = JSON.stringify({ mode: 'foreground', status: 'waitingForLogin', serverName: HOST, environmentId: null, timedOut: false }) + '\n'
+  t.equal(srv.stdout(), waiting)
+  t.same(backend.requests, [], 'nothing asked of the backend without an account')
+
+  // Another process logs in: the server notices the store, enrolls and connects.
+  const { access } = chatgptHome(home)
+  await until(() => srv.stdout().split('\n').length === 3, 'the connected line after the login', ANNOUNCE_WAIT_MS)
+  const grant = backend.grants[0]
+  t.equal(srv.stdout(), waiting + JSON.stringify({ mode: 'foreground', status: 'connected', serverName: HOST, environmentId: grant?.environmentId, timedOut: false }) + '\n')
+  t.equal(header(backend.of('enroll')[0], 'authorization'), `Bearer ${access}`, 'enrolled with the new login')
+  t.same(await srv.stop('SIGTERM'), { code: 0, signal: null })
 })

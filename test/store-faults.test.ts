@@ -241,8 +241,8 @@ t.test('corrupt auth.json: status says what is wrong, a login keeps the bad file
     await writeFile(join(home, 'auth.json'), bad, { mode: 0o644 })
 
     const status = await runCommand(['status'], { env })
-    t.equal(status.code, 1, `${what}: status fails`)
-    t.equal(status.stderr, `error: stored credentials are unreadable: ${reason}\n`, `${what}: and says why`)
+    t.equal(status.code, 4, `${what}: status fails (unreadable store)`)
+    t.equal(status.stderr, `error: the stored credentials cannot be read: ${reason}\n`, `${what}: and says why`)
     t.equal(status.stdout, '', `${what}: and does not claim "Not logged in"`)
 
     const key = canary('sk-new')
@@ -276,7 +276,8 @@ t.test('logout with a directory where auth.json should be: exit 1, one line, not
   await mkdir(join(home, 'auth.json'))
   await writeFile(join(home, 'auth.json', 'x'), 'x')
   const status = await runCommand(['status'], { env })
-  t.equal(status.stderr, 'error: stored credentials are unreadable: a directory is in the way\n')
+  t.equal(status.code, 4)
+  t.equal(status.stderr, 'error: the stored credentials cannot be read: a directory is in the way\n')
   const logout = await runCommand(['logout'], { env })
   t.equal(logout.code, 1, 'logout fails')
   t.equal(logout.stderr, 'error: failed to log out: a directory is in the way\n', 'with a one-line reason and no path')

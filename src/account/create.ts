@@ -22,6 +22,8 @@ export interface AccountWiring {
   readonly fetch?: typeof fetch
   /** Runs the logins' polling and deadlines (tests drive it). */
   readonly clock?: Clock
+  /** The CLI: a store that cannot be loaded is returned as `loadError` for the command to report, not logged. */
+  readonly quietLoad?: boolean
 }
 
 /**
@@ -29,7 +31,10 @@ export interface AccountWiring {
  * issuer, usage backend, login rules. The server's plugin and the CLI commands both call
  * this, so both go through the same service.
  */
-export async function createAccountService(config: Config, wiring: AccountWiring): Promise<{ accounts: AccountService; rateLimits: RateLimitsReader }> {
+export async function createAccountService(
+  config: Config,
+  wiring: AccountWiring,
+): Promise<{ accounts: AccountService; rateLimits: RateLimitsReader; /** Why the stored credential could not be loaded; null when it could. */ loadError: unknown }> {
   const settings = config.accounts
   const store = createStore(settings.credentialsStore, config.home, {
     ...(wiring.keyring ? { keyring: wiring.keyring } : {}),
@@ -75,8 +80,8 @@ export async function createAccountService(config: Config, wiring: AccountWiring
     onEvent: wiring.onEvent,
     ...(usesFile ? { withStoreLock: <T>(fn: () => Promise<T>) => withFileLock(config.home, fn) } : {}),
   })
-  await accounts.init()
-  return { accounts, rateLimits: backendRateLimits(backend) }
+  const loadError = await accounts.init({ quiet: wiring.quietLoad === true })
+  return { accounts, rateLimits: backendRateLimits(backend), loadError }
 }
 
 /** A login's outcome as the account service takes it: the tokens, or a rejection with the reason. */

@@ -5,6 +5,7 @@ import { LoginFlows, type BrowserLoginStarter, type DeviceLoginStarter } from '.
 import { CredentialRecovery, type ChatgptCall, type CredentialHolder, type ExternalRefresher, type TokenAuthority } from './recovery.js'
 import { NotLoggedIn } from './errors.js'
 import type { LoginRules } from './rules.js'
+import { OwnWrites, sameCredential } from './store-reload.js'
 import { storeFailureFields, StoreError, type ClaimsReader, type Credential, type CredentialStore, type PlanType } from './types.js'
 
 export type AccountEvent =
@@ -51,9 +52,12 @@ export class AccountService {
   private readonly listeners = new Set<() => void>()
   private readonly recovery: CredentialRecovery
   private readonly logins: LoginFlows
+  /** The store every flow writes through, so a re-read recognises this process's own writes. */
+  private readonly store: OwnWrites
 
   constructor(private readonly deps: AccountServiceDeps) {
     const now = deps.now ?? Date.now
+    this.store = new OwnWrites(deps.store)
     const holder: CredentialHolder = {
       current: () => this.credential,
       adopt: (c) => {
@@ -63,7 +67,7 @@ export class AccountService {
     }
     this.recovery = new CredentialRecovery(
       {
-        store: deps.store,
+        store: this.store,
         authority: deps.authority,
         readClaims: deps.readClaims,
         rules: deps.rules,
@@ -73,7 +77,7 @@ export class AccountService {
       holder,
     )
     this.logins = new LoginFlows({
-      store: deps.store,
+      store: this.store,
       authority: deps.authority,
       browserLogin: deps.browserLogin,
       deviceLogin: deps.deviceLogin,
@@ -91,17 +95,50 @@ export class AccountService {
 
   /**
    * Removes what crashed saves left behind, then loads the stored credential. A store that
-   * cannot be read is logged and kept as `storeProblem` (nobody is logged in, but the store is
-   * not empty either), not fatal.
+   * cannot be read is not fatal: nobody is logged in, but the store is not empty either — the
+   * failure (a `StoreError`, normally) is kept as `storeProblem`, returned, and logged unless
+   * `quiet` (the CLI, which tells the user in its own words instead).
    */
-  async init(): Promise<void> {
+  async init(options: { quiet?: boolean } = {}): Promise<unknown> {
     await this.deps.store.removeLeftovers?.()
     try {
       this.credential = credentialFromDocument(await this.deps.store.load())
+      return null
     } catch (err) {
       if (err instanceof StoreError) this.unreadableStore = err
-      this.deps.log.error({ error: withheldError(err), store: this.deps.store.mode, ...storeFailureFields(err) }, 'could not load stored credentials')
+      if (!options.quiet) this.deps.log.error({ error: withheldError(err), store: this.deps.store.mode, ...storeFailureFields(err) }, 'could not load stored credentials')
+      return err
     }
+  }
+
+  /**
+   * Re-reads the store after another process may have changed it (a CLI `login` or `logout`
+   * in the same home) and takes what it holds, telling listeners and clients (`accountUpdated`).
+   * Returns whether the credential changed. Not when a parent app's tokens are active: they
+   * take precedence over anything stored. Not this process's own writes (store-reload.ts). An
+   * unreadable store changes nothing: the credential in memory stays usable. Runs in turn with
+   * the logins, so it never lands in the middle of one.
+   */
+  reloadFromStore(): Promise<boolean> {
+    return this.serial(async () => {
+      let stored: Credential | null
+      try {
+        stored = credentialFromDocument(await this.store.load())
+      } catch (err) {
+        this.deps.log.debug({ error: withheldError(err), store: this.store.mode }, 'could not re-read stored credentials')
+        return false
+      }
+      const current = this.credential
+      if (current?.kind === 'chatgptExternal') return false
+      if (sameCredential(stored, current) || this.store.isOwnWrite(stored)) return false
+      // Tokens another process rotated for the same login are no new login: the refresh and
+      // the 401 recovery take them up when they need them (recovery.ts), as before.
+      if (stored?.kind === 'chatgptManaged' && current?.kind === 'chatgptManaged' && stored.tokens.accountId === current.tokens.accountId) return false
+      this.store.caughtUp()
+      this.setCredential(stored)
+      this.emitUpdated()
+      return true
+    })
   }
 
   get current(): Credential | null {
@@ -130,6 +167,8 @@ export class AccountService {
   // ---- account/read -------------------------------------------------------------------
 
   async read(options: { refreshToken?: boolean } = {}): Promise<{ account: AccountView; requiresOpenaiAuth: true }> {
+    // Asked to refresh: another process may have logged in or out since the last look.
+    if (options.refreshToken) await this.reloadFromStore()
     const problem = this.credential === null ? this.unreadableStore : null
     if (problem !== null) this.deps.log.warn({ store: this.deps.store.mode, ...storeFailureFields(problem) }, 'stored credentials are unreadable; answering as logged out')
     if (options.refreshToken && this.credential?.kind === 'chatgptManaged') {

@@ -116,3 +116,6 @@ export function storeFailureFields(err: unknown): { reason: string; detail?: str
   if (err instanceof StoreError) return { reason: err.message, detail: err.detail }
   return { reason: err instanceof Error ? `unexpected ${err.name}` : 'unexpected error' }
 }
+
+/** No OS keyring could be reached (no D-Bus session, no Secret Service, no native module): the store cannot work at all here. */
+export class KeyringUnavailable extends StoreError {}

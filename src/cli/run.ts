@@ -46,7 +46,8 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   const command = (ACCOUNT_COMMANDS as readonly string[]).includes(named ?? '') ? (named as (typeof ACCOUNT_COMMANDS)[number]) : null
   const remoteControl = named === 'remote-control'
   let rest = named === null ? argv : argv.slice(1)
-  const json = (remoteControl || named === 'list') && rest.includes('--json')
+  // Output is for a person unless asked for JSON, where a command has a JSON form.
+  const json = (remoteControl || named === 'list' || command === 'status') && rest.includes('--json')
   if (json) rest = rest.filter((a) => a !== '--json')
   const withApiKey = command === 'login' && rest.includes('--with-api-key')
   if (withApiKey) rest = rest.filter((a) => a !== '--with-api-key')
@@ -77,10 +78,11 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   if (command !== null) {
     const [{ runAccountCommand }, { createLogger }, { pino }] = await Promise.all([import('./account-commands.js'), import('../log/logger.js'), import('pino')])
     // Commands print for a person; their logs go to stderr at warn unless a flag, the
-    // environment or .env asked for a level.
+    // environment or .env asked for a level: readable lines on a terminal, JSON when piped.
     const level = config.sources.logLevel === 'default' ? 'warn' : config.logLevel
-    const logger = createLogger(level, pino.destination({ fd: 2, sync: true }))
-    return runAccountCommand(command, { withApiKey, deviceAuth }, config, logger, { ...io, stdin: io.stdin ?? process.stdin })
+    const destination = io.stderr.isTTY ? await import('../log/pretty.js').then((p) => p.prettyDestination({ colors: p.colorsWanted(io.env), destination: 2 })) : pino.destination({ fd: 2, sync: true })
+    const logger = createLogger(level, destination)
+    return runAccountCommand(command, { withApiKey, deviceAuth, json }, config, logger, { ...io, stdin: io.stdin ?? process.stdin })
   }
 
   // Loaded only now, so that `--help` and refusals answer without loading the server.
@@ -97,6 +99,11 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       : undefined
   const logger = createLogger(config.logLevel, destination)
   const app = await buildApp(config, { logger, ...(io.env.TERM ? { terminal: io.env.TERM } : {}) })
+  const rcCommand = remoteControl ? await import('./remote-control-command.js') : null
+  if (rcCommand !== null && rcCommand.accountKindOf(app.accounts) === 'apiKey') {
+    await app.close()
+    return rcCommand.refuseApiKey(app.remoteControl, { json, stdout: io.stdout, stderr: io.stderr })
+  }
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port })
   } catch (err) {
@@ -134,9 +141,8 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     return 2
   }
   io.stderr.write(formatBanner(facts))
-  if (remoteControl) {
-    const { announceRemoteControl } = await import('./remote-control-command.js')
-    void announceRemoteControl(app.remoteControl, { json, stdout: io.stdout, log: logger, waitMs: config.remoteControlWaitMs })
+  if (rcCommand !== null) {
+    void rcCommand.announceRemoteControl(app.remoteControl, { json, stdout: io.stdout, log: logger, waitMs: config.remoteControlWaitMs, accountKind: () => rcCommand.accountKindOf(app.accounts) })
   }
 
   closeWithGrace({ delay: 10_000, logger: { error: (m: unknown) => logger.error(m) } }, async ({ signal, err }) => {

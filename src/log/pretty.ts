@@ -1,8 +1,11 @@
 import pretty from 'pino-pretty'
 import type { DestinationStream } from 'pino'
 
-/** Human-readable logs, for a terminal only (JSON lines otherwise); colours unless `NO_COLOR` asks for none. */
-export function prettyDestination(options: { colors: boolean; destination?: NodeJS.WritableStream }): DestinationStream {
+/**
+ * Human-readable logs, for a terminal only (JSON lines otherwise): to `destination` (a file
+ * descriptor or a stream; stdout by default), colours unless `NO_COLOR` asks for none.
+ */
+export function prettyDestination(options: { colors: boolean; destination?: 1 | 2 | NodeJS.WritableStream }): DestinationStream {
   return pretty({ destination: options.destination ?? 1, colorize: options.colors, sync: true })
 }
 

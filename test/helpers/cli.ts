@@ -49,9 +49,14 @@ export async function runCommand(
     onStderr?: (text: string) => void
     /** stdout and stderr claim to be a terminal (they are pipes otherwise). */
     tty?: boolean
+    /** stdin stands for a terminal (`isTTY`), as when a person runs the command and types. */
+    stdinIsTTY?: boolean
     /** Drives the login commands' waits. */
     clock?: Clock
-    /** The test expects the command line refused before any server starts (a server would be a failure anyway). */
+    /**
+     * The test expects the command refused and finished here (a bad command line, or a command
+     * that would serve but must refuse): should it serve instead, the test hangs and fails.
+     */
     refused?: boolean
   } = {},
 ): Promise<CommandResult> {
@@ -71,7 +76,7 @@ export async function runCommand(
       stderr += s
       options.onStderr?.(stderr)
     }, options.tty ?? false),
-    stdin: Readable.from(options.input === undefined ? [] : [Buffer.from(options.input)]),
+    stdin: Object.assign(Readable.from(options.input === undefined ? [] : [Buffer.from(options.input)]), { isTTY: options.stdinIsTTY === true }),
     ...(options.clock ? { clock: options.clock } : {}),
   })
   record(stdout)

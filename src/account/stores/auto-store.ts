@@ -1,6 +1,9 @@
 /**
  * The `auto` store: the OS keyring when it works, `auth.json` when it does not. Only store
- * errors are logged, and their messages never hold a secret (see `StoreError`).
+ * errors are logged, and their messages never hold a secret (see `StoreError`). A fallback is
+ * logged when it starts, not on every read after it: the server re-reads the store
+ * periodically (store-watch.ts), and a machine without a keyring would otherwise log the same
+ * warning every few seconds. Once the keyring answers again, the next fallback is logged anew.
  */
 import { storeFailureFields, type AuthDotJson, type CredentialStore, type StoreLog } from '../types.js'
 import type { FileStore } from './file-store.js'
@@ -18,9 +21,12 @@ export class AutoStore implements CredentialStore {
   ) {}
 
   /** The keyring entry, else the file (a login saved while the keyring was unreachable). */
+  private lastWarning: string | null = null
+
   async load(): Promise<AuthDotJson | null> {
     try {
       const fromKeyring = await this.keyring.load()
+      this.lastWarning = null
       if (fromKeyring !== null) return fromKeyring
     } catch (err) {
       this.warn(err, 'keyring unreadable; loading auth.json instead')
@@ -36,6 +42,7 @@ export class AutoStore implements CredentialStore {
       await this.file.save(auth)
       return
     }
+    this.lastWarning = null
     // Saved in the keyring: an older plaintext copy must neither linger on disk nor shadow it later.
     await this.file.clear().catch((err: unknown) => this.warn(err, 'could not remove the older auth.json'))
   }
@@ -53,6 +60,10 @@ export class AutoStore implements CredentialStore {
 
   private warn(err: unknown, msg: string): void {
     // A StoreError is written secret-free; anything else is reported by type only.
-    this.log?.warn({ store: 'auto', ...storeFailureFields(err) }, msg)
+    const fields = storeFailureFields(err)
+    const warning = `${msg}: ${JSON.stringify(fields)}`
+    if (warning === this.lastWarning) return
+    this.lastWarning = warning
+    this.log?.warn({ store: 'auto', ...fields }, msg)
   }
 }

@@ -6,7 +6,7 @@
  * imported lazily so a missing native binary or keyring service only breaks this mode.
  */
 import { resolve } from 'node:path'
-import { StoreError, type AuthDotJson, type CredentialStore } from '../types.js'
+import { KeyringUnavailable, StoreError, type AuthDotJson, type CredentialStore } from '../types.js'
 import { parseAuthText } from '../auth-document.js'
 import { sha256 } from '../../util/sha256.js'
 
@@ -82,7 +82,7 @@ function unavailable(err: unknown, secrets: readonly string[] = []): StoreError 
   const raw = err instanceof Error ? err.message : 'unknown error'
   let reason = (raw.split('\n')[0] ?? '').replace(/\s+/g, ' ').trim().slice(0, 200) || 'unknown error'
   if (secrets.some((s) => raw.includes(s))) reason = 'keyring error (details withheld)'
-  return new StoreError(`keyring unavailable: ${reason}`)
+  return new KeyringUnavailable(`keyring unavailable: ${reason}`)
 }
 
 type NapiKeyring = typeof import('@napi-rs/keyring')
@@ -91,7 +91,7 @@ let napiModule: Promise<NapiKeyring> | undefined
 function loadNapi(): Promise<NapiKeyring> {
   napiModule ??= import('@napi-rs/keyring').catch(() => {
     napiModule = undefined
-    throw new StoreError('keyring unavailable: the @napi-rs/keyring native module could not be loaded')
+    throw new KeyringUnavailable('keyring unavailable: the @napi-rs/keyring native module could not be loaded')
   })
   return napiModule
 }
