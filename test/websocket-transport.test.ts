@@ -10,7 +10,7 @@ import { once } from 'node:events'
 import type { AddressInfo, Socket } from 'node:net'
 import WebSocket, { WebSocketServer } from 'ws'
 import { createLogger } from '../src/log/logger.js'
-import { boundedTransport, SLOW_CONSUMER_GRACE_MS, SLOW_CONSUMER_STALL_MS } from '../src/rpc/websocket-transport.js'
+import { boundedTransport, CLOSE_HANDSHAKE_GRACE_MS, SLOW_CONSUMER_STALL_MS } from '../src/rpc/websocket-transport.js'
 import { connect } from './helpers/client.js'
 import { LogCapture, startServer } from './helpers/server.js'
 import { until, withTimeout } from './helpers/wait.js'
@@ -71,7 +71,7 @@ t.test('a client that does not read is closed 1008, then destroyed once the grac
   transport.send(CHUNK)
   t.equal(socket.bufferedAmount, buffered, 'nothing more is sent once closing')
 
-  t.same(timers.held.map((h) => h.ms), [SLOW_CONSUMER_GRACE_MS], 'one grace timer')
+  t.same(timers.held.map((h) => h.ms), [CLOSE_HANDSHAKE_GRACE_MS], 'one grace timer')
   const closed = once(socket, 'close') as Promise<[number]>
   timers.held[0]?.fn()
   const [code] = await closed
@@ -109,7 +109,7 @@ t.test('a paced source is stopped at the bound; a client that does not drain is 
   const warn = logs.lines.find((l) => l.msg === 'closing slow consumer')
   t.equal(warn?.level, 40, 'logged at WARN')
   t.ok(typeof warn?.bufferedBytes === 'number' && warn.bufferedBytes > MAX_BYTES, 'with the buffered byte count over the bound')
-  t.same(timers.held.map((h) => h.ms), [SLOW_CONSUMER_STALL_MS, SLOW_CONSUMER_GRACE_MS], 'then the grace timer, as for any slow consumer')
+  t.same(timers.held.map((h) => h.ms), [SLOW_CONSUMER_STALL_MS, CLOSE_HANDSHAKE_GRACE_MS], 'then the grace timer, as for any slow consumer')
   t.equal(resumed, 0, 'the source is never resumed onto a closing client')
 })
 

@@ -4,12 +4,12 @@ import { withheldError, type AppLogger } from '../log/logger.js'
 import { WarnBudget } from '../log/warn-budget.js'
 import { boundedClientText } from '../util/client-text.js'
 import type { Dispatcher } from './dispatcher.js'
-import { INTERNAL_ERROR, OVERLOADED, OVERLOADED_MESSAGE } from './errors.js'
+import { INTERNAL_ERROR, OVERLOADED, OVERLOADED_MESSAGE, SHUTTING_DOWN_REFUSAL } from './errors.js'
 import type { InFlightLimit } from './in-flight.js'
 import { ServerRequestAborted, ServerRequests, type RequestIdAllocator } from './server-requests.js'
 import type { Clock } from '../clock.js'
 import { TokenBucket } from './token-bucket.js'
-import { encodeError, encodeNotification, encodeRequest, encodeResult, parseIncoming, type RequestId } from './wire.js'
+import { encodeError, encodeNotification, encodeRequest, encodeResult, parseIncoming, type RequestId, type RpcErrorBody } from './wire.js'
 
 /** The socket side of a session: a local WebSocket, or a remote-control virtual connection. */
 export interface SessionTransport {
@@ -49,6 +49,8 @@ export interface SessionSettings {
   /** Messages per second per connection (0: unlimited) and the burst above it. */
   readonly ratePerSecond: number
   readonly burst: number
+  /** The process's drain state: while it drains, new requests are refused. */
+  readonly lifecycle: { readonly draining: boolean }
 }
 
 /** What every session of an app shares. */
@@ -66,8 +68,9 @@ const NO_OPT_OUT: ReadonlySet<string> = new Set()
  * it has in flight, the server requests it has not answered, and its upstream to the engine.
  * It knows nothing of sockets beyond `SessionTransport`.
  *
- * A request passes the rate limit and the in-flight bounds (the connection's, then the
- * process's), then goes to the dispatcher or, for an engine method, through the engine path's
+ * A request is refused at once while the process drains (-32001 `server shutting down`), so
+ * a client that keeps sending cannot keep a drain open. Otherwise it passes the rate limit
+ * and the in-flight bounds (the connection's, then the process's), then goes to the dispatcher or, for an engine method, through the engine path's
  * checks to the upstream (see src/engine/forward.ts); its in-flight slots are held until it is
  * answered. Notifications are forwarded to the upstream after the rate limit. A reply goes to
  * the upstream if it answers an engine request, else to the session's own server requests.
@@ -81,6 +84,8 @@ const NO_OPT_OUT: ReadonlySet<string> = new Set()
 export class Session {
   private initializedState: { clientInfo: ClientInfo; optOut: ReadonlySet<string> } | null = null
   private inFlight = 0
+  /** Ids of the requests in flight (with a count: a client may reuse an id still in flight). */
+  private readonly unanswered = new Map<RequestId, number>()
   private idleWaiters: (() => void)[] = []
   private closed = false
   private readonly bucket: TokenBucket | null
@@ -142,6 +147,10 @@ export class Session {
     }
     switch (msg.kind) {
       case 'request':
+        if (this.deps.lifecycle.draining) {
+          this.send(encodeError(msg.id, SHUTTING_DOWN_REFUSAL))
+          return
+        }
         if (!withinRate) {
           this.send(encodeError(msg.id, OVERLOADED_BODY))
           this.warnDropped('request over the connection rate limit answered with -32001')
@@ -220,6 +229,18 @@ export class Session {
     return new Promise((resolve) => this.idleWaiters.push(resolve))
   }
 
+  /**
+   * Answers every request still in flight with `error` (a drain's deadline): the client hears
+   * about each one before its socket closes. Their handlers' late answers are not sent, since
+   * `close` follows.
+   */
+  answerUnanswered(error: RpcErrorBody): void {
+    for (const [id, count] of this.unanswered) {
+      for (let i = 0; i < count; i++) this.send(encodeError(id, error))
+    }
+    this.unanswered.clear()
+  }
+
   close(code: number, reason: string): void {
     if (this.closed) return
     this.closed = true
@@ -255,19 +276,19 @@ export class Session {
 
   /** An engine-bound request: the engine path's checks, then the original frame to the upstream. */
   private async runForwarded(id: RequestId, method: string, text: string): Promise<void> {
-    this.inFlight++
+    this.requestStarted(id)
     try {
       const refusal = engineRequestRefusal(this, method)
       if (refusal !== null) this.send(encodeError(id, refusal))
       else if (this.upstream === null) this.send(encodeError(id, ENGINE_UNAVAILABLE))
       else await this.upstream.forwardRequest(id, text)
     } finally {
-      this.requestDone()
+      this.requestDone(id)
     }
   }
 
   private async runRequest(id: RequestId, method: string, params: unknown): Promise<void> {
-    this.inFlight++
+    this.requestStarted(id)
     try {
       const outcome = await this.deps.dispatcher.dispatch(this, method, params)
       this.send('result' in outcome ? encodeResult(id, outcome.result) : encodeError(id, outcome.error))
@@ -277,11 +298,19 @@ export class Session {
       this.log.error({ method: boundedClientText(method), error: withheldError(err) }, 'request failed outside its handler')
       this.send(encodeError(id, { code: INTERNAL_ERROR, message: 'internal error' }))
     } finally {
-      this.requestDone()
+      this.requestDone(id)
     }
   }
 
-  private requestDone(): void {
+  private requestStarted(id: RequestId): void {
+    this.inFlight++
+    this.unanswered.set(id, (this.unanswered.get(id) ?? 0) + 1)
+  }
+
+  private requestDone(id: RequestId): void {
+    const count = this.unanswered.get(id)
+    if (count === 1) this.unanswered.delete(id)
+    else if (count !== undefined) this.unanswered.set(id, count - 1)
     this.deps.inFlight.release()
     this.inFlight--
     if (this.inFlight === 0 && this.idleWaiters.length > 0) {

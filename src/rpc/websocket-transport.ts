@@ -16,8 +16,11 @@ import { withheldError, type AppLogger } from '../log/logger.js'
 import type { Session, SessionTransport } from './session.js'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
 
-/** How long a slow consumer's close handshake may take before the socket is destroyed. */
-export const SLOW_CONSUMER_GRACE_MS = 5_000
+/**
+ * How long a close handshake the server began may take before the socket is destroyed (a
+ * slow consumer's, or a drain's: a peer that never answers must not hold a stop for ws's 30 s).
+ */
+export const CLOSE_HANDSHAKE_GRACE_MS = 5_000
 
 /** How long a paced source may stay stopped on a client that does not drain before the client is closed. */
 export const SLOW_CONSUMER_STALL_MS = 10_000
@@ -32,11 +35,16 @@ export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLo
   /** The stopped source's resume, while a paced frame is on its way out. */
   let stopped: (() => void) | null = null
   let stallTimer: TimerHandle = null
-  const closeSlow = (): void => {
+  const closeWithGrace = (code: number, reason: string): void => {
     closing = true
+    timers.clearTimeout(stallTimer)
+    socket.close(code, reason)
+    const grace = timers.setTimeout(() => socket.terminate(), CLOSE_HANDSHAKE_GRACE_MS)
+    socket.once('close', () => timers.clearTimeout(grace))
+  }
+  const closeSlow = (): void => {
     log.warn({ bufferedBytes: socket.bufferedAmount }, 'closing slow consumer')
-    socket.close(1008, 'slow consumer')
-    timers.setTimeout(() => socket.terminate(), SLOW_CONSUMER_GRACE_MS)
+    closeWithGrace(1008, 'slow consumer')
   }
   // Called once the frame that crossed the bound is written (or the socket failed).
   const drained = (): void => {
@@ -75,9 +83,7 @@ export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLo
       return false
     },
     close(code, reason) {
-      closing = true
-      timers.clearTimeout(stallTimer)
-      socket.close(code, reason)
+      if (!closing) closeWithGrace(code, reason)
     },
   }
 }
