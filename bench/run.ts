@@ -12,10 +12,16 @@
  *                    [--engine-only | --no-engine] [--engine-bin PATH] [--engine-duration 3]
  *                    [--engine-rounds 3] [--deltas 8000]
  *   npm run bench -- --engine-memory [--connections 1000] [--engine-bin PATH]
+ *
+ * `--slow-readers` runs only slow-readers.ts: clients that never read, flooded by an engine
+ * (peak RSS per client against the bound, and RSS once they are closed).
+ *
+ *   npm run bench -- --slow-readers [--clients 10] [--max-outbound-buffer 16777216]
  */
 import { parseArgs } from 'node:util'
 import { runEngineMemoryBench } from './engine-memory.js'
 import { runEngineBench } from './engine-section.js'
+import { runSlowReadersBench } from './slow-readers.js'
 import { handshakes, idleMemory, roundTrips, type RoundTripResult } from './measure.js'
 import { bareTarget, codexTarget, projectTarget, startTarget, type Target } from './targets.js'
 
@@ -32,6 +38,9 @@ const { values } = parseArgs({
     'engine-duration': { type: 'string', default: '3' },
     'engine-rounds': { type: 'string', default: '3' },
     deltas: { type: 'string', default: '8000' },
+    'slow-readers': { type: 'boolean', default: false },
+    clients: { type: 'string', default: '10' },
+    'max-outbound-buffer': { type: 'string', default: String(16 * 1024 * 1024) },
   },
 })
 const durationMs = Number(values.duration) * 1000
@@ -108,9 +117,11 @@ async function gatewaySection(): Promise<void> {
 }
 
 if (values['engine-only'] && values['no-engine']) throw new Error('--engine-only and --no-engine exclude each other')
+const onlyOne = values['engine-memory'] || values['slow-readers']
 if (values['engine-memory']) await runEngineMemoryBench({ binaryPath: values['engine-bin'] ?? null, connections })
+else if (values['slow-readers']) await runSlowReadersBench({ clients: Number(values.clients), maxOutboundBytes: Number(values['max-outbound-buffer']) })
 else if (!values['engine-only']) await gatewaySection()
-if (!values['no-engine'] && !values['engine-memory']) {
+if (!values['no-engine'] && !onlyOne) {
   await runEngineBench({
     binaryPath: values['engine-bin'] ?? null,
     durationMs: Number(values['engine-duration']) * 1000,
