@@ -45,6 +45,11 @@ function fullGc(): void {
 }
 
 const rss = (): number => process.memoryUsage().rss
+/** What JavaScript still references: the heap in use and the buffers outside it. */
+const live = (): number => {
+  const m = process.memoryUsage()
+  return m.heapUsed + m.external
+}
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 export async function runSlowReadersBench(options: SlowReadersOptions): Promise<void> {
@@ -63,6 +68,7 @@ export async function runSlowReadersBench(options: SlowReadersOptions): Promise<
     fullGc()
     await sleep(SETTLE_MS)
     const baseline = rss()
+    const liveBefore = live()
     let peak = baseline
     const sampler = setInterval(() => (peak = Math.max(peak, rss())), SAMPLE_MS)
 
@@ -83,6 +89,7 @@ export async function runSlowReadersBench(options: SlowReadersOptions): Promise<
     await sleep(SETTLE_MS)
     fullGc()
     const after = rss()
+    const liveAfter = live()
 
     const perClient = (peak - baseline) / n
     const mb = (b: number) => (b / MB).toFixed(1)
@@ -91,7 +98,7 @@ export async function runSlowReadersBench(options: SlowReadersOptions): Promise<
     console.log(`RSS: baseline ${mb(baseline)} MB, peak ${mb(peak)} MB, after close${gc ? ' + full GC' : ` + ${SETTLE_MS / 1000} s (no --expose-gc)`} ${mb(after)} MB`)
     const verdict = perClient <= GOAL_BOUNDS * bound ? 'ok' : 'OVER GOAL'
     console.log(`peak per non-reading client: ${mb(perClient)} MB = ${(perClient / bound).toFixed(2)}x the bound (goal <= ${GOAL_BOUNDS}x): ${verdict}`)
-    console.log(`held after close: ${mb(after - baseline)} MB over the baseline`)
+    console.log(`held after close: RSS ${mb(after - baseline)} MB over the baseline; live heap + buffers ${mb(liveAfter - liveBefore)} MB over theirs (the rest is memory the allocator keeps)`)
     await Promise.all(sockets.map(closed))
   } finally {
     await app.close()
