@@ -20,6 +20,12 @@ export interface SessionTransport {
    * (once). A transport without it takes every frame through `send`.
    */
   sendPaced?(text: string, resume: () => void): boolean
+  /**
+   * Stops reading the client for `ms` (frames already read are still handled), so a client
+   * that floods is held back by TCP instead of being read and answered frame by frame. A
+   * transport without it is always read.
+   */
+  pauseReading?(ms: number): void
   close(code: number, reason: string): void
 }
 
@@ -62,6 +68,10 @@ const OVERLOADED_BODY = { code: OVERLOADED, message: OVERLOADED_MESSAGE }
 const DROP_WARN_INTERVAL_MS = 1_000
 const FRAME_OVER_RATE = 'frame over the connection rate limit dropped'
 const NO_OPT_OUT: ReadonlySet<string> = new Set()
+/** Frames over the rate in a row that make a connection a flooder, whose socket is then not read. */
+export const FLOOD_FRAMES = 32
+/** The longest a flooder goes unread at a time: the time its bucket takes to refill, at most this. */
+export const FLOOD_PAUSE_MAX_MS = 1_000
 
 /**
  * One JSON-RPC connection: its principal, its handshake state, its rate limit, the requests
@@ -76,7 +86,10 @@ const NO_OPT_OUT: ReadonlySet<string> = new Set()
  * the upstream if it answers an engine request, else to the session's own server requests.
  *
  * Every inbound frame is charged to the rate limit, junk included: over it, a request is
- * answered -32001 and anything else is dropped (a reply that answers a request still pending
+ * answered -32001 and anything else is dropped; after `FLOOD_FRAMES` such frames in a row the
+ * socket is not read until the bucket has refilled (at most `FLOOD_PAUSE_MAX_MS`): what was
+ * already read is still answered, the rest waits in TCP, so a flood costs the process a few
+ * refusals per refill, not one per frame sent (a reply that answers a request still pending
  * is delivered: it answers what was asked, and dropping it would only fail that request).
  * WARN lines about one frame go through a `WarnBudget`, so a flood of junk writes a bounded
  * number of lines, and a client-chosen value in a line is bounded (`boundedClientText`).
@@ -92,6 +105,7 @@ export class Session {
   private readonly serverRequests: ServerRequests
   private readonly warns: WarnBudget
   private lastDropWarning = -Infinity
+  private overRateInARow = 0
   private upstream: SessionUpstream | null = null
 
   constructor(
@@ -264,7 +278,16 @@ export class Session {
 
   /** Charges one inbound frame to the connection's bucket; false when it is over the limit. */
   private takeToken(): boolean {
-    return this.bucket === null || this.bucket.take()
+    if (this.bucket === null) return true
+    if (this.bucket.take()) {
+      this.overRateInARow = 0
+      return true
+    }
+    if (++this.overRateInARow >= FLOOD_FRAMES) {
+      this.overRateInARow = 0
+      this.transport.pauseReading?.(Math.min(FLOOD_PAUSE_MAX_MS, this.bucket.msUntilFull()))
+    }
+    return false
   }
 
   private warnDropped(what: string): void {

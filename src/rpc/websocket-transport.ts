@@ -12,6 +12,8 @@
  *   timer decides), up to `STOPPED_CEILING` times the bound. The gateway holds at most the
  *   bound, the frame that crossed it and what the source had already read when it stopped —
  *   never an unbounded queue — and nothing once the socket has closed.
+ * - A client the session finds flooding is not read for a while (`pauseReading`): its frames
+ *   wait in TCP, not in the process.
  * - With a heartbeat, every socket must answer each ping before the next, or it is dropped.
  * - A socket's errors are logged without their text and end the socket.
  */
@@ -43,11 +45,24 @@ export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLo
   /** The stopped source's resume, while a paced frame is on its way out. */
   let stopped: (() => void) | null = null
   let stallTimer: TimerHandle = null
+  /** While the client's socket is not read (a flooder), what reads it again. */
+  let readTimer: TimerHandle = null
+  const readAgain = (): void => {
+    if (readTimer === null) return
+    timers.clearTimeout(readTimer)
+    readTimer = null
+    socket.resume()
+  }
   const queue = new OutboundQueue(socket)
-  socket.once('close', () => queue.release())
+  socket.once('close', () => {
+    queue.release()
+    timers.clearTimeout(readTimer)
+  })
   const closeWithGrace = (code: number, reason: string): void => {
     closing = true
     timers.clearTimeout(stallTimer)
+    // The peer's close frame must be read.
+    readAgain()
     socket.close(code, reason)
     const grace = timers.setTimeout(() => socket.terminate(), CLOSE_HANDSHAKE_GRACE_MS)
     socket.once('close', () => timers.clearTimeout(grace))
@@ -93,6 +108,12 @@ export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLo
       queue.send(text, drained)
       return false
     },
+    pauseReading(ms) {
+      if (readTimer !== null || !usable()) return
+      // ws's documented pause: the socket is not read, TCP pushes back on the sender.
+      socket.pause()
+      readTimer = timers.setTimeout(readAgain, ms)
+    },
     close(code, reason) {
       if (!closing) closeWithGrace(code, reason)
     },
@@ -132,6 +153,8 @@ export function serveSocket(socket: WebSocket, session: Session, log: AppLogger,
  */
 export function closeWebSockets(server: WebSocketServer): Promise<void> {
   for (const socket of server.clients) {
+    // A socket not being read (a flooder) is read again, or its peer's close would go unseen.
+    socket.resume()
     if (socket.readyState === socket.OPEN) socket.close(1001, 'server shutting down')
   }
   return new Promise((resolve) => server.close(() => resolve()))
