@@ -26,6 +26,8 @@ export interface SessionTransport {
    * transport without it is always read.
    */
   pauseReading?(ms: number): void
+  /** Reads the client again before the pause's time is up (a slot it waited for is free). */
+  resumeReading?(): void
   close(code: number, reason: string): void
 }
 
@@ -89,7 +91,9 @@ export const FLOOD_PAUSE_MAX_MS = 1_000
  * answered -32001 and anything else is dropped; after `FLOOD_FRAMES` such frames in a row the
  * socket is not read until the bucket has refilled (at most `FLOOD_PAUSE_MAX_MS`): what was
  * already read is still answered, the rest waits in TCP, so a flood costs the process a few
- * refusals per refill, not one per frame sent (a reply that answers a request still pending
+ * refusals per refill, not one per frame sent. Likewise after `FLOOD_FRAMES` requests in a row
+ * refused for the connection's in-flight bound, it is not read until one of its requests is
+ * answered (or `FLOOD_PAUSE_MAX_MS` has passed) (a reply that answers a request still pending
  * is delivered: it answers what was asked, and dropping it would only fail that request).
  * WARN lines about one frame go through a `WarnBudget`, so a flood of junk writes a bounded
  * number of lines, and a client-chosen value in a line is bounded (`boundedClientText`).
@@ -106,6 +110,10 @@ export class Session {
   private readonly warns: WarnBudget
   private lastDropWarning = -Infinity
   private overRateInARow = 0
+  /** Requests refused in a row for the connection's in-flight bound (see `FLOOD_FRAMES`). */
+  private overBoundInARow = 0
+  /** Not read until one of its requests is answered. */
+  private waitingForSlot = false
   private upstream: SessionUpstream | null = null
 
   constructor(
@@ -174,8 +182,14 @@ export class Session {
         if (this.inFlight >= this.deps.maxInFlightPerConnection) {
           this.send(encodeError(msg.id, OVERLOADED_BODY))
           this.warnDropped('request over the connection in-flight bound answered with -32001')
+          if (++this.overBoundInARow >= FLOOD_FRAMES && this.transport.pauseReading !== undefined) {
+            this.overBoundInARow = 0
+            this.waitingForSlot = true
+            this.transport.pauseReading(FLOOD_PAUSE_MAX_MS)
+          }
           return
         }
+        this.overBoundInARow = 0
         if (!this.deps.inFlight.tryAcquire()) {
           this.send(encodeError(msg.id, OVERLOADED_BODY))
           this.warnDropped('request over the process in-flight bound answered with -32001')
@@ -336,6 +350,10 @@ export class Session {
     else if (count !== undefined) this.unanswered.set(id, count - 1)
     this.deps.inFlight.release()
     this.inFlight--
+    if (this.waitingForSlot) {
+      this.waitingForSlot = false
+      this.transport.resumeReading?.()
+    }
     if (this.inFlight === 0 && this.idleWaiters.length > 0) {
       const waiters = this.idleWaiters
       this.idleWaiters = []

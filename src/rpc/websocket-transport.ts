@@ -114,6 +114,7 @@ export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLo
       socket.pause()
       readTimer = timers.setTimeout(readAgain, ms)
     },
+    resumeReading: readAgain,
     close(code, reason) {
       if (!closing) closeWithGrace(code, reason)
     },
