@@ -44,7 +44,7 @@ export async function runFloodBench(options: FloodOptions): Promise<void> {
     const flooders = spawn(process.execPath, [floodClientsJs, target.url, String(options.connections)], { stdio: ['ignore', 'pipe', 'inherit'] })
     const untrack = trackProcess(flooders.pid!)
     let sent = 0
-    const lines = createInterface({ input: flooders.stdout! })
+    const lines = createInterface({ input: flooders.stdout })
     const ready = new Promise<void>((resolve) =>
       lines.on('line', (line) => {
         if (line === 'ready') resolve()
