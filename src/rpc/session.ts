@@ -70,7 +70,7 @@ const OVERLOADED_BODY = { code: OVERLOADED, message: OVERLOADED_MESSAGE }
 const DROP_WARN_INTERVAL_MS = 1_000
 const FRAME_OVER_RATE = 'frame over the connection rate limit dropped'
 const NO_OPT_OUT: ReadonlySet<string> = new Set()
-/** Frames over the rate in a row that make a connection a flooder, whose socket is then not read. */
+/** Requests refused in a row (over the rate, or the in-flight bound) that make a connection a flooder, whose socket is then not read. */
 export const FLOOD_FRAMES = 32
 /** The longest a flooder goes unread at a time: the time its bucket takes to refill, at most this. */
 export const FLOOD_PAUSE_MAX_MS = 1_000
@@ -88,8 +88,8 @@ export const FLOOD_PAUSE_MAX_MS = 1_000
  * the upstream if it answers an engine request, else to the session's own server requests.
  *
  * Every inbound frame is charged to the rate limit, junk included: over it, a request is
- * answered -32001 and anything else is dropped; after `FLOOD_FRAMES` such frames in a row the
- * socket is not read until the bucket has refilled (at most `FLOOD_PAUSE_MAX_MS`): what was
+ * answered -32001 and anything else is dropped (cheaply: no answer); after `FLOOD_FRAMES`
+ * requests in a row refused for the rate the socket is not read until the bucket has refilled (at most `FLOOD_PAUSE_MAX_MS`): what was
  * already read is still answered, the rest waits in TCP, so a flood costs the process a few
  * refusals per refill, not one per frame sent. Likewise after `FLOOD_FRAMES` requests in a row
  * refused for the connection's in-flight bound, it is not read until one of its requests is
@@ -176,8 +176,10 @@ export class Session {
         if (!withinRate) {
           this.send(encodeError(msg.id, OVERLOADED_BODY))
           this.warnDropped('request over the connection rate limit answered with -32001')
+          this.refusedOverRate()
           return
         }
+        this.overRateInARow = 0
         // The connection's own bound first: a connection past it takes no process-wide slot.
         if (this.inFlight >= this.deps.maxInFlightPerConnection) {
           this.send(encodeError(msg.id, OVERLOADED_BODY))
@@ -292,16 +294,14 @@ export class Session {
 
   /** Charges one inbound frame to the connection's bucket; false when it is over the limit. */
   private takeToken(): boolean {
-    if (this.bucket === null) return true
-    if (this.bucket.take()) {
-      this.overRateInARow = 0
-      return true
-    }
-    if (++this.overRateInARow >= FLOOD_FRAMES) {
-      this.overRateInARow = 0
-      this.transport.pauseReading?.(Math.min(FLOOD_PAUSE_MAX_MS, this.bucket.msUntilFull()))
-    }
-    return false
+    return this.bucket === null || this.bucket.take()
+  }
+
+  /** A request refused over the rate: past `FLOOD_FRAMES` in a row, the socket waits for the refill. */
+  private refusedOverRate(): void {
+    if (this.bucket === null || ++this.overRateInARow < FLOOD_FRAMES) return
+    this.overRateInARow = 0
+    this.transport.pauseReading?.(Math.min(FLOOD_PAUSE_MAX_MS, this.bucket.msUntilFull()))
   }
 
   private warnDropped(what: string): void {
