@@ -12,18 +12,30 @@
  *                    [--engine-only | --no-engine] [--engine-bin PATH] [--engine-duration 3]
  *                    [--engine-rounds 3] [--deltas 8000]
  *   npm run bench -- --engine-memory [--connections 1000] [--engine-bin PATH]
+ *
+ * `--slow-readers` runs only slow-readers.ts: clients that never read, flooded by an engine
+ * (peak RSS per client against the bound, and RSS once they are closed).
+ *
+ *   npm run bench -- --slow-readers [--clients 10] [--max-outbound-buffer 16777216]
+ *
+ * `--flood` runs only flood.ts: `--connections` (200 here) clients flooding a gateway with its
+ * default limits, while `/healthz` and a fresh client's `account/read` are timed.
+ *
+ *   npm run bench -- --flood [--connections 200] [--duration 10]
  */
 import { parseArgs } from 'node:util'
 import { runEngineMemoryBench } from './engine-memory.js'
 import { runEngineBench } from './engine-section.js'
+import { runFloodBench } from './flood.js'
+import { runSlowReadersBench } from './slow-readers.js'
 import { handshakes, idleMemory, roundTrips, type RoundTripResult } from './measure.js'
 import { bareTarget, codexTarget, projectTarget, startTarget, type Target } from './targets.js'
 
 const { values } = parseArgs({
   options: {
-    duration: { type: 'string', default: '5' },
+    duration: { type: 'string' },
     concurrency: { type: 'string', default: '16' },
-    connections: { type: 'string', default: '1000' },
+    connections: { type: 'string' },
     peer: { type: 'string' },
     'engine-only': { type: 'boolean', default: false },
     'no-engine': { type: 'boolean', default: false },
@@ -32,11 +44,15 @@ const { values } = parseArgs({
     'engine-duration': { type: 'string', default: '3' },
     'engine-rounds': { type: 'string', default: '3' },
     deltas: { type: 'string', default: '8000' },
+    'slow-readers': { type: 'boolean', default: false },
+    flood: { type: 'boolean', default: false },
+    clients: { type: 'string', default: '10' },
+    'max-outbound-buffer': { type: 'string', default: String(16 * 1024 * 1024) },
   },
 })
-const durationMs = Number(values.duration) * 1000
+const durationMs = Number(values.duration ?? (values.flood ? '10' : '5')) * 1000
 const concurrency = Number(values.concurrency)
-const connections = Number(values.connections)
+const connections = Number(values.connections ?? (values.flood ? '200' : '1000'))
 
 interface Row {
   name: string
@@ -108,9 +124,12 @@ async function gatewaySection(): Promise<void> {
 }
 
 if (values['engine-only'] && values['no-engine']) throw new Error('--engine-only and --no-engine exclude each other')
+const onlyOne = values['engine-memory'] || values['slow-readers'] || values.flood
 if (values['engine-memory']) await runEngineMemoryBench({ binaryPath: values['engine-bin'] ?? null, connections })
+else if (values.flood) await runFloodBench({ connections, durationMs })
+else if (values['slow-readers']) await runSlowReadersBench({ clients: Number(values.clients), maxOutboundBytes: Number(values['max-outbound-buffer']) })
 else if (!values['engine-only']) await gatewaySection()
-if (!values['no-engine'] && !values['engine-memory']) {
+if (!values['no-engine'] && !onlyOne) {
   await runEngineBench({
     binaryPath: values['engine-bin'] ?? null,
     durationMs: Number(values['engine-duration']) * 1000,

@@ -22,6 +22,7 @@ import { logUpgradeRejected } from './auth/audit.js'
 import { MAX_HEADER_FIELDS } from './auth/request-shape.js'
 import type { Config } from './config/types.js'
 import type { ServerInfo } from './rpc/methods/initialize.js'
+import { SHUTTING_DOWN_MESSAGE, SHUTTING_DOWN_UNANSWERED } from './rpc/errors.js'
 import { UserAgent } from './rpc/user-agent.js'
 import { closeWebSockets } from './rpc/websocket-transport.js'
 import { VERSION } from './version.js'
@@ -145,13 +146,23 @@ function serverInfo(config: Config, terminal: string | undefined): ServerInfo {
 }
 
 /**
+ * What a stop may take after the drain's deadline: close handshakes (a peer that does not
+ * finish one is dropped after `CLOSE_HANDSHAKE_GRACE_MS`) and the engine's exit (SIGTERM,
+ * SIGKILL after 5 s), with room to spare. The CLI's last-resort timer is the drain deadline
+ * plus this, so it never cuts a drain short.
+ */
+export const AFTER_DRAIN_MS = 15_000
+
+/**
  * Graceful stop, and the only place sessions are drained: `/readyz` turns 503 and new
- * upgrades get 503, every session answers what it has in flight and is closed with 1001,
- * then the app closes (and with it the engine: SIGTERM, SIGKILL after 5 s). Draining comes before `app.close()` because once Fastify is closing
- * it answers every HTTP request itself (a bare 503), probes included.
+ * upgrades get 503; new requests are refused (-32001); every session answers what it has in
+ * flight and is closed with 1001 — at `--shutdown-timeout-seconds`, what is still in flight is
+ * answered -32603 `server shutting down` first — then the app closes (and with it the engine:
+ * SIGTERM, SIGKILL after 5 s). Draining comes before `app.close()` because once Fastify is
+ * closing it answers every HTTP request itself (a bare 503), probes included.
  */
 export async function drainAndClose(app: FastifyInstance): Promise<void> {
   app.lifecycle.beginDrain()
-  await app.sessions.closeAll(1001, 'server shutting down')
+  await app.sessions.closeAll(1001, SHUTTING_DOWN_MESSAGE, { ms: app.config.shutdownTimeoutMs, clock: app.sessionFactory.clock, unanswered: SHUTTING_DOWN_UNANSWERED })
   await app.close()
 }

@@ -126,6 +126,7 @@ function unit(extra: MethodDefinition<Services, any>[] = []): Unit {
     maxInFlightPerConnection: 128,
     ratePerSecond: 0,
     burst: 1,
+    lifecycle: { draining: false },
   }
   let n = 0
   const session = (principal: Principal = fullPrincipal('queryToken')): Session => {

@@ -8,6 +8,8 @@
  */
 import t from 'tap'
 import type { Socket } from 'node:net'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { SLOW_CONSUMER_STALL_MS } from '../src/rpc/websocket-transport.js'
 import { connect, type RpcClient } from './helpers/client.js'
 import { AttachedEngine } from './helpers/engine-kit.js'
@@ -28,6 +30,17 @@ const DELTA = JSON.stringify({
   method: 'item/agentMessage/delta',
   params: { threadId: 'thr_flood', turnId: 'turn_flood', itemId: 'msg_flood', delta: 'The quick brown fox jumps over the lazy dog. '.repeat(3) },
 })
+
+// A full GC on demand, to see that a closed connection's queue is gone, not only bounded.
+setFlagsFromString('--expose-gc')
+const gc = runInNewContext('gc') as () => void
+
+async function collectGarbage(): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    gc()
+    await new Promise<void>((resolve) => setImmediate(resolve))
+  }
+}
 
 function tcpSocket(client: RpcClient): Socket {
   return (client.ws as unknown as { _socket: Socket })._socket
@@ -57,6 +70,8 @@ t.test('an engine flooding a client that never reads: the upstream is held back,
   })
 
   const flooded = await open(t, server.wsUrl, 'flooded')
+  // The gateway's side of the flooded socket, and through it everything queued for the client.
+  const floodedQueue = new WeakRef([...server.app.websocketServer.clients][0]!)
   const other = await open(t, server.wsUrl, 'other')
   const floodedUpstream = await engine.connectionOf('flooded')
 
@@ -115,4 +130,6 @@ t.test('an engine flooding a client that never reads: the upstream is held back,
   t.same(otherErrors, [], 'the other client never got an error')
   t.equal(other.ws.readyState, other.ws.OPEN, 'the other client is still connected')
   await until(() => server.app.sessions.size === 1, 'the flooded session to leave the registry')
+  await collectGarbage()
+  t.equal(floodedQueue.deref(), undefined, 'once closed, the flooded socket and all it had queued were freed')
 })

@@ -356,6 +356,40 @@ t.test('default limits never throttle a normal IDE', async (t) => {
 // (c) per-connection token bucket
 // ---------------------------------------------------------------------------------------------
 
+t.test('a flooding connection is not read until its bucket refills: its own send buffer fills, others are served, then it is read again', async (t) => {
+  const clock = new ManualClock({ monotonicMs: 9_000_000 })
+  const server = await start(t, { argv: ['--rpc-rate', '10', '--rpc-burst', '10'], timers: clock, extraMethods: [echo] })
+  const flooder = await open(t, server)
+  await flooder.initialize('flooder', '1.0.0') // 9 tokens left
+  const other = await open(t, server)
+  await other.initialize('other', '1.0.0')
+  const results = (): number => flooder.frames.filter((f) => f.includes('"result":{"ok":true}')).length
+
+  // ~1 KiB requests as fast as the socket takes them, until this side's own buffer holds 1 MiB:
+  // the kernel's buffers on both sides are full, so the server has stopped reading.
+  const frame = JSON.stringify({ id: 'flood', method: 'test/echo', params: { pad: 'p'.repeat(1000) } })
+  let sent = 0
+  while (flooder.ws.bufferedAmount < 1024 * 1024 && sent < 200_000) {
+    for (let i = 0; i < 500; i++) flooder.sendRaw(frame)
+    sent += 500
+    await new Promise<void>((resolve) => setImmediate(resolve))
+  }
+  t.ok(flooder.ws.bufferedAmount >= 1024 * 1024, `the server stopped reading the flooder: ${flooder.ws.bufferedAmount} bytes wait in its own buffer after ${sent} frames`)
+  t.ok(clock.pendingDelays().includes(1000), 'for the time its bucket takes to refill (10 at 10/s: 1 s)')
+  const echoed = await other.request('test/echo', undefined, 'other-1')
+  t.same(echoed, { id: 'other-1', result: { ok: true } }, 'another connection is served meanwhile')
+  t.equal(results(), 9, 'the flooder got what its bucket held')
+  const answered = flooder.frames.length - 1 // the initialize answer aside
+  t.ok(flooder.frames.slice(1).every((f) => f.includes('"result":{"ok":true}') || f.includes('-32001')), 'and -32001 for the rest of what was read')
+  t.ok(answered < sent / 4, `${answered} of ${sent} frames were read and answered, not every one sent`)
+
+  clock.advance(1000)
+  // Frames that waited in TCP are read: the refilled bucket's ten are served.
+  await until(() => results() >= 19, 'the flooder to be read and served again after the refill')
+  t.equal(flooder.ws.readyState, flooder.ws.OPEN, 'flooding never closes the connection')
+  flooder.ws.terminate()
+})
+
 t.test('--rpc-rate 10 --rpc-burst 5: requests over the bucket get -32001, notifications are dropped', async (t) => {
   const clock = new ManualClock({ monotonicMs: 5_000_000 })
   const server = await start(t, { argv: ['--rpc-rate', '10', '--rpc-burst', '5'], timers: clock, extraMethods: [echo] })

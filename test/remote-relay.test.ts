@@ -766,6 +766,7 @@ t.test('an initialize through the relay gets a real initialize result', async (t
     maxInFlightPerConnection: 128,
     ratePerSecond: 0,
     burst: 1,
+    lifecycle: { draining: false },
   }
   const sent: string[] = []
   const live = new Set<Session>()

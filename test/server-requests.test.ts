@@ -239,6 +239,7 @@ t.test('Session.request: frames, replies through handleText, shared ids, close a
     maxInFlightPerConnection: 128,
     ratePerSecond: 0,
     burst: 1,
+    lifecycle: { draining: false },
   }
   const ta = new RecordingTransport()
   const tb = new RecordingTransport()

@@ -31,7 +31,7 @@ class RecordingTransport implements SessionTransport {
 const log = createLogger('debug', new LogCapture())
 
 function factory(registry = new SessionRegistry()): SessionFactory {
-  const settings = { inFlight: new InFlightLimit(100), serverRequestIds: new RequestIdAllocator(), clock: systemClock, maxInFlightPerConnection: 128, ratePerSecond: 0, burst: 1 }
+  const settings = { inFlight: new InFlightLimit(100), serverRequestIds: new RequestIdAllocator(), clock: systemClock, maxInFlightPerConnection: 128, ratePerSecond: 0, burst: 1, lifecycle: { draining: false } }
   return new SessionFactory(settings, registry)
 }
 

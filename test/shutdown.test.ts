@@ -1,18 +1,146 @@
 /**
- * Graceful shutdown: `/readyz` turns 503, new upgrades get 503, open sockets get 1001 `server
- * shutting down` after in-flight requests are answered, then the process exits 0.
+ * Graceful shutdown: `/readyz` turns 503, new upgrades get 503, new requests are refused
+ * -32001, open sockets get 1001 `server shutting down` after in-flight requests are answered
+ * — at `--shutdown-timeout-seconds` by the server itself (-32603 `server shutting down`) —
+ * then the process exits 0.
  */
+import { randomBytes } from 'node:crypto'
 import t from 'tap'
 import type WebSocket from 'ws'
-import { canary, leakedCanaries } from './helpers/canary.js'
-import { connect, httpGet, tryUpgrade } from './helpers/client.js'
+import { defineMethod } from '../src/rpc/method.js'
+import type { AppServices } from '../src/services.js'
+import { canary, leakedCanaries, registerCanary } from './helpers/canary.js'
+import { connect, httpGet, tryUpgrade, type RpcClient } from './helpers/client.js'
+import { AttachedEngine } from './helpers/engine-kit.js'
+import { FakeEngine } from './helpers/fake-engine.js'
+import { FakeUsageBackend } from './helpers/fake-usage-backend.js'
+import { ManualClock } from './helpers/manual-clock.js'
 import { startCli } from './helpers/process.js'
 import { startServer } from './helpers/server.js'
-import { withTimeout } from './helpers/wait.js'
+import { until, withTimeout } from './helpers/wait.js'
 
 const SHUTDOWN = { code: 1001, reason: 'server shutting down' }
+const REFUSED = { code: -32001, message: 'server shutting down' }
+const UNANSWERED = { code: -32603, message: 'server shutting down' }
+const DEFAULT_DEADLINE_MS = 10_000
 
-for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+/** `test/held`: never answers on its own (a backend that never replies). */
+const held = defineMethod<AppServices, null>({
+  name: 'test/held',
+  scope: 'session',
+  params: null,
+  handler: () => new Promise<never>(() => {}),
+})
+
+/** Every frame and the close, in the order the client saw them. */
+function recordEvents(client: RpcClient): string[] {
+  const events: string[] = []
+  client.ws.on('message', (data: WebSocket.RawData) => events.push(`frame ${data.toString()}`))
+  client.ws.on('close', (code: number, reason: Buffer) => events.push(`close ${code} ${reason.toString()}`))
+  return events
+}
+
+/** An unsigned JWT-shaped ChatGPT access token (never verified), registered as a canary. */
+function chatgptAccessToken(): string {
+  const enc = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url')
+  const claims = { email: 'drain@example.com', 'https://api.openai.com/auth': { chatgpt_plan_type: 'plus' }, jti: randomBytes(8).toString('hex') }
+  return registerCanary(`${enc({ alg: 'none', typ: 'JWT' })}.${enc(claims)}.${randomBytes(16).toString('base64url')}`)
+}
+
+t.test('subprocess: SIGTERM with a request held at the backend: answered -32603 at the deadline, then 1001, exit 0', async (t) => {
+  const backend = await FakeUsageBackend.start({})
+  const answerBackend = backend.hold()
+  t.teardown(async () => {
+    answerBackend({ status: 500, body: {} })
+    await backend.close()
+  })
+  const srv = await startCli(['--listen', 'ws://127.0.0.1:0', '--credentials-store', 'ephemeral', '--shutdown-timeout-seconds', '1'], {
+    env: { CHATGPT_BASE_URL: backend.baseUrl },
+  })
+  t.teardown(() => srv.stop('SIGKILL').then(() => undefined))
+  const client = await connect(srv.url)
+  t.teardown(() => client.ws.terminate())
+  await client.initialize('held-at-backend', '1.0.0')
+  const login = await client.request('account/login/start', { type: 'chatgptAuthTokens', accessToken: chatgptAccessToken(), chatgptAccountId: 'acct-drain' })
+  t.same(login.result, { type: 'chatgptAuthTokens' }, 'logged in')
+  const events = recordEvents(client)
+  const reply = client.request('account/rateLimits/read', undefined, 'held-1')
+  await until(() => backend.calls.length >= 1, 'the backend to be asked')
+
+  const exited = srv.stop('SIGTERM')
+  t.same(await withTimeout(reply, 20_000, 'the held request to be answered'), { id: 'held-1', error: UNANSWERED }, 'the held request is answered -32603')
+  t.same(await withTimeout(client.closed, 20_000, 'close frame after the deadline'), SHUTDOWN, 'then the socket closes 1001, not 1006')
+  const replyIndex = events.findIndex((e) => e.includes('"held-1"'))
+  t.ok(replyIndex >= 0 && replyIndex < events.findIndex((e) => e.startsWith('close ')), 'the answer came before the close frame')
+  t.same(await withTimeout(exited, 30_000, 'process exit'), { code: 0, signal: null }, 'a signal-initiated stop exits 0')
+  t.notMatch(srv.stdout(), /killed by timeout/, 'close-with-grace did not cut the drain short')
+  t.same(leakedCanaries(srv.stdout() + srv.stderr()), [])
+})
+
+t.test('in-process: during a drain new requests are refused at once; at the deadline a held request is answered -32603, then 1001', async (t) => {
+  const clock = new ManualClock()
+  const server = await startServer({ timers: clock, extraMethods: [held] })
+  t.teardown(() => server.close())
+  const client = await connect(server.wsUrl)
+  t.teardown(() => client.ws.terminate())
+  await client.initialize('drain-deadline', '1')
+  const events = recordEvents(client)
+  const heldReply = client.request('test/held', undefined, 'held-1')
+  await until(() => server.app.inFlight.current === 1, 'the held request to be in flight')
+
+  let drainDone = false
+  const drained = server.drainAndClose().then(() => (drainDone = true))
+  t.same(clock.pendingDelays(), [DEFAULT_DEADLINE_MS], 'the drain waits at most --shutdown-timeout-seconds (default 10)')
+  // A client that keeps sending during the drain: each request refused at once, none holds it open.
+  for (let i = 0; i < 20; i++) {
+    const r = await client.request('account/read', {}, `during-${i}`)
+    t.same(r, { id: `during-${i}`, error: REFUSED }, `request ${i} during the drain: -32001 server shutting down`)
+  }
+  t.notOk(drainDone, 'the drain still waits for the held request')
+  t.equal(client.ws.readyState, client.ws.OPEN, 'and the socket is still open')
+
+  clock.advance(DEFAULT_DEADLINE_MS)
+  t.same(await withTimeout(heldReply, 5000, 'the held request answer'), { id: 'held-1', error: UNANSWERED }, 'at the deadline: -32603 server shutting down')
+  t.same(await withTimeout(client.closed, 5000, 'close after the deadline'), SHUTDOWN)
+  await withTimeout(drained, 5000, 'drainAndClose')
+  const replyIndex = events.findIndex((e) => e.includes('"held-1"'))
+  t.ok(replyIndex >= 0 && replyIndex < events.findIndex((e) => e.startsWith('close ')), 'the answer came before the close frame')
+  t.same(leakedCanaries(server.logs.text()), [])
+})
+
+t.test('in-process: an engine request in flight at the deadline is answered -32603 before the 1001', async (t) => {
+  const clock = new ManualClock()
+  const engine = await FakeEngine.start()
+  // No answer for `thread/loaded/list`: the engine leaves it in flight.
+  const server = await startServer({
+    argv: ['--shutdown-timeout-seconds', '3'],
+    timers: clock,
+    engine: { runner: new AttachedEngine(engine.socketPath), keepAlive: { timers: new ManualClock() } },
+  })
+  t.teardown(async () => {
+    await server.close()
+    await engine.close()
+  })
+  const client = await connect(server.wsUrl)
+  t.teardown(() => client.ws.terminate())
+  await client.initialize('engine-drain', '1')
+  const upstream = await engine.connectionOf('engine-drain')
+  const events = recordEvents(client)
+  const reply = client.request('thread/loaded/list', {}, 'engine-held')
+  await upstream.waitFor((f) => f.id === 'engine-held')
+
+  const drained = server.drainAndClose()
+  t.same(clock.pendingDelays().filter((d) => d === 3000), [3000], 'the drain deadline is armed')
+  clock.advance(3000)
+  t.same(await withTimeout(reply, 5000, 'the engine request answer'), { id: 'engine-held', error: UNANSWERED }, 'answered -32603 server shutting down')
+  t.same(await withTimeout(client.closed, 5000, 'close after the deadline'), SHUTDOWN)
+  await withTimeout(drained, 5000, 'drainAndClose')
+  t.ok(events.findIndex((e) => e.includes('"engine-held"')) < events.findIndex((e) => e.startsWith('close ')), 'the answer came before the close frame')
+  await withTimeout(upstream.closed(), 5000, 'the upstream to close')
+})
+
+// SIGTERM is taken by the held-request test above, which checks the 1001 and the exit code too.
+for (const signal of ['SIGINT'] as const) {
   t.test(`subprocess: ${signal} closes sockets with 1001 and exits 0`, async (t) => {
     const srv = await startCli(['--listen', 'ws://127.0.0.1:0'])
     t.teardown(() => srv.stop('SIGKILL').then(() => undefined))

@@ -10,7 +10,8 @@ import { once } from 'node:events'
 import type { AddressInfo, Socket } from 'node:net'
 import WebSocket, { WebSocketServer } from 'ws'
 import { createLogger } from '../src/log/logger.js'
-import { boundedTransport, SLOW_CONSUMER_GRACE_MS, SLOW_CONSUMER_STALL_MS } from '../src/rpc/websocket-transport.js'
+import { FRAME_OVERHEAD_BYTES } from '../src/rpc/outbound-queue.js'
+import { boundedTransport, CLOSE_HANDSHAKE_GRACE_MS, SLOW_CONSUMER_STALL_MS, STOPPED_CEILING } from '../src/rpc/websocket-transport.js'
 import { connect } from './helpers/client.js'
 import { LogCapture, startServer } from './helpers/server.js'
 import { until, withTimeout } from './helpers/wait.js'
@@ -71,7 +72,7 @@ t.test('a client that does not read is closed 1008, then destroyed once the grac
   transport.send(CHUNK)
   t.equal(socket.bufferedAmount, buffered, 'nothing more is sent once closing')
 
-  t.same(timers.held.map((h) => h.ms), [SLOW_CONSUMER_GRACE_MS], 'one grace timer')
+  t.same(timers.held.map((h) => h.ms), [CLOSE_HANDSHAKE_GRACE_MS], 'one grace timer')
   const closed = once(socket, 'close') as Promise<[number]>
   timers.held[0]?.fn()
   const [code] = await closed
@@ -109,8 +110,48 @@ t.test('a paced source is stopped at the bound; a client that does not drain is 
   const warn = logs.lines.find((l) => l.msg === 'closing slow consumer')
   t.equal(warn?.level, 40, 'logged at WARN')
   t.ok(typeof warn?.bufferedBytes === 'number' && warn.bufferedBytes > MAX_BYTES, 'with the buffered byte count over the bound')
-  t.same(timers.held.map((h) => h.ms), [SLOW_CONSUMER_STALL_MS, SLOW_CONSUMER_GRACE_MS], 'then the grace timer, as for any slow consumer')
+  t.same(timers.held.map((h) => h.ms), [SLOW_CONSUMER_STALL_MS, CLOSE_HANDSHAKE_GRACE_MS], 'then the grace timer, as for any slow consumer')
   t.equal(resumed, 0, 'the source is never resumed onto a closing client')
+})
+
+t.test('small frames are charged what they cost: a paced source is stopped before their text alone reaches the bound', async (t) => {
+  const socket = await stalledPair(t)
+  const transport = boundedTransport(socket, MAX_BYTES, createLogger('debug', new LogCapture()), new HeldTimers())
+  const delta = JSON.stringify({ method: 'item/agentMessage/delta', params: { delta: 'd'.repeat(200) } })
+  let paced = 0
+  while (transport.sendPaced!(delta, () => {})) {
+    paced++
+    if (paced % 256 === 0) await new Promise<void>((resolve) => setImmediate(resolve))
+    if (paced > 1_000_000) break
+  }
+  t.ok(paced <= 1_000_000, `the source was stopped (after ${paced} frames)`)
+  // Every frame still in ws's buffer (its text and a 4-byte header: a frame of 126-65535 bytes)
+  // is also charged its overhead, so the buffer can fill only this share of the bound, plus
+  // the frame that crossed it.
+  const onWire = delta.length + 4
+  const textShare = ((MAX_BYTES + delta.length) * onWire) / (onWire + FRAME_OVERHEAD_BYTES) + onWire
+  t.ok(socket.bufferedAmount <= textShare, `stopped with ${socket.bufferedAmount} bytes buffered, at most ${Math.round(textShare)}`)
+})
+
+t.test("while a paced source is stopped, the gateway's own frames may pile up only to the ceiling", async (t) => {
+  const socket = await stalledPair(t)
+  const logs = new LogCapture()
+  const transport = boundedTransport(socket, MAX_BYTES, createLogger('debug', logs), new HeldTimers())
+  let paced = 0
+  while (transport.sendPaced!(CHUNK, () => {}) && paced < 2000) {
+    paced++
+    await new Promise<void>((resolve) => setImmediate(resolve))
+  }
+  t.ok(paced < 2000, 'the source was stopped')
+  let own = 0
+  while (socket.readyState === socket.OPEN && own < 100) {
+    transport.send(CHUNK)
+    own++
+  }
+  t.equal(socket.readyState, socket.CLOSING, `the client was closed after ${own} of the gateway's own frames`)
+  const warn = logs.lines.find((l) => l.msg === 'closing slow consumer')
+  t.ok(typeof warn?.bufferedBytes === 'number' && warn.bufferedBytes > STOPPED_CEILING * MAX_BYTES, 'over the ceiling, logged at WARN')
+  t.ok(socket.bufferedAmount <= STOPPED_CEILING * MAX_BYTES + 2 * CHUNK.length, `never much more than the ceiling held (${socket.bufferedAmount} bytes)`)
 })
 
 t.test('a paced source stopped at the bound is resumed once a reading client has drained', async (t) => {

@@ -86,7 +86,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   }
 
   // Loaded only now, so that `--help` and refusals answer without loading the server.
-  const [{ buildApp, drainAndClose }, { createLogger, withheldError }, { default: closeWithGrace }] = await Promise.all([
+  const [{ AFTER_DRAIN_MS, buildApp, drainAndClose }, { createLogger, withheldError }, { default: closeWithGrace }] = await Promise.all([
     import('../app.js'),
     import('../log/logger.js'),
     import('close-with-grace'),
@@ -145,7 +145,8 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     void rcCommand.announceRemoteControl(app.remoteControl, { json, stdout: io.stdout, log: logger, waitMs: config.remoteControlWaitMs, accountKind: () => rcCommand.accountKindOf(app.accounts) })
   }
 
-  closeWithGrace({ delay: 10_000, logger: { error: (m: unknown) => logger.error(m) } }, async ({ signal, err }) => {
+  // The last resort (exit 1) only once the drain's own deadline and what follows it are past.
+  closeWithGrace({ delay: config.shutdownTimeoutMs + AFTER_DRAIN_MS, logger: { error: (m: unknown) => logger.error(m) } }, async ({ signal, err }) => {
     if (err) logger.error({ error: withheldError(err) }, 'shutting down after an error')
     else logger.info({ signal }, 'shutting down')
     try {

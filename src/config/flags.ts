@@ -139,6 +139,13 @@ const TABLE = {
     max: 100_000,
     help: 'sockets one client may hold before finishing its request headers; past it its oldest is closed',
   }),
+  shutdownTimeoutSeconds: integer('shutdown-timeout-seconds', {
+    valueName: 'N',
+    default: 10,
+    min: 0,
+    max: DAY_SECONDS,
+    help: 'on SIGINT/SIGTERM, how long requests in flight may take; then they are answered -32603 and sockets close 1001',
+  }),
   headerTimeoutMs: integer('header-timeout-ms', { valueName: 'MS', default: 10_000, min: 100, max: 120_000, help: 'time a socket has to send its request headers (and the request to finish)' }),
   httpRateLimit: integer('http-rate-limit', { valueName: 'N', default: 600, min: 0, max: 10_000_000, help: 'health requests and upgrade attempts per minute per remote address (0: off)' }),
   failedUpgradeLimit: integer('failed-upgrade-limit', {

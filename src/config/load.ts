@@ -43,6 +43,7 @@ export function loadConfig(argv: readonly string[], options: LoadConfigOptions):
     home: value('home'),
     maxPayloadBytes: value('maxPayload'),
     pingIntervalMs: 1000 * value('pingIntervalSeconds'),
+    shutdownTimeoutMs: 1000 * value('shutdownTimeoutSeconds'),
     limits: {
       httpPerMinute: value('httpRateLimit'),
       failedUpgradesPerMinute: value('failedUpgradeLimit'),

@@ -48,6 +48,8 @@ export interface Config {
   readonly home: string
   readonly maxPayloadBytes: number
   readonly pingIntervalMs: number
+  /** How long a drain waits for requests in flight before answering them itself. */
+  readonly shutdownTimeoutMs: number
   readonly limits: Limits
   readonly accounts: AccountSettings
   readonly remoteControlWaitMs: number

@@ -6,6 +6,13 @@ export const OVERLOADED = -32001
 
 export const OVERLOADED_MESSAGE = 'Server overloaded; retry later.'
 
+/** Refusals and last answers of a drain, and the close reason its sockets get. */
+export const SHUTTING_DOWN_MESSAGE = 'server shutting down'
+/** A request that arrives while the process drains: refused at once, like load it cannot take. */
+export const SHUTTING_DOWN_REFUSAL = { code: OVERLOADED, message: SHUTTING_DOWN_MESSAGE } as const
+/** A request still unanswered when the drain's deadline comes. */
+export const SHUTTING_DOWN_UNANSWERED = { code: INTERNAL_ERROR, message: SHUTTING_DOWN_MESSAGE } as const
+
 /**
  * An error a handler means to show the client. Its message must be safe to show: fixed
  * wording plus values the client itself sent, never a secret. Any other thrown value

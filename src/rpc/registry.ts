@@ -1,4 +1,13 @@
+import type { Clock } from '../clock.js'
 import type { Session } from './session.js'
+import type { RpcErrorBody } from './wire.js'
+
+/** How long a drain waits, on which clock, and what a request still unanswered then is told. */
+export interface DrainDeadline {
+  readonly ms: number
+  readonly clock: Pick<Clock, 'setTimeout' | 'clearTimeout'>
+  readonly unanswered: RpcErrorBody
+}
 
 /**
  * Every live session of the process, local or remote. Broadcasts go only to initialized
@@ -35,13 +44,22 @@ export class SessionRegistry {
     setImmediate(() => this.broadcast(method, params))
   }
 
-  /** Lets every session answer what it has in flight, then closes it with `code`. */
-  async closeAll(code: number, reason: string): Promise<void> {
+  /**
+   * Lets every session answer what it has in flight, then closes it with `code`. With a
+   * deadline, a session still busy when it comes answers each request left with
+   * `deadline.unanswered` first, so every request accepted gets an answer before the close.
+   */
+  async closeAll(code: number, reason: string, deadline?: DrainDeadline): Promise<void> {
+    let timer: unknown = null
+    const expired =
+      deadline === undefined ? null : new Promise<void>((resolve) => (timer = deadline.clock.setTimeout(resolve, deadline.ms)))
     await Promise.all(
       [...this.sessions].map(async (s) => {
-        await s.whenIdle()
+        await (expired === null ? s.whenIdle() : Promise.race([s.whenIdle(), expired]))
+        if (deadline !== undefined) s.answerUnanswered(deadline.unanswered)
         s.close(code, reason)
       }),
     )
+    if (deadline !== undefined) deadline.clock.clearTimeout(timer)
   }
 }

@@ -7,12 +7,12 @@ import { boundedClientText } from '../util/client-text.js'
 import { tryParseJson, type JsonObject } from '../util/json.js'
 import { hasDuplicateTopLevelKey } from '../util/json-scan.js'
 import type { Dispatcher } from './dispatcher.js'
-import { INTERNAL_ERROR, INVALID_REQUEST, OVERLOADED, OVERLOADED_MESSAGE } from './errors.js'
+import { INTERNAL_ERROR, INVALID_REQUEST, OVERLOADED, OVERLOADED_MESSAGE, SHUTTING_DOWN_REFUSAL } from './errors.js'
 import type { InFlightLimit } from './in-flight.js'
 import { ServerRequestAborted, ServerRequests, type RequestIdAllocator } from './server-requests.js'
 import type { Clock } from '../clock.js'
 import { TokenBucket } from './token-bucket.js'
-import { classifyMessage, encodeError, encodeNotification, encodeRequest, encodeResult, type RequestId } from './wire.js'
+import { classifyMessage, encodeError, encodeNotification, encodeRequest, encodeResult, type RequestId, type RpcErrorBody } from './wire.js'
 
 /** The socket side of a session: a local WebSocket, or a remote-control virtual connection. */
 export interface SessionTransport {
@@ -23,6 +23,14 @@ export interface SessionTransport {
    * (once). A transport without it takes every frame through `send`.
    */
   sendPaced?(text: string, resume: () => void): boolean
+  /**
+   * Stops reading the client for `ms` (frames already read are still handled), so a client
+   * that floods is held back by TCP instead of being read and answered frame by frame. A
+   * transport without it is always read.
+   */
+  pauseReading?(ms: number): void
+  /** Reads the client again before the pause's time is up (a slot it waited for is free). */
+  resumeReading?(): void
   close(code: number, reason: string): void
 }
 
@@ -55,6 +63,8 @@ export interface SessionSettings {
   /** Messages per second per connection (0: unlimited) and the burst above it. */
   readonly ratePerSecond: number
   readonly burst: number
+  /** The process's drain state: while it drains, new requests are refused. */
+  readonly lifecycle: { readonly draining: boolean }
 }
 
 /** What every session of an app shares. */
@@ -67,14 +77,19 @@ const DUPLICATE_MEMBER_BODY = { code: INVALID_REQUEST, message: `Invalid request
 const DROP_WARN_INTERVAL_MS = 1_000
 const FRAME_OVER_RATE = 'frame over the connection rate limit dropped'
 const NO_OPT_OUT: ReadonlySet<string> = new Set()
+/** Requests refused in a row (over the rate, or the in-flight bound) that make a connection a flooder, whose socket is then not read. */
+export const FLOOD_FRAMES = 32
+/** The longest a flooder goes unread at a time: the time its bucket takes to refill, at most this. */
+export const FLOOD_PAUSE_MAX_MS = 1_000
 
 /**
  * One JSON-RPC connection: its principal, its handshake state, its rate limit, the requests
  * it has in flight, the server requests it has not answered, and its upstream to the engine.
  * It knows nothing of sockets beyond `SessionTransport`.
  *
- * A request passes the rate limit and the in-flight bounds (the connection's, then the
- * process's), then goes to the dispatcher or, for an engine method, through the engine path's
+ * A request is refused at once while the process drains (-32001 `server shutting down`), so
+ * a client that keeps sending cannot keep a drain open. Otherwise it passes the rate limit
+ * and the in-flight bounds (the connection's, then the process's), then goes to the dispatcher or, for an engine method, through the engine path's
  * checks to the upstream (see src/engine/forward.ts); its in-flight slots are held until it is
  * answered. A request that names a top-level member twice is refused on either path
  * (`JSON.parse` would keep the last; nothing ambiguous is resolved by a guess). Notifications
@@ -84,7 +99,12 @@ const NO_OPT_OUT: ReadonlySet<string> = new Set()
  * else to the session's own server requests.
  *
  * Every inbound frame is charged to the rate limit, junk included: over it, a request is
- * answered -32001 and anything else is dropped (a reply that answers a request still pending
+ * answered -32001 and anything else is dropped (cheaply: no answer); after `FLOOD_FRAMES`
+ * requests in a row refused for the rate the socket is not read until the bucket has refilled (at most `FLOOD_PAUSE_MAX_MS`): what was
+ * already read is still answered, the rest waits in TCP, so a flood costs the process a few
+ * refusals per refill, not one per frame sent. Likewise after `FLOOD_FRAMES` requests in a row
+ * refused for the connection's in-flight bound, it is not read until one of its requests is
+ * answered (or `FLOOD_PAUSE_MAX_MS` has passed) (a reply that answers a request still pending
  * is delivered: it answers what was asked, and dropping it would only fail that request).
  * WARN lines about one frame go through a `WarnBudget`, so a flood of junk writes a bounded
  * number of lines, and a client-chosen value in a line is bounded (`boundedClientText`).
@@ -92,12 +112,19 @@ const NO_OPT_OUT: ReadonlySet<string> = new Set()
 export class Session {
   private initializedState: { clientInfo: ClientInfo; optOut: ReadonlySet<string> } | null = null
   private inFlight = 0
+  /** Ids of the requests in flight (with a count: a client may reuse an id still in flight). */
+  private readonly unanswered = new Map<RequestId, number>()
   private idleWaiters: (() => void)[] = []
   private closed = false
   private readonly bucket: TokenBucket | null
   private readonly serverRequests: ServerRequests
   private readonly warns: WarnBudget
   private lastDropWarning = -Infinity
+  private overRateInARow = 0
+  /** Requests refused in a row for the connection's in-flight bound (see `FLOOD_FRAMES`). */
+  private overBoundInARow = 0
+  /** Not read until one of its requests is answered. */
+  private waitingForSlot = false
   private upstream: SessionUpstream | null = null
 
   constructor(
@@ -154,17 +181,29 @@ export class Session {
     }
     switch (msg.kind) {
       case 'request':
+        if (this.deps.lifecycle.draining) {
+          this.send(encodeError(msg.id, SHUTTING_DOWN_REFUSAL))
+          return
+        }
         if (!withinRate) {
           this.send(encodeError(msg.id, OVERLOADED_BODY))
           this.warnDropped('request over the connection rate limit answered with -32001')
+          this.refusedOverRate()
           return
         }
+        this.overRateInARow = 0
         // The connection's own bound first: a connection past it takes no process-wide slot.
         if (this.inFlight >= this.deps.maxInFlightPerConnection) {
           this.send(encodeError(msg.id, OVERLOADED_BODY))
           this.warnDropped('request over the connection in-flight bound answered with -32001')
+          if (++this.overBoundInARow >= FLOOD_FRAMES && this.transport.pauseReading !== undefined) {
+            this.overBoundInARow = 0
+            this.waitingForSlot = true
+            this.transport.pauseReading(FLOOD_PAUSE_MAX_MS)
+          }
           return
         }
+        this.overBoundInARow = 0
         if (!this.deps.inFlight.tryAcquire()) {
           this.send(encodeError(msg.id, OVERLOADED_BODY))
           this.warnDropped('request over the process in-flight bound answered with -32001')
@@ -233,6 +272,18 @@ export class Session {
     return new Promise((resolve) => this.idleWaiters.push(resolve))
   }
 
+  /**
+   * Answers every request still in flight with `error` (a drain's deadline): the client hears
+   * about each one before its socket closes. Their handlers' late answers are not sent, since
+   * `close` follows.
+   */
+  answerUnanswered(error: RpcErrorBody): void {
+    for (const [id, count] of this.unanswered) {
+      for (let i = 0; i < count; i++) this.send(encodeError(id, error))
+    }
+    this.unanswered.clear()
+  }
+
   close(code: number, reason: string): void {
     if (this.closed) return
     this.closed = true
@@ -259,6 +310,13 @@ export class Session {
     return this.bucket === null || this.bucket.take()
   }
 
+  /** A request refused over the rate: past `FLOOD_FRAMES` in a row, the socket waits for the refill. */
+  private refusedOverRate(): void {
+    if (this.bucket === null || ++this.overRateInARow < FLOOD_FRAMES) return
+    this.overRateInARow = 0
+    this.transport.pauseReading?.(Math.min(FLOOD_PAUSE_MAX_MS, this.bucket.msUntilFull()))
+  }
+
   private warnDropped(what: string): void {
     const now = this.deps.clock.monotonicMs()
     if (now - this.lastDropWarning < DROP_WARN_INTERVAL_MS) return
@@ -281,19 +339,19 @@ export class Session {
 
   /** An engine-bound request: the engine path's checks, then the original frame to the upstream. */
   private async runForwarded(id: RequestId, method: string, text: string, frame: JsonObject): Promise<void> {
-    this.inFlight++
+    this.requestStarted(id)
     try {
       const refusal = engineRequestRefusal(this, method, text, frame)
       if (refusal !== null) this.send(encodeError(id, refusal))
       else if (this.upstream === null) this.send(encodeError(id, ENGINE_UNAVAILABLE))
       else await this.upstream.forwardRequest(id, text)
     } finally {
-      this.requestDone()
+      this.requestDone(id)
     }
   }
 
   private async runRequest(id: RequestId, method: string, params: unknown, text: string): Promise<void> {
-    this.inFlight++
+    this.requestStarted(id)
     try {
       const outcome = hasDuplicateTopLevelKey(text) ? { error: DUPLICATE_MEMBER_BODY } : await this.deps.dispatcher.dispatch(this, method, params)
       this.send('result' in outcome ? encodeResult(id, outcome.result) : encodeError(id, outcome.error))
@@ -303,13 +361,25 @@ export class Session {
       this.log.error({ method: boundedClientText(method), error: withheldError(err) }, 'request failed outside its handler')
       this.send(encodeError(id, { code: INTERNAL_ERROR, message: 'internal error' }))
     } finally {
-      this.requestDone()
+      this.requestDone(id)
     }
   }
 
-  private requestDone(): void {
+  private requestStarted(id: RequestId): void {
+    this.inFlight++
+    this.unanswered.set(id, (this.unanswered.get(id) ?? 0) + 1)
+  }
+
+  private requestDone(id: RequestId): void {
+    const count = this.unanswered.get(id)
+    if (count === 1) this.unanswered.delete(id)
+    else if (count !== undefined) this.unanswered.set(id, count - 1)
     this.deps.inFlight.release()
     this.inFlight--
+    if (this.waitingForSlot) {
+      this.waitingForSlot = false
+      this.transport.resumeReading?.()
+    }
     if (this.inFlight === 0 && this.idleWaiters.length > 0) {
       const waiters = this.idleWaiters
       this.idleWaiters = []

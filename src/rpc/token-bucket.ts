@@ -34,6 +34,14 @@ export class TokenBucket {
     return this.tokens >= this.burst
   }
 
+  /** Milliseconds until the bucket is full again; 0 when it is. */
+  msUntilFull(): number {
+    this.refill()
+    if (this.tokens >= this.burst) return 0
+    if (this.ratePerSecond <= 0) return Infinity
+    return Math.ceil(((this.burst - this.tokens) * 1000) / this.ratePerSecond)
+  }
+
   /** Milliseconds until a `take()` would succeed; 0 when one would now. */
   msUntilToken(): number {
     this.refill()

@@ -1,13 +1,19 @@
 /**
  * A session's local WebSocket. Three rules live here, each for the sake of every other client:
  * - A client that does not read is closed (1008 `slow consumer`) once more than the bound
- *   waits in its outbound buffer, and destroyed if it will not even finish that close.
+ *   waits for it, and destroyed if it will not even finish that close. What waits is what the
+ *   gateway holds (`OutboundQueue`: frames handed to the socket and not yet written, each
+ *   charged its cost in memory, not only its text).
  *   Frames from a source that can stop reading (the engine's upstream) are paced instead: when
- *   one would take the buffer over the bound it is still sent, the source is told to stop, and
- *   it is resumed once that frame has left the buffer (so everything before it has too). A
- *   client that does not drain within `SLOW_CONSUMER_STALL_MS` of such a stop is closed as a
- *   slow consumer. The gateway holds at most the bound, the frame that crossed it and what the
- *   source had already read when it stopped — never an unbounded queue.
+ *   one would take the queue over the bound it is still sent, the source is told to stop, and
+ *   it is resumed once that frame has left (so everything before it has too). A client that
+ *   does not drain within `SLOW_CONSUMER_STALL_MS` of such a stop is closed as a slow
+ *   consumer; while the source is stopped the gateway's own frames still go out (the stall
+ *   timer decides), up to `STOPPED_CEILING` times the bound. The gateway holds at most the
+ *   bound, the frame that crossed it and what the source had already read when it stopped —
+ *   never an unbounded queue — and nothing once the socket has closed.
+ * - A client the session finds flooding is not read for a while (`pauseReading`): its frames
+ *   wait in TCP, not in the process.
  * - With a heartbeat, every socket must answer each ping before the next, or it is dropped.
  * - A socket's errors are logged without their text and end the socket.
  */
@@ -15,12 +21,19 @@ import type { RawData, WebSocket, WebSocketServer } from 'ws'
 import { withheldError, type AppLogger } from '../log/logger.js'
 import type { Session, SessionTransport } from './session.js'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
+import { OutboundQueue } from './outbound-queue.js'
 
-/** How long a slow consumer's close handshake may take before the socket is destroyed. */
-export const SLOW_CONSUMER_GRACE_MS = 5_000
+/**
+ * How long a close handshake the server began may take before the socket is destroyed (a
+ * slow consumer's, or a drain's: a peer that never answers must not hold a stop for ws's 30 s).
+ */
+export const CLOSE_HANDSHAKE_GRACE_MS = 5_000
 
 /** How long a paced source may stay stopped on a client that does not drain before the client is closed. */
 export const SLOW_CONSUMER_STALL_MS = 10_000
+
+/** While a paced source is stopped, the gateway's own frames may take the queue this many times over the bound. */
+export const STOPPED_CEILING = 2
 
 /**
  * Sends through the socket until more than `maxBytes` wait in its outbound buffer; then the
@@ -32,11 +45,31 @@ export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLo
   /** The stopped source's resume, while a paced frame is on its way out. */
   let stopped: (() => void) | null = null
   let stallTimer: TimerHandle = null
-  const closeSlow = (): void => {
+  /** While the client's socket is not read (a flooder), what reads it again. */
+  let readTimer: TimerHandle = null
+  const readAgain = (): void => {
+    if (readTimer === null) return
+    timers.clearTimeout(readTimer)
+    readTimer = null
+    socket.resume()
+  }
+  const queue = new OutboundQueue(socket)
+  socket.once('close', () => {
+    queue.release()
+    timers.clearTimeout(readTimer)
+  })
+  const closeWithGrace = (code: number, reason: string): void => {
     closing = true
-    log.warn({ bufferedBytes: socket.bufferedAmount }, 'closing slow consumer')
-    socket.close(1008, 'slow consumer')
-    timers.setTimeout(() => socket.terminate(), SLOW_CONSUMER_GRACE_MS)
+    timers.clearTimeout(stallTimer)
+    // The peer's close frame must be read.
+    readAgain()
+    socket.close(code, reason)
+    const grace = timers.setTimeout(() => socket.terminate(), CLOSE_HANDSHAKE_GRACE_MS)
+    socket.once('close', () => timers.clearTimeout(grace))
+  }
+  const closeSlow = (): void => {
+    log.warn({ bufferedBytes: queue.bytes }, 'closing slow consumer')
+    closeWithGrace(1008, 'slow consumer')
   }
   // Called once the frame that crossed the bound is written (or the socket failed).
   const drained = (): void => {
@@ -51,33 +84,39 @@ export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLo
       if (!usable()) return
       // Judged on what is still queued from earlier sends: one large reply to a client that
       // reads is fine; a client that let `maxBytes` pile up is not. While a paced frame is on
-      // its way out the buffer is over the bound by design: the stall timer decides then.
-      if (socket.bufferedAmount > maxBytes && stopped === null) closeSlow()
-      else socket.send(text)
+      // its way out the queue is over the bound by design: the stall timer decides then,
+      // unless the gateway's own frames pile up past the ceiling.
+      if (queue.bytes > (stopped === null ? maxBytes : STOPPED_CEILING * maxBytes)) closeSlow()
+      else queue.send(text)
     },
     sendPaced(text, resume) {
       if (!usable()) return true
       if (stopped !== null) {
         // Read by the source before it stopped: sent, it is already bounded.
-        socket.send(text)
+        queue.send(text)
         return false
       }
       // `length` undercounts multi-byte text; such a frame stops the source one frame later.
-      if (socket.bufferedAmount + text.length <= maxBytes) {
-        socket.send(text)
+      if (queue.bytes + text.length <= maxBytes) {
+        queue.send(text)
         return true
       }
       stopped = resume
       stallTimer = timers.setTimeout(() => {
         if (stopped !== null && usable()) closeSlow()
       }, SLOW_CONSUMER_STALL_MS)
-      socket.send(text, drained)
+      queue.send(text, drained)
       return false
     },
+    pauseReading(ms) {
+      if (readTimer !== null || !usable()) return
+      // ws's documented pause: the socket is not read, TCP pushes back on the sender.
+      socket.pause()
+      readTimer = timers.setTimeout(readAgain, ms)
+    },
+    resumeReading: readAgain,
     close(code, reason) {
-      closing = true
-      timers.clearTimeout(stallTimer)
-      socket.close(code, reason)
+      if (!closing) closeWithGrace(code, reason)
     },
   }
 }
@@ -115,6 +154,8 @@ export function serveSocket(socket: WebSocket, session: Session, log: AppLogger,
  */
 export function closeWebSockets(server: WebSocketServer): Promise<void> {
   for (const socket of server.clients) {
+    // A socket not being read (a flooder) is read again, or its peer's close would go unseen.
+    socket.resume()
     if (socket.readyState === socket.OPEN) socket.close(1001, 'server shutting down')
   }
   return new Promise((resolve) => server.close(() => resolve()))
