@@ -27,7 +27,7 @@ export default async function websocketRoutes(app: FastifyInstance): Promise<voi
     if (!request.ws) return
     const mode = app.wsAuth.mode
     const remote = request.ip
-    const reservation = app.upgradeThrottle.reserve(remote)
+    const reservation = await app.upgradeThrottle.reserve(remote)
     if (!reservation.ok) {
       logUpgradeRejected(request.log, mode, 'too many failed upgrades', remote)
       // The headers describe the limit that fired, not the HTTP limit's (set before this hook).

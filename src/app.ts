@@ -69,6 +69,9 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
     frameworkErrors: answerBadUrl(config),
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    // `request.ip` — what limits, throttle keys and logs use — comes from X-Forwarded-For only
+    // through the proxies the operator named; by default the header is ignored.
+    trustProxy: fastifyTrustProxy(config.trustProxy),
   })
 
   await app.register(configPlugin, { config })
@@ -122,6 +125,16 @@ function answerBadUrl(config: Config) {
     }
     void reply.code(400).type(PLAIN_TEXT).send('bad request')
   }
+}
+
+/**
+ * A hop count becomes a function (this Fastify trusts no hop for a bare number): the nearest
+ * `hops` addresses of the chain are proxies, the socket's peer first — so with a count the
+ * listener must be reachable only through the proxy.
+ */
+function fastifyTrustProxy(trust: Config['trustProxy']): boolean | string[] | ((address: string, hop: number) => boolean) {
+  if (typeof trust === 'number') return (_address, hop) => hop < trust
+  return typeof trust === 'boolean' ? trust : [...trust]
 }
 
 /** What `initialize` reports about this host. */
