@@ -2,7 +2,6 @@ import fp from 'fastify-plugin'
 import rateLimit from '@fastify/rate-limit'
 import type { onRequestHookHandler } from 'fastify'
 import type {} from '@fastify/websocket'
-import { logUpgradeRejected } from '../src/auth/audit.js'
 import { clientKey } from '../src/auth/client-key.js'
 import { SharedUpgradeThrottle } from '../src/auth/shared-upgrade-throttle.js'
 import { FailedUpgradeThrottle, type UpgradeThrottle } from '../src/auth/upgrade-throttle.js'
@@ -43,7 +42,8 @@ export default fp<{ now?: () => number }>(
             keyGenerator: (request) => clientKey(request.ip),
             // A refused upgrade is an upgrade decision: it gets its ws.auth line like any other.
             onExceeded: (request) => {
-              if (request.ws) logUpgradeRejected(request.log, app.config.auth.mode, 'rate limited', request.ip)
+              app.metrics?.refused('http')
+              if (request.ws) app.upgradeAudit.rejected(request.log, 'rate limited', request.ip)
             },
           }) as onRequestHookHandler)
         : null,

@@ -48,10 +48,11 @@ export default fp<SessionsPluginOptions>(
           clock: opts.timers ?? systemClock,
           ratePerSecond: limits.rpcRatePerSecond,
           burst: limits.rpcBurst,
+          observer: app.metrics,
         },
         registry,
       ),
     )
   },
-  { name: 'sessions', fastify: '5.x', decorators: { fastify: ['config'] } },
+  { name: 'sessions', fastify: '5.x', decorators: { fastify: ['config', 'metrics'] } },
 )

@@ -27,7 +27,13 @@ export const SLOW_CONSUMER_STALL_MS = 10_000
  * socket is closed and nothing more is sent. `sendPaced` (see the header) stops a source at
  * the bound instead.
  */
-export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLogger, timers: Pick<Clock, 'setTimeout' | 'clearTimeout'> = systemClock): SessionTransport {
+export function boundedTransport(
+  socket: WebSocket,
+  maxBytes: number,
+  log: AppLogger,
+  timers: Pick<Clock, 'setTimeout' | 'clearTimeout'> = systemClock,
+  onSlowConsumer: () => void = () => {},
+): SessionTransport {
   let closing = false
   /** The stopped source's resume, while a paced frame is on its way out. */
   let stopped: (() => void) | null = null
@@ -35,6 +41,7 @@ export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLo
   const closeSlow = (): void => {
     closing = true
     log.warn({ bufferedBytes: socket.bufferedAmount }, 'closing slow consumer')
+    onSlowConsumer()
     socket.close(1008, 'slow consumer')
     timers.setTimeout(() => socket.terminate(), SLOW_CONSUMER_GRACE_MS)
   }
@@ -86,7 +93,7 @@ export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLo
  * Feeds the socket's frames to its session until it closes, then calls `onClosed` (once).
  * The session must already send through a transport over this socket.
  */
-export function serveSocket(socket: WebSocket, session: Session, log: AppLogger, heartbeat: Heartbeat | null, onClosed: () => void): void {
+export function serveSocket(socket: WebSocket, session: Session, log: AppLogger, heartbeat: Heartbeat | null, clock: Pick<Clock, 'monotonicMs'>, onClosed: () => void): void {
   heartbeat?.track(socket)
   // @fastify/websocket's own error listener holds the Fastify request and reply for the
   // socket's whole life; this one holds neither (same handling: log, then terminate).
@@ -99,11 +106,17 @@ export function serveSocket(socket: WebSocket, session: Session, log: AppLogger,
     if (isBinary) session.handleBinary()
     else session.handleText(data.toString())
   })
+  // The connection's one closing line: how long, how it ended, how much went each way, and
+  // what kind of credential it held (never the credential).
   socket.on('close', (code: number) => {
     session.detach()
     heartbeat?.untrack(socket)
     onClosed()
-    log.debug({ code }, 'websocket connection closed')
+    const { received, sent } = session.frames
+    log.info(
+      { code, durationMs: Math.round(clock.monotonicMs() - session.openedAtMs), messagesIn: received, messagesOut: sent, principal: session.principal.kind },
+      'websocket connection closed',
+    )
   })
 }
 
