@@ -53,20 +53,24 @@ t.test('query-token mode: the token is asked for, and the counts follow real tra
   t.equal(open.status, 200)
   t.match(open.headers.get('content-type'), /^text\/plain; version=0\.0\.4/)
   const text = open.body
-  t.equal(series(text, 'app_server_websocket_connections_open'), 1)
-  t.equal(series(text, 'app_server_sessions_open'), 1)
-  t.equal(series(text, 'app_server_upgrades_total{outcome="accepted",reason="ok"}'), 1)
-  t.equal(series(text, 'app_server_upgrades_total{outcome="rejected",reason="invalid generated websocket query token"}'), 1)
-  t.equal(series(text, 'app_server_upgrades_total{outcome="rejected",reason="not a websocket path"}'), 1)
-  t.equal(series(text, 'app_server_rpc_requests_total{method="initialize",outcome="result"}'), 1)
-  t.equal(series(text, 'app_server_rpc_requests_total{method="other",outcome="-32600"}'), 1, 'a method outside the table counts as other')
-  t.equal(series(text, 'app_server_rpc_request_duration_seconds_count{method="initialize"}'), 1, 'latency histogram')
-  t.equal(series(text, 'app_server_rate_limited_total{limit="http"}'), 1)
-  t.equal(series(text, 'app_server_engine_state{state="off"}'), 1)
-  t.equal(series(text, 'app_server_engine_state{state="running"}'), 0)
-  t.equal(series(text, 'app_server_engine_restarts_total'), 0)
-  t.equal(series(text, 'app_server_remote_control_status{status="disabled"}'), 1)
-  t.equal(series(text, 'app_server_slow_consumer_closes_total'), 0)
+  const expected: Record<string, number> = {
+    app_server_websocket_connections_open: 1,
+    app_server_sessions_open: 1,
+    'app_server_upgrades_total{outcome="accepted",reason="ok"}': 1,
+    'app_server_upgrades_total{outcome="rejected",reason="invalid generated websocket query token"}': 1,
+    'app_server_upgrades_total{outcome="rejected",reason="not a websocket path"}': 1,
+    'app_server_rpc_requests_total{method="initialize",outcome="result"}': 1,
+    // A method outside the table counts as `other`.
+    'app_server_rpc_requests_total{method="other",outcome="-32600"}': 1,
+    'app_server_rpc_request_duration_seconds_count{method="initialize"}': 1,
+    'app_server_rate_limited_total{limit="http"}': 1,
+    'app_server_engine_state{state="off"}': 1,
+    'app_server_engine_state{state="running"}': 0,
+    app_server_engine_restarts_total: 0,
+    'app_server_remote_control_status{status="disabled"}': 1,
+    app_server_slow_consumer_closes_total: 0,
+  }
+  for (const [name, value] of Object.entries(expected)) t.equal(series(text, name), value, name)
   t.ok((series(text, 'app_server_http_request_duration_seconds_count{route="/healthz",status="200"}') ?? 0) >= 50, 'HTTP latency by route pattern')
   t.ok(series(text, 'process_cpu_user_seconds_total') !== null, 'process metrics')
   t.notOk(text.includes(server.token!), 'no token in any label')

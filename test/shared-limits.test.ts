@@ -2,7 +2,7 @@
  * Replicas sharing their limits through a real redis-server: two separate gateway apps, one
  * Redis, one budget. Time is fixed (no refill) so the counts are exact.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { Redis } from 'ioredis'
 import { canary, leakedCanaries } from './helpers/canary.js'
 import { connect, httpGet, refuse } from './helpers/client.js'
@@ -24,16 +24,19 @@ if (redis !== null) {
     await redis.stop()
   })
   const flush = () => admin.flushall()
+  /** Two separate gateway apps on the one Redis, with the same limits, closed when the test ends. */
+  const replicas = async (t: Test, limits: string[]): Promise<[TestServer, TestServer]> => {
+    const pair: [TestServer, TestServer] = [await replica(limits), await replica(limits)]
+    t.teardown(async () => {
+      for (const server of pair) await server.close()
+    })
+    return pair
+  }
   const badGuess = (server: TestServer) => refuse(`${server.wsBase}?token=wrong-guess`)
 
   t.test('30 failed upgrades spread over two replicas exhaust the one budget', async (t) => {
     await flush()
-    const a = await replica(['--failed-upgrade-limit', '30', '--http-rate-limit', '1000'])
-    const b = await replica(['--failed-upgrade-limit', '30', '--http-rate-limit', '1000'])
-    t.teardown(async () => {
-      await a.close()
-      await b.close()
-    })
+    const [a, b] = await replicas(t, ['--failed-upgrade-limit', '30', '--http-rate-limit', '1000'])
     for (let i = 0; i < 30; i++) {
       const refusal = await badGuess(i % 2 === 0 ? a : b)
       t.equal(refusal.status, 401, `guess ${i + 1} is evaluated`)
@@ -46,12 +49,7 @@ if (redis !== null) {
 
   t.test('an admitted upgrade gives its token back to the shared budget', async (t) => {
     await flush()
-    const a = await replica(['--failed-upgrade-limit', '2', '--http-rate-limit', '1000'])
-    const b = await replica(['--failed-upgrade-limit', '2', '--http-rate-limit', '1000'])
-    t.teardown(async () => {
-      await a.close()
-      await b.close()
-    })
+    const [a, b] = await replicas(t, ['--failed-upgrade-limit', '2', '--http-rate-limit', '1000'])
     for (let i = 0; i < 5; i++) {
       const client = await connect((i % 2 === 0 ? a : b).wsUrl)
       await client.close()
@@ -63,12 +61,7 @@ if (redis !== null) {
 
   t.test('the HTTP rate limit is shared too', async (t) => {
     await flush()
-    const a = await replica(['--http-rate-limit', '5'])
-    const b = await replica(['--http-rate-limit', '5'])
-    t.teardown(async () => {
-      await a.close()
-      await b.close()
-    })
+    const [a, b] = await replicas(t, ['--http-rate-limit', '5'])
     const statuses: number[] = []
     for (let i = 0; i < 5; i++) statuses.push((await httpGet(`${(i % 2 === 0 ? a : b).httpBase}/healthz`)).status)
     t.same(statuses, [200, 200, 200, 200, 200])
