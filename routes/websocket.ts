@@ -4,6 +4,7 @@ import type { WebSocket } from 'ws'
 import type { Principal } from '../src/auth/principal.js'
 import { lazyChild } from '../src/log/logger.js'
 import { boundedTransport, Heartbeat, serveSocket } from '../src/rpc/websocket-transport.js'
+import { checkHandshake } from '../src/auth/handshake-shape.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -14,7 +15,9 @@ declare module 'fastify' {
 
 /**
  * The JSON-RPC WebSocket, on every path (the path is ignored, as in codex). Who may connect is
- * decided in `onRequest`, before any 101: a refused client gets a plain-text 401 and no socket.
+ * decided in `onRequest`, before any 101: a refused client gets a plain-text 401 and no socket;
+ * a request that is no WebSocket handshake this server completes (src/auth/handshake-shape.ts)
+ * gets a 400 before it is admitted, so the `ws.auth` line never calls it accepted.
  */
 export default async function websocketRoutes(app: FastifyInstance): Promise<void> {
   app.decorateRequest('wsAdmission', null)
@@ -52,6 +55,11 @@ export default async function websocketRoutes(app: FastifyInstance): Promise<voi
       return reply.code(401).type('text/plain; charset=utf-8').send(decision.reason)
     }
     app.upgradeThrottle.refund(reservation)
+    const handshake = checkHandshake(request.raw)
+    if (!handshake.ok) {
+      app.upgradeAudit.rejected(request.log, handshake.reason, remote)
+      return reply.code(400).headers(handshake.headers).type('text/plain; charset=utf-8').send(handshake.reason)
+    }
     const connectionId = app.sessionFactory.nextId('local')
     app.upgradeAudit.admitted(request.log, remote, connectionId, decision.principal, decision.degradedReason)
     request.wsAdmission = { principal: decision.principal, connectionId }

@@ -20,6 +20,7 @@ import wsAuth from '../plugins/ws-auth.js'
 import healthRoutes from '../routes/health.js'
 import metricsRoutes from '../routes/metrics.js'
 import websocketRoutes from '../routes/websocket.js'
+import { MAX_HEADER_FIELDS } from './auth/request-shape.js'
 import type { Config } from './config/types.js'
 import type { ServerInfo } from './rpc/methods/initialize.js'
 import { UserAgent } from './rpc/user-agent.js'
@@ -75,6 +76,9 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
     // through the proxies the operator named; by default the header is ignored.
     trustProxy: fastifyTrustProxy(config.trustProxy),
   })
+  // Node drops the header fields past this count without a word; the request-shape check
+  // refuses a request that reaches it (431) instead of letting the dropped ones go unseen.
+  app.server.maxHeadersCount = MAX_HEADER_FIELDS
 
   await app.register(configPlugin, { config })
   await app.register(lifecycle)

@@ -2,12 +2,12 @@ import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import { Writable } from 'node:stream'
 import { createLogger } from '../src/log/logger.js'
-import { CredentialRejected, NotLoggedIn } from '../src/account/errors.js'
+import { CredentialClearFailed, CredentialRejected, NotLoggedIn } from '../src/account/errors.js'
 import type { BrowserLoginHandle } from '../src/account/logins.js'
 import { RefreshError, type RefreshedTokens } from '../src/account/oauth-client.js'
 import type { TokenAuthority } from '../src/account/recovery.js'
 import { AccountService, type AccountEvent } from '../src/account/service.js'
-import type { AuthDotJson, CredentialStore, ManagedTokens, PlanType } from '../src/account/types.js'
+import { StoreError, type AuthDotJson, type CredentialStore, type ManagedTokens, type PlanType } from '../src/account/types.js'
 import { ServerRequestError } from '../src/rpc/server-requests.js'
 import { canary, record } from './helpers/canary.js'
 
@@ -39,6 +39,7 @@ class MemoryStore implements CredentialStore {
   doc: AuthDotJson | null = null
   saves = 0
   failSave = false
+  failClear = false
   async load() {
     return this.doc === null ? null : structuredClone(this.doc)
   }
@@ -48,6 +49,7 @@ class MemoryStore implements CredentialStore {
     this.doc = structuredClone(d)
   }
   async clear() {
+    if (this.failClear) throw new StoreError('read-only file system', 'cannot create lock /somewhere/auth.json.lock: EROFS')
     this.doc = null
   }
 }
@@ -222,6 +224,24 @@ t.test('logout cancels the login, revokes managed tokens, clears the store, noti
   t.same(authority.revoked, [tokens.refreshToken])
   t.equal(store.doc, null)
   t.same(events.at(-1), { type: 'accountUpdated', authMode: null, planType: null })
+  t.equal(service.current, null)
+})
+
+t.test('a logout that cannot clear the store fails and changes nothing: no revocation, no event, still logged in', async (t) => {
+  const { service, store, authority, events } = setup()
+  const tokens = managed()
+  store.doc = storedManaged(tokens)
+  await service.init()
+  const before = service.current
+  store.failClear = true
+  events.length = 0
+  await t.rejects(service.logout(), new CredentialClearFailed('failed to log out: read-only file system'))
+  t.same(authority.revoked, [], 'the stored tokens still work: not revoked')
+  t.same(events, [], 'no account/updated')
+  t.equal(service.current, before, 'still logged in')
+  store.failClear = false
+  await service.logout()
+  t.same(authority.revoked, [tokens.refreshToken], 'a logout that clears the store revokes')
   t.equal(service.current, null)
 })
 

@@ -26,7 +26,7 @@ import {
   type KeyringBackend,
 } from '../src/account/stores/index.js'
 import { LOCK_FILE } from '../src/account/stores/file-store.js'
-import { StoreError, type AuthDotJson } from '../src/account/types.js'
+import { CorruptStoreError, StoreError, type AuthDotJson } from '../src/account/types.js'
 import { createLogger } from '../src/log/logger.js'
 import { canary, leakedCanaries, record } from './helpers/canary.js'
 import { runNode, spawnProcess } from './helpers/process.js'
@@ -63,8 +63,9 @@ async function storeError(t: Test, p: Promise<unknown>, what: string): Promise<S
   } catch (err) {
     t.type(err, StoreError, `${what}: rejects with a StoreError`)
     const message = err instanceof Error ? err.message : String(err)
-    record(message)
-    t.same(leakedCanaries(message), [], `${what}: no secret in the message`)
+    const detail = err instanceof StoreError ? err.detail : ''
+    record(message + '\n' + detail)
+    t.same(leakedCanaries(message + '\n' + detail), [], `${what}: no secret in the message or its detail`)
     return err as StoreError
   }
   t.fail(`${what}: expected a StoreError`)
@@ -194,13 +195,16 @@ t.test('file store: unreadable or malformed auth.json is a StoreError without th
     await writeFile(file, JSON.stringify(doc), { mode: 0o600 })
     const err = await storeError(t, store.load(), what)
     t.match(err.message, where, `${what}: ${err.message}`)
-    t.ok(err.message.startsWith(`${file} has an unexpected shape: `), `${what}: says which document`)
+    t.ok(err.message.startsWith('auth.json has an unexpected shape: '), `${what}: says which document, by name only`)
+    t.ok(err.detail.startsWith(`${file}: auth.json has an unexpected shape: `), `${what}: the detail (for logs) has the path`)
+    t.type(err, CorruptStoreError, `${what}: a corrupt store, not an unreadable one`)
   }
 
   await rm(file)
   await mkdir(file)
   const err = await storeError(t, store.load(), 'auth.json is a directory')
-  t.match(err.message, /EISDIR/, 'says why it could not be read')
+  t.equal(err.message, 'a directory is in the way', 'says why it could not be read, without the path')
+  t.equal(err.detail, `cannot read ${file}: EISDIR`, 'the detail (for logs) has the path and the code')
 })
 
 t.test('file store: clear is idempotent', async (t) => {
@@ -360,7 +364,8 @@ t.test('file lock: bounded wait, re-entrant, kept fresh while held', async (t) =
     withFileLock(home, async () => void (ran = true), { timeoutMs: 300 }),
     'held lock',
   )
-  t.match(err.message, /timed out/, 'says it timed out')
+  t.equal(err.message, 'store locked by another process', 'says who is in the way, without the path')
+  t.match(err.detail, /^timed out after 300 ms waiting for lock .*auth\.json\.lock$/, 'the detail (for logs) says it timed out')
   t.ok(Date.now() - started < 3_000, 'gave up after the bounded wait')
   t.notOk(ran, 'fn did not run')
   t.ok(existsSync(lock), "someone else's lock is left alone")

@@ -5,12 +5,12 @@
  *
  * Reading is strict about the fields it knows and ignores the rest; `null` for `auth_mode`,
  * `tokens` and `last_refresh` means absent (codex writes `"tokens": null`). A document that
- * does not fit is a `StoreError` naming the offending field, never its value.
+ * does not fit is a `CorruptStoreError` naming the offending field, never its value.
  */
 import { Type, type Static } from 'typebox'
 import { Compile } from 'typebox/compile'
 import { schemaProblem } from './schema-problem.js'
-import { StoreError, type AuthDotJson, type Credential } from './types.js'
+import { CorruptStoreError, type AuthDotJson, type Credential } from './types.js'
 import { OptionalNullable } from '../util/typebox-nullable.js'
 import { tryParseJson } from '../util/json.js'
 
@@ -33,9 +33,9 @@ export const AuthDotJsonSchema = Type.Object({
 const authDotJson = Compile(AuthDotJsonSchema)
 
 /** Checks `value` against the schema and returns a fresh copy holding only the known fields. */
-function parseAuthDotJson(value: unknown, source: string): AuthDotJson {
+function parseAuthDotJson(value: unknown, source: string, location: string): AuthDotJson {
   const problem = schemaProblem(authDotJson, value)
-  if (problem !== null) throw new StoreError(`${source} has an unexpected shape: ${problem}`)
+  if (problem !== null) throw corrupt(`${source} has an unexpected shape: ${problem}`, source, location)
   const doc = value as Static<typeof AuthDotJsonSchema>
   const out: AuthDotJson = { OPENAI_API_KEY: doc.OPENAI_API_KEY ?? null }
   if (doc.auth_mode != null) out.auth_mode = doc.auth_mode
@@ -47,11 +47,18 @@ function parseAuthDotJson(value: unknown, source: string): AuthDotJson {
   return out
 }
 
-/** Parses stored JSON text. A SyntaxError's message quotes the text, so it is never passed on. */
-export function parseAuthText(text: string, source: string): AuthDotJson {
+/**
+ * Parses stored JSON text. A SyntaxError's message quotes the text, so it is never passed on.
+ * `source` names the document for clients (`auth.json`); `location` for logs (its path).
+ */
+export function parseAuthText(text: string, source: string, location: string = source): AuthDotJson {
   const value = tryParseJson(text)
-  if (value === undefined) throw new StoreError(`${source} is not valid JSON`)
-  return parseAuthDotJson(value, source)
+  if (value === undefined) throw corrupt(`${source} is not valid JSON`, source, location)
+  return parseAuthDotJson(value, source, location)
+}
+
+function corrupt(message: string, source: string, location: string): CorruptStoreError {
+  return new CorruptStoreError(message, location === source ? message : `${location}: ${message}`)
 }
 
 /** The credential a stored document holds: ChatGPT tokens win unless the mode says API key. */

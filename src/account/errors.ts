@@ -47,6 +47,11 @@ export class CredentialSaveFailed extends AccountOperationFailed {
   override name = 'CredentialSaveFailed'
 }
 
+/** Logout could not remove the stored credential: it is still there, so nobody is logged out. */
+export class CredentialClearFailed extends AccountOperationFailed {
+  override name = 'CredentialClearFailed'
+}
+
 /**
  * Refreshing the managed ChatGPT tokens failed. `permanent`: the refresh token is dead, so
  * the failure is kept (and answered without asking the issuer) until the credential changes.

@@ -11,7 +11,7 @@ import type { AppLogger } from '../log/logger.js'
 import { withheldError } from '../log/logger.js'
 import { shortReason } from '../log/scrub.js'
 import { apiKeyDocument, managedDocument } from './auth-document.js'
-import { CredentialSaveFailed, InvalidLoginId } from './errors.js'
+import { CredentialClearFailed, CredentialSaveFailed, InvalidLoginId } from './errors.js'
 import type { CredentialHolder, CredentialRecovery, ExternalRefresher, TokenAuthority } from './recovery.js'
 import {
   checkApiKeyLoginAllowed,
@@ -21,7 +21,7 @@ import {
   checkNotExternallyManaged,
   type LoginRules,
 } from './rules.js'
-import { toPlanType, type Credential, type CredentialStore, type ManagedTokens } from './types.js'
+import { storeFailureFields, toPlanType, type Credential, type CredentialStore, type ManagedTokens } from './types.js'
 import { isUuid } from '../util/uuid.js'
 
 /** One browser (PKCE) login in progress. */
@@ -68,6 +68,7 @@ export class LoginFlows {
     try {
       await this.deps.store.save(apiKeyDocument(apiKey))
     } catch (err) {
+      this.logStoreFailure(err, 'could not save the api key')
       throw new CredentialSaveFailed(`failed to save api key: ${shortReason(err)}`)
     }
     this.deps.holder.replace({ kind: 'apiKey', apiKey })
@@ -109,16 +110,21 @@ export class LoginFlows {
     return { status: 'canceled' }
   }
 
-  /** Revokes managed tokens (best effort), clears storage, forgets the credential. */
+  /**
+   * Clears storage, then revokes managed tokens (best effort) and forgets the credential. A
+   * store that could not be cleared still holds the credential: the logout fails and nothing
+   * changes (the tokens are not revoked either, so what is stored still works).
+   */
   async logout(): Promise<void> {
     this.cancelInProgress()
     const c = this.deps.holder.current()
-    if (c?.kind === 'chatgptManaged') await this.deps.authority.revoke(c.tokens.refreshToken)
     try {
       await this.deps.store.clear()
     } catch (err) {
-      this.deps.log.warn({ error: withheldError(err), store: this.deps.store.mode }, 'could not clear stored credentials')
+      this.logStoreFailure(err, 'could not clear stored credentials')
+      throw new CredentialClearFailed(`failed to log out: ${shortReason(err)}`)
     }
+    if (c?.kind === 'chatgptManaged') await this.deps.authority.revoke(c.tokens.refreshToken)
     this.deps.recovery.useExternalRefresher(null)
     this.deps.holder.replace(null)
     this.deps.report.updated()
@@ -139,12 +145,18 @@ export class LoginFlows {
     try {
       await this.deps.store.save(managedDocument(next))
     } catch (err) {
+      this.logStoreFailure(err, 'could not save the ChatGPT login')
       this.deps.report.completed(handle.loginId, `failed to save credentials: ${shortReason(err)}`)
       return
     }
     this.deps.holder.replace(next)
     this.deps.report.completed(handle.loginId, null)
     this.deps.report.updated()
+  }
+
+  /** The log keeps what the client's error leaves out: the path and the errno code. */
+  private logStoreFailure(err: unknown, msg: string): void {
+    this.deps.log.warn({ error: withheldError(err), store: this.deps.store.mode, ...storeFailureFields(err) }, msg)
   }
 
   private cancelInProgress(): void {

@@ -5,7 +5,7 @@ import { LoginFlows, type BrowserLoginStarter } from './logins.js'
 import { CredentialRecovery, type ChatgptCall, type CredentialHolder, type ExternalRefresher, type TokenAuthority } from './recovery.js'
 import { NotLoggedIn } from './errors.js'
 import type { LoginRules } from './rules.js'
-import type { ClaimsReader, Credential, CredentialStore, PlanType } from './types.js'
+import { storeFailureFields, StoreError, type ClaimsReader, type Credential, type CredentialStore, type PlanType } from './types.js'
 
 export type AccountEvent =
   | { type: 'loginCompleted'; loginId: string | null; success: boolean; error: string | null }
@@ -45,6 +45,7 @@ export type AccountView = null | { type: 'apiKey' } | { type: 'chatgpt'; email: 
  */
 export class AccountService {
   private credential: Credential | null = null
+  private unreadableStore: StoreError | null = null
   private queue: Promise<unknown> = Promise.resolve()
   private readonly listeners = new Set<() => void>()
   private readonly recovery: CredentialRecovery
@@ -86,17 +87,28 @@ export class AccountService {
     })
   }
 
-  /** Loads the stored credential at start-up. A broken store is logged, not fatal. */
+  /**
+   * Removes what crashed saves left behind, then loads the stored credential. A store that
+   * cannot be read is logged and kept as `storeProblem` (nobody is logged in, but the store is
+   * not empty either), not fatal.
+   */
   async init(): Promise<void> {
+    await this.deps.store.removeLeftovers?.()
     try {
       this.credential = credentialFromDocument(await this.deps.store.load())
     } catch (err) {
-      this.deps.log.warn({ error: withheldError(err), store: this.deps.store.mode }, 'could not load stored credentials')
+      if (err instanceof StoreError) this.unreadableStore = err
+      this.deps.log.error({ error: withheldError(err), store: this.deps.store.mode, ...storeFailureFields(err) }, 'could not load stored credentials')
     }
   }
 
   get current(): Credential | null {
     return this.credential
+  }
+
+  /** Why the store could not be read at start (corrupt, unreadable); null once a login or logout rewrote it. */
+  get storeProblem(): StoreError | null {
+    return this.unreadableStore
   }
 
   /** Calls `listener` whenever the credential changes (login, logout, refresh, reload). Returns an unsubscribe. */
@@ -116,6 +128,8 @@ export class AccountService {
   // ---- account/read -------------------------------------------------------------------
 
   async read(options: { refreshToken?: boolean } = {}): Promise<{ account: AccountView; requiresOpenaiAuth: true }> {
+    const problem = this.credential === null ? this.unreadableStore : null
+    if (problem !== null) this.deps.log.warn({ store: this.deps.store.mode, ...storeFailureFields(problem) }, 'stored credentials are unreadable; answering as logged out')
     if (options.refreshToken && this.credential?.kind === 'chatgptManaged') {
       await this.recovery.refreshManaged({ force: true })
     }
@@ -196,6 +210,8 @@ export class AccountService {
 
   private setCredential(c: Credential | null): void {
     this.credential = c
+    // Every change but external tokens (memory only) follows a successful save or clear.
+    if (c?.kind !== 'chatgptExternal') this.unreadableStore = null
     this.recovery.credentialChanged()
     this.notifyChange()
   }

@@ -79,9 +79,40 @@ export interface CredentialStore {
   save(auth: AuthDotJson): Promise<void>
   /** Removes whatever is stored; succeeds when nothing was. */
   clear(): Promise<void>
+  /** Start-up housekeeping: removes what saves that never finished left behind. Never throws. */
+  removeLeftovers?(): Promise<void>
 }
 
-/** A store failed: the message says what failed, never with the stored secrets. */
+/** Where stores report what they fixed or fell back from; pino's (and so Fastify's) logger fits. */
+export interface StoreLog {
+  warn(obj: Record<string, unknown>, msg: string): void
+}
+
+/**
+ * A store failed. The message says why in words a client may see (`disk full`, `store locked
+ * by another process`): never a secret, never a path. `detail` is for logs: the same failure
+ * with the path and the errno code, still never a secret.
+ */
 export class StoreError extends Error {
   override name = 'StoreError'
+  readonly detail: string
+
+  constructor(message: string, detail?: string) {
+    super(message)
+    this.detail = detail ?? message
+  }
+}
+
+/**
+ * The store holds something that is not a credential document (truncated, garbage, wrong
+ * shape). Not "logged out": the user's credential may be in there, so it is reported and kept.
+ */
+export class CorruptStoreError extends StoreError {
+  override name = 'CorruptStoreError'
+}
+
+/** A store failure's fields for a log line: the client-safe reason and the detail. */
+export function storeFailureFields(err: unknown): { reason: string; detail?: string } {
+  if (err instanceof StoreError) return { reason: err.message, detail: err.detail }
+  return { reason: err instanceof Error ? `unexpected ${err.name}` : 'unexpected error' }
 }

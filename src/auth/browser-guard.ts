@@ -27,7 +27,7 @@ export function checkBrowserRequest(
   return { ok: true }
 }
 
-/** `localhost`, a loopback IPv4, or a bracketed loopback IPv6, each with an optional numeric port. */
+/** `localhost`, a loopback IPv4, or a bracketed loopback IPv6, each with an optional port (0-65535). */
 export function isLoopbackHostHeader(host: string | undefined): boolean {
   if (host === undefined) return false
   let name: string
@@ -45,6 +45,6 @@ export function isLoopbackHostHeader(host: string | undefined): boolean {
     rest = colon < 0 ? '' : host.slice(colon)
     if (name.toLowerCase() !== 'localhost' && isIP(name) !== 4) return false
   }
-  if (rest !== '' && !/^:\d{1,5}$/.test(rest)) return false
+  if (rest !== '' && !(/^:\d{1,5}$/.test(rest) && Number(rest.slice(1)) <= 65535)) return false
   return name.toLowerCase() === 'localhost' || isLoopbackIp(name)
 }

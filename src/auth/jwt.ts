@@ -15,7 +15,9 @@ export interface SignedBearerRules {
 export type JwtResult = { ok: true; claims: Record<string, unknown> } | { ok: false; reason: string }
 
 const INVALID = 'invalid websocket jwt'
-const decoder = new TextDecoder('utf-8', { fatal: true })
+// A byte-order mark is kept (so JSON.parse refuses it): a BOM-prefixed header or claims set is
+// not the canonical encoding, and parsers disagree on whether to skip it.
+const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 
 /** The JOSE header parameters this server understands; any other (`b64`, `crit`, `jku`, …) is refused. */
 const KNOWN_HEADER_PARAMETERS: ReadonlySet<string> = new Set(['alg', 'typ', 'kid'])
@@ -24,7 +26,7 @@ const BASE64URL = /^[A-Za-z0-9_-]*$/
 /**
  * Verifies a signed bearer, in this order, every failure `invalid websocket jwt` unless named:
  * 1. the token's shape: three parts of canonical base64url (no padding, no stray bits), a
- *    header that is one JSON object without duplicate names and with no parameter but `alg`,
+ *    header that is one JSON object (UTF-8 without a byte-order mark) without duplicate names and with no parameter but `alg`,
  *    `typ` and `kid` (so RFC 7797's `b64:false` and any `crit` are refused);
  * 2. the signature and `alg` (HS256 only, so `none` and every other algorithm are refused) by
  *    `jose`;

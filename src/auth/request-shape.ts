@@ -3,7 +3,10 @@
  * them, instead of being resolved by "first one wins" (Node keeps the first `Host` and the
  * first `Authorization` of a pair; a proxy in front may keep the last).
  *
- * Checked in this order, each a 400:
+ * Checked in this order, each a 400 but the first:
+ * 0. `MAX_HEADER_FIELDS` header fields or more: 431. Node keeps only about that many (the app
+ *    sets the server's count to it) and drops the rest without a word, so a second `Host`, a
+ *    second `Authorization` or an `Origin` after the filler would pass every check unseen;
  * 1. more than one `Host` header;
  * 2. more than one `Authorization` header;
  * 3. an asterisk-form target (`*`, `*?token=…`): only `OPTIONS *` means anything, and not here;
@@ -12,9 +15,13 @@
  * 5. an absolute-form target (`http://a/…`, `ws://a/…`) whose authority differs from `Host`:
  *    the one the Host check looked at must be the one the request names.
  */
-export type ShapeVerdict = { ok: true } | { ok: false; reason: string }
+export type ShapeVerdict = { ok: true } | { ok: false; status: 400 | 431; reason: string }
+
+/** Header fields a request may carry: a client sends a dozen or two; far more is an attack. */
+export const MAX_HEADER_FIELDS = 200
 
 export function checkRequestShape(rawHeaders: readonly string[], target: string, host: string | undefined): ShapeVerdict {
+  if (rawHeaders.length / 2 >= MAX_HEADER_FIELDS) return { ok: false, status: 431, reason: 'too many header fields' }
   let hosts = 0
   let authorizations = 0
   for (let i = 0; i < rawHeaders.length; i += 2) {
@@ -22,13 +29,13 @@ export function checkRequestShape(rawHeaders: readonly string[], target: string,
     if (name === 'host') hosts++
     else if (name === 'authorization') authorizations++
   }
-  if (hosts > 1) return { ok: false, reason: 'duplicate host header' }
-  if (authorizations > 1) return { ok: false, reason: 'duplicate authorization header' }
-  if (target.startsWith('*')) return { ok: false, reason: 'asterisk-form target' }
-  if (target.includes('#')) return { ok: false, reason: 'fragment in target' }
+  if (hosts > 1) return { ok: false, status: 400, reason: 'duplicate host header' }
+  if (authorizations > 1) return { ok: false, status: 400, reason: 'duplicate authorization header' }
+  if (target.startsWith('*')) return { ok: false, status: 400, reason: 'asterisk-form target' }
+  if (target.includes('#')) return { ok: false, status: 400, reason: 'fragment in target' }
   if (!target.startsWith('/')) {
     const authority = absoluteFormAuthority(target)
-    if (authority === null || host === undefined || authority !== host.toLowerCase()) return { ok: false, reason: 'target authority differs from host' }
+    if (authority === null || host === undefined || authority !== host.toLowerCase()) return { ok: false, status: 400, reason: 'target authority differs from host' }
   }
   return { ok: true }
 }

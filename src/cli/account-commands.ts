@@ -50,13 +50,16 @@ export async function runAccountCommand(command: 'login' | 'logout' | 'status', 
       }
     }
     if (command === 'logout') {
-      const had = accounts.current !== null
+      // An unreadable store is not nothing: logout keeps the file aside (see file-store.ts).
+      const had = accounts.current !== null || accounts.storeProblem !== null
       await accounts.logout()
       say(had ? 'Successfully logged out' : 'Not logged in')
       return 0
     }
     // status
     const c = accounts.current
+    const problem = accounts.storeProblem
+    if (c === null && problem !== null) return fail(`error: stored credentials are unreadable: ${problem.message}`)
     if (c === null) {
       say('Not logged in')
       return 1

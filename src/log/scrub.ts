@@ -31,11 +31,27 @@ export function scrubText(text: string): string {
   return text.replace(QUERY_IN_TEXT, redactQuery).replace(PAIR_VALUE, `$1${REDACTED}`).replace(BEARER, `$1${REDACTED}`)
 }
 
-/** A request target with its query values removed, keys kept when plain: `/x?token=[redacted]`. */
+/**
+ * A request target with its query values removed, keys kept when plain: `/x?token=[redacted]`.
+ * A path segment longer than a word is removed too: the WebSocket route ignores the path, and
+ * a client that dropped the `?` (`/token=T`, `/T`) sent its token there.
+ */
 export function redactUrl(url: string | undefined): string | undefined {
   if (url === undefined) return undefined
   const start = QUERY_START.exec(url)
-  return start === null ? url : url.slice(0, start.index) + redactQuery(url.slice(start.index))
+  const path = start === null ? url : url.slice(0, start.index)
+  return redactLongSegments(path) + (start === null ? '' : redactQuery(url.slice(start.index)))
+}
+
+/** Longest path segment written as is; longer ones (a 43-character token, a JWT) are `[redacted]`. */
+const MAX_PATH_SEGMENT = 24
+
+function redactLongSegments(path: string): string {
+  if (path.length <= MAX_PATH_SEGMENT) return path
+  return path
+    .split('/')
+    .map((segment) => (segment.length > MAX_PATH_SEGMENT ? REDACTED : segment))
+    .join('/')
 }
 
 /** `query` starts with its separator; see rules 2 and 3 of the header. */

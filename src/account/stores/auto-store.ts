@@ -2,14 +2,11 @@
  * The `auto` store: the OS keyring when it works, `auth.json` when it does not. Only store
  * errors are logged, and their messages never hold a secret (see `StoreError`).
  */
-import { StoreError, type AuthDotJson, type CredentialStore } from '../types.js'
+import { storeFailureFields, type AuthDotJson, type CredentialStore, type StoreLog } from '../types.js'
 import type { FileStore } from './file-store.js'
 import type { KeyringStore } from './keyring-store.js'
 
-/** Where fallbacks are reported; pino's (and so Fastify's) logger fits. */
-export interface StoreLog {
-  warn(obj: Record<string, unknown>, msg: string): void
-}
+export type { StoreLog } from '../types.js'
 
 export class AutoStore implements CredentialStore {
   readonly mode = 'auto' as const
@@ -49,9 +46,13 @@ export class AutoStore implements CredentialStore {
     await this.file.clear()
   }
 
+  /** A login saved while the keyring was unreachable may have left temp files of the file store. */
+  removeLeftovers(): Promise<void> {
+    return this.file.removeLeftovers()
+  }
+
   private warn(err: unknown, msg: string): void {
-    // A StoreError's message is written secret-free; anything else is reported by type only.
-    const reason = err instanceof StoreError ? err.message : 'unexpected error'
-    this.log?.warn({ store: 'auto', reason }, msg)
+    // A StoreError is written secret-free; anything else is reported by type only.
+    this.log?.warn({ store: 'auto', ...storeFailureFields(err) }, msg)
   }
 }

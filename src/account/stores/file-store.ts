@@ -1,134 +1,61 @@
 /**
- * The `file` store: `$home/auth.json`, plus the cross-process lock that guards it.
+ * The `file` store: `$home/auth.json`, guarded by the cross-process lock of `file-lock.ts`.
  *
  * Whole-file writes are atomic (temp file in the same directory, fsync, rename), so a reader
- * never sees half a document however many processes write. The lock (`auth.json.lock`) is for
- * what atomic rename cannot give: a read-modify-write (re-read before a token refresh) that no
- * other process interleaves with.
+ * never sees half a document however many processes write. The lock is for what atomic rename
+ * cannot give: a read-modify-write (re-read before a token refresh) that no other process
+ * interleaves with, and the housekeeping below.
+ *
+ * A save or clear, under the lock, in this order:
+ * 1. removes temp files older than any save takes (`TEMP_MAX_AGE_MS`): they are what a writer
+ *    killed mid-save left, and each holds a whole credential (also done at start);
+ * 2. keeps an `auth.json` that is not a credential document aside as
+ *    `auth.json.corrupt-<timestamp>` (0600): it may hold the user's key, so it is never
+ *    silently replaced or deleted;
+ * 3. writes (or removes) `auth.json`. A failed write removes its temp file.
+ *
+ * Errors are `StoreError`s whose message is the reason alone (`disk full`); paths and errno
+ * codes go in their `detail`, for logs.
  */
-import { AsyncLocalStorage } from 'node:async_hooks'
 import { randomBytes } from 'node:crypto'
-import { mkdir, open, readFile, rename, stat, unlink, utimes } from 'node:fs/promises'
+import { chmod, link, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { parseAuthText } from '../auth-document.js'
-import { StoreError, type AuthDotJson, type CredentialStore } from '../types.js'
+import { CorruptStoreError, StoreError, type AuthDotJson, type CredentialStore, type StoreLog } from '../types.js'
+import type { Clock } from '../../clock.js'
 import { errorCode } from '../../util/error-code.js'
-import { removeIfUnchanged } from '../../util/remove-if-unchanged.js'
+import { fsReason } from '../../util/fs-reason.js'
+import { withFileLock } from './file-lock.js'
+
+export { LOCK_FILE, withFileLock, type FileLockOptions } from './file-lock.js'
 
 export const AUTH_FILE = 'auth.json'
-export const LOCK_FILE = 'auth.json.lock'
 
-export interface FileLockOptions {
-  /** How long to wait for another holder before giving up (ms). */
-  readonly timeoutMs?: number
-  /** A lock untouched for this long belongs to a crashed process and is broken (ms). */
-  readonly staleMs?: number
-}
+/** Far longer than a save takes (a small write and an fsync): an older temp file's writer is gone. */
+export const TEMP_MAX_AGE_MS = 60_000
 
-const DEFAULT_TIMEOUT_MS = 10_000
-const DEFAULT_STALE_MS = 30_000
+const TEMP_NAME = /^auth\.json\..+\.tmp$/
 
-/** Lock paths the current async call chain holds: a nested `withFileLock` must not wait for itself. */
-const held = new AsyncLocalStorage<ReadonlySet<string>>()
-
-/**
- * Runs `fn` while holding `$home/auth.json.lock`, created with O_EXCL so exactly one process
- * (or one async chain in this process) holds it. Re-entrant within one async call chain, so
- * `withFileLock(home, async () => { await store.load(); await store.save(x) })` works.
- */
-export async function withFileLock<T>(home: string, fn: () => Promise<T>, options: FileLockOptions = {}): Promise<T> {
-  const dir = resolve(home)
-  const lockPath = join(dir, LOCK_FILE)
-  const current = held.getStore()
-  if (current?.has(lockPath)) return fn()
-
-  await ensureDir(dir)
-  const token = await acquire(lockPath, options.timeoutMs ?? DEFAULT_TIMEOUT_MS, options.staleMs ?? DEFAULT_STALE_MS)
-  // Keep the lock's mtime fresh while held, so a slow holder (a refresh waiting on the
-  // network) is not mistaken for a crashed one after `staleMs`.
-  const staleMs = options.staleMs ?? DEFAULT_STALE_MS
-  const heartbeat = setInterval(() => {
-    const now = new Date()
-    utimes(lockPath, now, now).catch(() => undefined)
-  }, Math.max(50, Math.floor(staleMs / 3)))
-  heartbeat.unref()
-  try {
-    return await held.run(new Set([...(current ?? []), lockPath]), fn)
-  } finally {
-    clearInterval(heartbeat)
-    await release(lockPath, token)
-  }
-}
-
-async function acquire(lockPath: string, timeoutMs: number, staleMs: number): Promise<string> {
-  const token = randomBytes(12).toString('hex')
-  const body = JSON.stringify({ pid: process.pid, createdAt: Date.now(), token })
-  const deadline = Date.now() + timeoutMs
-  let delay = 5
-  for (;;) {
-    try {
-      const handle = await open(lockPath, 'wx', 0o600)
-      try {
-        await handle.writeFile(body)
-      } finally {
-        await handle.close()
-      }
-      return token
-    } catch (err) {
-      if (errorCode(err) !== 'EEXIST') throw new StoreError(`cannot create lock ${lockPath}: ${errorCode(err) ?? 'unknown error'}`)
-    }
-    await breakIfStale(lockPath, staleMs)
-    if (Date.now() >= deadline) throw new StoreError(`timed out after ${timeoutMs} ms waiting for lock ${lockPath}`)
-    // Jittered exponential backoff: two waiters do not retry in lockstep.
-    await sleep(delay + Math.floor(Math.random() * delay))
-    delay = Math.min(delay * 2, 100)
-  }
-}
-
-/**
- * Breaks a lock left by a crashed holder, unless another waiter took a fresh one in between
- * (`removeIfUnchanged`).
- */
-async function breakIfStale(lockPath: string, staleMs: number): Promise<void> {
-  let judged: string
-  try {
-    const info = await stat(lockPath)
-    if (Date.now() - info.mtimeMs <= staleMs) return
-    judged = await readFile(lockPath, 'utf8')
-  } catch {
-    return // gone already: the next attempt will take it
-  }
-  // A failure means another waiter broke it first, or cannot be fixed here: the next attempt retries.
-  await removeIfUnchanged(lockPath, judged, 'stale').catch(() => false)
-}
-
-async function release(lockPath: string, token: string): Promise<void> {
-  try {
-    const content = await readFile(lockPath, 'utf8')
-    // Only our own lock: had ours been broken as stale, the file is someone else's now.
-    if ((JSON.parse(content) as { token?: unknown }).token === token) await unlink(lockPath)
-  } catch {
-    // Already gone or unreadable: nothing of ours to remove.
-  }
-}
-
-async function ensureDir(dir: string): Promise<void> {
-  try {
-    await mkdir(dir, { recursive: true, mode: 0o700 })
-  } catch (err) {
-    throw new StoreError(`cannot create directory ${dir}: ${errorCode(err) ?? 'unknown error'}`)
-  }
+export interface FileStoreOptions {
+  /** Judges temp files' age and stamps corrupt files kept aside; default the system clock. */
+  readonly clock?: Pick<Clock, 'wallMs'>
+  /** Where removed leftovers and files kept aside are reported. */
+  readonly log?: StoreLog
 }
 
 export class FileStore implements CredentialStore {
   readonly mode = 'file' as const
   readonly home: string
   readonly path: string
+  private readonly wallMs: () => number
+  private readonly log: StoreLog | undefined
 
-  constructor(home: string) {
+  constructor(home: string, options: FileStoreOptions = {}) {
     this.home = resolve(home)
     this.path = join(this.home, AUTH_FILE)
+    const clock = options.clock
+    this.wallMs = clock ? () => clock.wallMs() : Date.now
+    this.log = options.log
   }
 
   /** No lock: every write is a rename, so a read sees one whole document or none. */
@@ -138,24 +65,86 @@ export class FileStore implements CredentialStore {
       text = await readFile(this.path, 'utf8')
     } catch (err) {
       if (errorCode(err) === 'ENOENT') return null
-      throw new StoreError(`cannot read ${this.path}: ${errorCode(err) ?? 'unknown error'}`)
+      throw new StoreError(fsReason(err), `cannot read ${this.path}: ${errorCode(err) ?? 'unknown error'}`)
     }
-    return parseAuthText(text, this.path)
+    return parseAuthText(text, AUTH_FILE, this.path)
   }
 
   async save(auth: AuthDotJson): Promise<void> {
     const text = JSON.stringify(auth, null, 2) + '\n'
-    await withFileLock(this.home, () => this.writeAtomically(text))
+    await withFileLock(this.home, async () => {
+      await this.removeLeftovers()
+      await this.keepCorruptAside()
+      await this.writeAtomically(text)
+    })
   }
 
   async clear(): Promise<void> {
     await withFileLock(this.home, async () => {
+      await this.keepCorruptAside()
       try {
         await unlink(this.path)
       } catch (err) {
-        if (errorCode(err) !== 'ENOENT') throw new StoreError(`cannot remove ${this.path}: ${errorCode(err) ?? 'unknown error'}`)
+        if (errorCode(err) !== 'ENOENT') throw new StoreError(fsReason(err), `cannot remove ${this.path}: ${errorCode(err) ?? 'unknown error'}`)
       }
     })
+  }
+
+  /** Removes temp files of saves that never finished (older than `TEMP_MAX_AGE_MS`). Never throws. */
+  async removeLeftovers(): Promise<void> {
+    let names: string[]
+    try {
+      names = await readdir(this.home)
+    } catch {
+      return // no home yet, or unreadable: the save that follows says why
+    }
+    const cutoff = this.wallMs() - TEMP_MAX_AGE_MS
+    for (const name of names.filter((n) => TEMP_NAME.test(n))) {
+      const path = join(this.home, name)
+      try {
+        if ((await stat(path)).mtimeMs >= cutoff) continue
+        await unlink(path)
+        this.log?.warn({ store: 'file', path }, 'removed a temp file left by a save that did not finish')
+      } catch (err) {
+        if (errorCode(err) !== 'ENOENT') this.log?.warn({ store: 'file', path, code: errorCode(err) }, 'could not remove a temp file left by a save that did not finish')
+      }
+    }
+  }
+
+  /** An `auth.json` that is not a credential document moves to `auth.json.corrupt-<timestamp>`. */
+  private async keepCorruptAside(): Promise<void> {
+    let text: string
+    try {
+      text = await readFile(this.path, 'utf8')
+    } catch {
+      return // absent, or unreadable: the write or removal that follows says why
+    }
+    try {
+      parseAuthText(text, AUTH_FILE, this.path)
+      return
+    } catch (err) {
+      if (!(err instanceof CorruptStoreError)) throw err
+      const aside = await this.linkAside()
+      await unlink(this.path).catch((e: unknown) => {
+        throw new StoreError(fsReason(e), `cannot remove ${this.path} after keeping it as ${aside}: ${errorCode(e) ?? 'unknown error'}`)
+      })
+      this.log?.warn({ store: 'file', kept: aside, reason: err.message }, 'kept the unreadable auth.json aside before replacing it')
+    }
+  }
+
+  /** A hard link never replaces an existing file, so two corrupt files kept in one millisecond both survive. */
+  private async linkAside(): Promise<string> {
+    const stamp = new Date(this.wallMs()).toISOString().replace(/[:.]/g, '-')
+    for (let n = 0; ; n++) {
+      const aside = join(this.home, `${AUTH_FILE}.corrupt-${stamp}${n === 0 ? '' : `-${n}`}`)
+      try {
+        await link(this.path, aside)
+        await chmod(aside, 0o600)
+        return aside
+      } catch (err) {
+        if (errorCode(err) !== 'EEXIST' || n >= 100) throw new StoreError(fsReason(err), `cannot keep ${this.path} aside as ${aside}: ${errorCode(err) ?? 'unknown error'}`)
+      }
+    }
   }
 
   private async writeAtomically(text: string): Promise<void> {
@@ -180,7 +169,7 @@ export class FileStore implements CredentialStore {
       await rename(tmp, this.path)
     } catch (err) {
       await unlink(tmp).catch(() => undefined)
-      throw new StoreError(`cannot write ${this.path} (${step}): ${errorCode(err) ?? 'unknown error'}`)
+      throw new StoreError(fsReason(err), `cannot write ${this.path} (${step}): ${errorCode(err) ?? 'unknown error'}`)
     }
     await syncDir(this.home)
   }
