@@ -1,7 +1,6 @@
 import fp from 'fastify-plugin'
 import type {} from '@fastify/websocket'
 import { checkBrowserRequest } from '../src/auth/browser-guard.js'
-import { logUpgradeRejected } from '../src/auth/audit.js'
 
 /**
  * Shuts browsers and DNS rebinding out of every path, health routes included: a request with
@@ -14,7 +13,7 @@ export default fp(
       const verdict = checkBrowserRequest(request.headers, rules)
       if (verdict.ok) return
       if (request.ws) {
-        logUpgradeRejected(request.log, app.wsAuth.mode, verdict.reason, request.ip)
+        app.upgradeAudit.rejected(request.log, verdict.reason, request.ip)
       } else {
         request.log.debug({ reason: verdict.reason }, 'browser request refused')
       }

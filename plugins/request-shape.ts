@@ -1,7 +1,6 @@
 import fp from 'fastify-plugin'
 import type {} from '@fastify/websocket'
 import { checkRequestShape } from '../src/auth/request-shape.js'
-import { logUpgradeRejected } from '../src/auth/audit.js'
 
 const BODY = { 400: 'bad request', 431: 'too many header fields' } as const
 
@@ -15,7 +14,7 @@ export default fp(
     app.addHook('onRequest', async (request, reply) => {
       const verdict = checkRequestShape(request.raw.rawHeaders, request.raw.url ?? '', request.headers.host)
       if (verdict.ok) return
-      if (request.ws) logUpgradeRejected(request.log, app.wsAuth.mode, verdict.reason, request.ip)
+      if (request.ws) app.upgradeAudit.rejected(request.log, verdict.reason, request.ip)
       else request.log.debug({ reason: verdict.reason }, 'ambiguous request refused')
       reply.header('connection', 'close')
       return reply.code(verdict.status).type('text/plain; charset=utf-8').send(BODY[verdict.status])

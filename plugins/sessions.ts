@@ -49,10 +49,11 @@ export default fp<SessionsPluginOptions>(
           ratePerSecond: limits.rpcRatePerSecond,
           burst: limits.rpcBurst,
           lifecycle: app.lifecycle,
+          observer: app.metrics,
         },
         registry,
       ),
     )
   },
-  { name: 'sessions', fastify: '5.x', decorators: { fastify: ['config', 'lifecycle'] } },
+  { name: 'sessions', fastify: '5.x', decorators: { fastify: ['config', 'lifecycle', 'metrics'] } },
 )

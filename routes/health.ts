@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { logUpgradeRejected } from '../src/auth/audit.js'
+import { refuseUpgradeHere } from './refuse-upgrade.js'
 import { readiness } from '../src/rpc/lifecycle.js'
 import type { EngineStatus } from '../src/engine/supervisor.js'
 
@@ -26,12 +26,7 @@ const NotReady = Type.Object({ status: Type.Union([Type.Literal('draining'), Typ
 export default async function healthRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<TypeBoxTypeProvider>()
 
-  // An upgrade aimed at a probe path is refused here, before @fastify/websocket would log its URL.
-  app.addHook('onRequest', async (request, reply) => {
-    if (!request.ws) return
-    logUpgradeRejected(request.log, app.wsAuth.mode, 'not a websocket path', request.ip)
-    return reply.code(400).type('text/plain; charset=utf-8').send('websocket upgrades are served on other paths')
-  })
+  app.addHook('onRequest', refuseUpgradeHere)
 
   const limit = fastify.httpRateLimit ? { onRequest: fastify.httpRateLimit } : {}
 

@@ -4,7 +4,6 @@ import type { WebSocket } from 'ws'
 import type { Principal } from '../src/auth/principal.js'
 import { lazyChild } from '../src/log/logger.js'
 import { boundedTransport, Heartbeat, serveSocket } from '../src/rpc/websocket-transport.js'
-import { logUpgradeAdmitted, logUpgradeRejected } from '../src/auth/audit.js'
 import { checkHandshake } from '../src/auth/handshake-shape.js'
 
 declare module 'fastify' {
@@ -25,14 +24,16 @@ export default async function websocketRoutes(app: FastifyInstance): Promise<voi
   const maxOutbound = app.config.limits.maxOutboundBufferBytes
   const heartbeat = app.config.pingIntervalMs > 0 ? new Heartbeat(app.config.pingIntervalMs) : null
   app.addHook('onClose', async () => heartbeat?.stop())
+  const clock = app.sessionFactory.clock
+  const slowConsumer = () => app.metrics?.slowConsumerClosed()
 
   async function admit(request: FastifyRequest, reply: FastifyReply) {
     if (!request.ws) return
-    const mode = app.wsAuth.mode
     const remote = request.ip
-    const reservation = app.upgradeThrottle.reserve(remote)
+    const reservation = await app.upgradeThrottle.reserve(remote)
     if (!reservation.ok) {
-      logUpgradeRejected(request.log, mode, 'too many failed upgrades', remote)
+      app.metrics?.refused('failed_upgrades')
+      app.upgradeAudit.rejected(request.log, 'too many failed upgrades', remote)
       // The headers describe the limit that fired, not the HTTP limit's (set before this hook).
       const wait = String(reservation.retryAfterSeconds)
       reply.headers({ 'retry-after': wait, 'x-ratelimit-limit': String(app.upgradeThrottle.budget), 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': wait })
@@ -40,27 +41,27 @@ export default async function websocketRoutes(app: FastifyInstance): Promise<voi
     }
     if (app.lifecycle.draining) {
       app.upgradeThrottle.refund(reservation)
-      logUpgradeRejected(request.log, mode, 'server draining', remote)
+      app.upgradeAudit.rejected(request.log, 'server draining', remote)
       return reply.code(503).type('text/plain; charset=utf-8').send('server shutting down')
     }
     if (app.websocketServer.clients.size >= app.connectionCap) {
       app.upgradeThrottle.refund(reservation)
-      logUpgradeRejected(request.log, mode, 'too many connections', remote)
+      app.upgradeAudit.rejected(request.log, 'too many connections', remote)
       return reply.code(503).type('text/plain; charset=utf-8').send('too many connections')
     }
     const decision = await app.wsAuth.authorize({ url: request.url, headers: request.headers })
     if (!decision.ok) {
-      logUpgradeRejected(request.log, mode, decision.reason, remote)
+      app.upgradeAudit.rejected(request.log, decision.reason, remote)
       return reply.code(401).type('text/plain; charset=utf-8').send(decision.reason)
     }
     app.upgradeThrottle.refund(reservation)
     const handshake = checkHandshake(request.raw)
     if (!handshake.ok) {
-      logUpgradeRejected(request.log, mode, handshake.reason, remote)
+      app.upgradeAudit.rejected(request.log, handshake.reason, remote)
       return reply.code(400).headers(handshake.headers).type('text/plain; charset=utf-8').send(handshake.reason)
     }
     const connectionId = app.sessionFactory.nextId('local')
-    logUpgradeAdmitted(request.log, mode, remote, connectionId, decision.principal, decision.degradedReason)
+    app.upgradeAudit.admitted(request.log, remote, connectionId, decision.principal, decision.degradedReason)
     request.wsAdmission = { principal: decision.principal, connectionId }
   }
 
@@ -76,8 +77,8 @@ export default async function websocketRoutes(app: FastifyInstance): Promise<voi
       const admission = request.wsAdmission
       if (admission === null) return socket.close(1011, 'not admitted')
       const log = lazyChild(app.log, { connectionId: admission.connectionId })
-      const session = app.sessionFactory.open(admission.connectionId, admission.principal, boundedTransport(socket, maxOutbound, log, app.sessionFactory.clock), log)
-      serveSocket(socket, session, log, heartbeat, () => app.sessionFactory.ended(session))
+      const session = app.sessionFactory.open(admission.connectionId, admission.principal, boundedTransport(socket, maxOutbound, log, clock, slowConsumer), log)
+      serveSocket(socket, session, log, heartbeat, clock, () => app.sessionFactory.ended(session))
     },
   })
 }

@@ -1,6 +1,6 @@
 import { STATUS_CODES } from 'node:http'
 import { arch, release, type as osType } from 'node:os'
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import websocket from '@fastify/websocket'
 import type { Logger } from 'pino'
 import account, { type AccountPluginOptions } from '../plugins/account.js'
@@ -9,6 +9,7 @@ import configPlugin from '../plugins/config.js'
 import dispatcher, { type DispatcherPluginOptions } from '../plugins/dispatcher.js'
 import engine, { type EnginePluginOptions } from '../plugins/engine.js'
 import lifecycle from '../plugins/lifecycle.js'
+import metrics from '../plugins/metrics.js'
 import rateLimits from '../plugins/rate-limit.js'
 import remoteControl, { type RemoteControlPluginOptions } from '../plugins/remote-control.js'
 import requestShape from '../plugins/request-shape.js'
@@ -17,8 +18,8 @@ import socketGuard from '../plugins/socket-guard.js'
 import type { Clock } from './clock.js'
 import wsAuth from '../plugins/ws-auth.js'
 import healthRoutes from '../routes/health.js'
+import metricsRoutes from '../routes/metrics.js'
 import websocketRoutes from '../routes/websocket.js'
-import { logUpgradeRejected } from './auth/audit.js'
 import { MAX_HEADER_FIELDS } from './auth/request-shape.js'
 import type { Config } from './config/types.js'
 import type { ServerInfo } from './rpc/methods/initialize.js'
@@ -63,14 +64,18 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
   const headerTimeoutMs = config.limits.headerTimeoutMs
   const app = Fastify({
     loggerInstance,
+    logController: new ProbeQuietLogController(),
     // An upgrade endpoint's requests are headers only: a socket that has not sent them in time
     // is closed (Node's defaults hold it 60-90 s), checked often enough for the bound to mean it.
     requestTimeout: headerTimeoutMs,
     keepAliveTimeout: 5_000,
     http: { headersTimeout: headerTimeoutMs, connectionsCheckingInterval: Math.min(1_000, Math.max(50, Math.floor(headerTimeoutMs / 2))) },
-    frameworkErrors: answerBadUrl(config),
+    frameworkErrors: answerBadUrl,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    // `request.ip` — what limits, throttle keys and logs use — comes from X-Forwarded-For only
+    // through the proxies the operator named; by default the header is ignored.
+    trustProxy: fastifyTrustProxy(config.trustProxy),
   })
   // Node drops the header fields past this count without a word; the request-shape check
   // refuses a request that reaches it (431) instead of letting the dropped ones go unseen.
@@ -78,6 +83,7 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
 
   await app.register(configPlugin, { config })
   await app.register(lifecycle)
+  await app.register(metrics)
   await app.register(wsAuth, { ...(options.queryToken ? { queryToken: options.queryToken } : {}), ...(options.now ? { now: options.now } : {}) })
   await app.register(websocket, {
     // No subprotocol is ever selected: codex offers none, and ws would echo the first one
@@ -110,23 +116,53 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
   })
 
   await app.register(healthRoutes)
+  await app.register(metricsRoutes)
   await app.register(websocketRoutes)
   return app
+}
+
+const PROBE_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/readyz'])
+
+/**
+ * Fastify's request lines, except for probes: an orchestrator polls them every few seconds,
+ * so instead of two INFO lines each they get one DEBUG line when answered (errors still log).
+ */
+class ProbeQuietLogController extends LogController {
+  override incomingRequest(request: FastifyRequest, reply: FastifyReply, metadata?: Record<string, unknown>): void {
+    if (!isProbe(request)) super.incomingRequest(request, reply, metadata)
+  }
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply, metadata?: Record<string, unknown>): void {
+    if (error || !isProbe(request)) return super.requestCompleted(error, request, reply, metadata)
+    reply.log.debug({ res: reply, responseTime: reply.elapsedTime }, 'probe answered')
+  }
+}
+
+function isProbe(request: FastifyRequest): boolean {
+  return PROBE_ROUTES.has(request.routeOptions.url ?? '')
 }
 
 /**
  * Some bad URLs make Fastify quote the URL in its error body; answer without it. No route
  * hook runs on this path, so an upgrade attempt is logged and its socket ended here.
  */
-function answerBadUrl(config: Config) {
-  return (_error: FastifyError, request: FastifyRequest, reply: FastifyReply): void => {
-    if (request.headers.upgrade !== undefined) {
-      logUpgradeRejected(request.log, config.auth.mode, 'bad request url', request.ip)
-      reply.header('connection', 'close')
-      reply.raw.once('finish', () => request.raw.socket.destroy())
-    }
-    void reply.code(400).type(PLAIN_TEXT).send('bad request')
+function answerBadUrl(_error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  if (request.headers.upgrade !== undefined) {
+    request.server.upgradeAudit.rejected(request.log, 'bad request url', request.ip)
+    reply.header('connection', 'close')
+    reply.raw.once('finish', () => request.raw.socket.destroy())
   }
+  void reply.code(400).type(PLAIN_TEXT).send('bad request')
+}
+
+/**
+ * A hop count becomes a function (this Fastify trusts no hop for a bare number): the nearest
+ * `hops` addresses of the chain are proxies, the socket's peer first — so with a count the
+ * listener must be reachable only through the proxy.
+ */
+function fastifyTrustProxy(trust: Config['trustProxy']): boolean | string[] | ((address: string, hop: number) => boolean) {
+  if (typeof trust === 'number') return (_address, hop) => hop < trust
+  return typeof trust === 'boolean' ? trust : [...trust]
 }
 
 /** What `initialize` reports about this host. */

@@ -9,6 +9,9 @@ import { createLogger } from '../src/log/logger.js'
 import { redactUrl, scrubText, shortReason } from '../src/log/scrub.js'
 import { REDACTED } from '../src/util/redaction-markers.js'
 import type { LogLevel } from '../src/config/types.js'
+import { connect, httpGet } from './helpers/client.js'
+import { startServer } from './helpers/server.js'
+import { until } from './helpers/wait.js'
 
 type Json = Record<string, unknown>
 
@@ -269,4 +272,39 @@ t.test('property: a canary anywhere after a query or fragment separator never su
     checked++
   }
   t.equal(checked, 2000, 'every generated URL was redacted')
+})
+
+t.test('operator lines: probes at DEBUG, one INFO line per closed connection, one DEBUG line per request', async (t) => {
+  const server = await startServer()
+  t.teardown(() => server.close())
+  const since = server.logs.lines.length
+  await httpGet(`${server.httpBase}/healthz`)
+  await httpGet(`${server.httpBase}/readyz`)
+  const probeLines = server.logs.lines.slice(since)
+  t.same(
+    probeLines.map((l) => [l.level, l.msg]),
+    [
+      [20, 'probe answered'],
+      [20, 'probe answered'],
+    ],
+    'one DEBUG line per probe, nothing at INFO',
+  )
+
+  const client = await connect(server.wsUrl)
+  await client.initialize()
+  const secret = canary('param')
+  const reply = await client.request('account/read', { refreshToken: false, note: secret }, 'req-7')
+  t.ok('result' in reply || 'error' in reply)
+  const requestLines = server.logs.lines.filter((l) => l.msg === 'request answered')
+  t.match(requestLines[0], { level: 20, method: 'initialize', id: 1, outcome: 'result', ms: Number }, 'initialize')
+  t.match(requestLines[1], { level: 20, method: 'account/read', id: 'req-7', ms: Number }, 'a request: method, id, time, outcome')
+  t.ok(requestLines[1]?.outcome === 'result' || typeof requestLines[1]?.outcome === 'number', 'the outcome is `result` or the error code')
+  t.notOk('params' in (requestLines[1] ?? {}), 'never the params')
+
+  await client.close()
+  await until(() => server.logs.lines.some((l) => l.msg === 'websocket connection closed'), 'the closing line')
+  const closed = server.logs.lines.filter((l) => l.msg === 'websocket connection closed')
+  t.equal(closed.length, 1, 'exactly one line per closed connection')
+  t.match(closed[0], { level: 30, code: 1005, durationMs: Number, messagesIn: 2, messagesOut: 2, principal: 'queryToken', connectionId: /^c\d+$/ })
+  t.same(leakedCanaries(server.logs.text()), [], 'the params never reach the log')
 })

@@ -54,7 +54,7 @@ t.test('a query-token connection holds every scope', async (t) => {
   const server = await start(t, [])
   const { client, line } = await openLogged(t, server, server.wsUrl)
   t.match(line, { outcome: 'accepted', principal: 'queryToken' })
-  t.same([...(line.scopes as string[])].sort(), ['account:read', 'account:write', 'config:read', 'config:write', 'exec', 'fs:read', 'fs:write', 'remote:write', 'session', 'thread:read', 'thread:write'])
+  t.same([...(line.scopes as string[])].sort(), ['account:read', 'account:write', 'config:read', 'config:write', 'exec', 'fs:read', 'fs:write', 'metrics:read', 'remote:write', 'session', 'thread:read', 'thread:write'])
   await client.initialize()
   await client.close()
 })
@@ -111,7 +111,7 @@ t.test('signed bearer: the JWT scope claim limits the connection', async (t) => 
   t.test('no scope claim: all scopes', async (t) => {
     const jwt = await signJwt(secret, { exp: nowSeconds() + 3600 })
     const { client, line } = await openLogged(t, server, server.wsBase, bearer(jwt))
-    t.same([...(line.scopes as string[])].sort(), ['account:read', 'account:write', 'config:read', 'config:write', 'exec', 'fs:read', 'fs:write', 'remote:write', 'session', 'thread:read', 'thread:write'])
+    t.same([...(line.scopes as string[])].sort(), ['account:read', 'account:write', 'config:read', 'config:write', 'exec', 'fs:read', 'fs:write', 'metrics:read', 'remote:write', 'session', 'thread:read', 'thread:write'])
     await client.initialize()
     await client.close()
   })

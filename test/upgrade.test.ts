@@ -18,7 +18,7 @@ import { tempDir } from './helpers/temp-dir.js'
 type TestT = Parameters<Parameters<typeof t.test>[0]>[0]
 type Mode = 'queryToken' | 'capabilityToken' | 'signedBearerToken'
 
-const ALL_SCOPES = ['account:read', 'account:write', 'config:read', 'config:write', 'exec', 'fs:read', 'fs:write', 'remote:write', 'session', 'thread:read', 'thread:write']
+const ALL_SCOPES = ['account:read', 'account:write', 'config:read', 'config:write', 'exec', 'fs:read', 'fs:write', 'metrics:read', 'remote:write', 'session', 'thread:read', 'thread:write']
 
 async function start(t: TestT, argv: string[] = []): Promise<TestServer> {
   const server = await startServer({ argv })

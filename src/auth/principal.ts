@@ -17,6 +17,8 @@ export const SCOPES = [
   'exec',
   'config:read',
   'config:write',
+  // Scraping `/metrics`.
+  'metrics:read',
 ] as const
 export type Scope = (typeof SCOPES)[number]
 

@@ -23,7 +23,15 @@ export type Reservation = { readonly ok: true; readonly key: string } | { readon
 
 const UNLIMITED: Reservation = { ok: true, key: '' }
 
-export class FailedUpgradeThrottle {
+/** The budget as the upgrade route uses it: this process's table, or the replicas' shared one. */
+export interface UpgradeThrottle {
+  /** Failed upgrades per minute, also the burst; 0: off. */
+  readonly budget: number
+  reserve(remote: string): Reservation | Promise<Reservation>
+  refund(reservation: Reservation): void
+}
+
+export class FailedUpgradeThrottle implements UpgradeThrottle {
   private readonly buckets = new Map<string, TokenBucket>()
 
   constructor(

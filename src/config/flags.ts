@@ -7,7 +7,7 @@
  * in step) are all derived from it; no other file repeats a default. A default is written once,
  * as a user would write the value, and goes through the same parser as a user's value.
  */
-import { oneOf, parseAbsolutePath, parseBlankAsNull, parseClientId, parseEngineConfig, parseHome, parseUserDir, splitEngineConfigEnv, parseInteger, parseListen, parseLogLevel, parseOrigin, parseSwitch } from './parsers.js'
+import { oneOf, parseAbsolutePath, parseBlankAsNull, parseClientId, parseEngineConfig, parseHome, parseUserDir, splitEngineConfigEnv, parseInteger, parseListen, parseLogLevel, parseOrigin, parseRedisUrl, parseSwitch, parseTrustProxy } from './parsers.js'
 
 export type FlagKind = 'string' | 'integer' | 'boolean' | 'list'
 
@@ -155,6 +155,14 @@ const TABLE = {
     max: 10_000_000,
     help: 'failed upgrades per minute per remote address before all its upgrades get 429 (0: off)',
   }),
+  trustProxy: text('trust-proxy', {
+    valueName: 'PROXIES',
+    default: 'false',
+    parse: parseTrustProxy,
+    help: 'take the client address from X-Forwarded-For through these proxies: true (any) | a hop count | comma list of IPs/CIDRs',
+  }),
+  redisUrl: text('redis-url', { valueName: 'URL', parse: parseRedisUrl, help: 'share the HTTP rate limit and failed-upgrade budget with other replicas through this Redis' }),
+  metrics: toggle('metrics', 'serve Prometheus metrics at /metrics (same credential as the WebSocket; JWT scope metrics:read)'),
   rpcRate: integer('rpc-rate', { valueName: 'N', default: 1000, min: 0, max: 100_000_000, help: 'JSON-RPC messages per second per connection (0: off)' }),
   rpcBurst: integer('rpc-burst', { valueName: 'N', default: 2000, min: 1, max: 100_000_000, help: 'JSON-RPC messages a connection may send at once above its rate' }),
   maxInFlight: integer('max-in-flight', { valueName: 'N', default: 4096, min: 1, max: 10_000_000, help: 'JSON-RPC requests handled at once by the whole process' }),

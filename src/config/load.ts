@@ -61,6 +61,9 @@ export function loadConfig(argv: readonly string[], options: LoadConfigOptions):
     chatgptBaseUrl: settings.envOnly('CHATGPT_BASE_URL')?.raw ?? envOnlyDefault('CHATGPT_BASE_URL'),
     authIssuer: settings.envOnly('AUTH_ISSUER')?.raw ?? envOnlyDefault('AUTH_ISSUER'),
     engine: resolveEngine(value, options.env),
+    trustProxy: value('trustProxy'),
+    redisUrl: value('redisUrl'),
+    metrics: value('metrics'),
     sources: sourcesOf(settings),
     unknownSettings: settings.unknown,
   }

@@ -3,6 +3,7 @@
  * refuses with a `ConfigError` whose wording users and tests rely on; a value echoed back goes
  * through `shown` first. Rules that span several settings (auth modes) live in `load.ts`.
  */
+import { isIP } from 'node:net'
 import { homedir } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
 import { ConfigError, shown } from './errors.js'
@@ -107,4 +108,50 @@ export function parseEngineConfig(text: string): string {
 export function splitEngineConfigEnv(text: string): string[] {
   const items = text.includes('\n') ? text.split(/\r?\n/) : text.split(',')
   return items.map((s) => s.trim()).filter((s) => s.length > 0)
+}
+
+/** What `--trust-proxy` tells Fastify: off, every proxy, a hop count, or the proxies' addresses. */
+export type TrustProxy = boolean | number | readonly string[]
+
+/**
+ * `true`/`false`, a hop count (1 to 100), or a comma list of proxy addresses and CIDR ranges.
+ * Each address is checked here, so a typo is refused at start instead of silently trusting nobody.
+ */
+export function parseTrustProxy(text: string): TrustProxy {
+  const v = text.trim().toLowerCase()
+  if (v === '' || v === 'false') return false
+  if (v === 'true') return true
+  if (/^\d+$/.test(v)) return parseInteger(v, 'trust-proxy', 1, 100)
+  const items = v.split(',').map((s) => s.trim()).filter((s) => s.length > 0)
+  for (const item of items) {
+    if (!isAddressOrCidr(item)) throw new ConfigError(`invalid --trust-proxy \`${shown(item)}\`; expected true, a hop count, or a comma list of IP addresses and CIDR ranges`)
+  }
+  return items
+}
+
+function isAddressOrCidr(item: string): boolean {
+  const slash = item.indexOf('/')
+  const address = slash < 0 ? item : item.slice(0, slash)
+  const family = isIP(address)
+  if (family === 0) return false
+  if (slash < 0) return true
+  const bits = item.slice(slash + 1)
+  return /^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128)
+}
+
+/**
+ * A `redis://` or `rediss://` URL. The refusal never echoes it: its user-info may hold the
+ * Redis password.
+ */
+export function parseRedisUrl(text: string): string {
+  const v = text.trim()
+  let ok = false
+  try {
+    const url = new URL(v)
+    ok = (url.protocol === 'redis:' || url.protocol === 'rediss:') && url.hostname !== ''
+  } catch {
+    ok = false
+  }
+  if (!ok) throw new ConfigError('invalid --redis-url: expected redis://[:PASSWORD@]HOST[:PORT][/DB] or rediss://…')
+  return v
 }

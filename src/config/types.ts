@@ -1,5 +1,6 @@
 /** The validated, typed configuration the whole server is built from. */
 import type { SettingName } from './flags.js'
+import type { TrustProxy } from './parsers.js'
 
 /** Where a setting's value came from: a flag, the environment, the `.env` file, or the default. */
 export type ValueSource = 'flag' | 'env' | '.env' | 'default'
@@ -56,6 +57,12 @@ export interface Config {
   readonly chatgptBaseUrl: string
   readonly authIssuer: string
   readonly engine: EngineSettings
+  /** Which peers may name the client address in X-Forwarded-For (false: none). */
+  readonly trustProxy: TrustProxy
+  /** Redis shared by replicas for the HTTP limit and the failed-upgrade budget; null: per process. */
+  readonly redisUrl: string | null
+  /** Serve `/metrics`. */
+  readonly metrics: boolean
   /** The layer each setting came from (a user's choice, or the default). */
   readonly sources: Readonly<Record<SettingName, ValueSource>>
   /** `APP_SERVER_*` names in the environment or `.env` that are no setting (typos, warned about at start). */

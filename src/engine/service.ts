@@ -116,6 +116,7 @@ export class EngineService {
   private starting: Promise<EngineStatus> | null = null
   private readonly backoff: RestartBackoff
   private restartTimer: unknown = null
+  private restartCount = 0
   /** Why the engine is down while a restart waits or runs; null once it is up. */
   private downReason: string | null = null
   /** The state while a restart waits: `restarting` after a run that was up, `unavailable` after a failed start. */
@@ -173,6 +174,11 @@ export class EngineService {
   }
 
   /** For `/healthz`: never a path or an argument. */
+  /** Restarts scheduled since the gateway started (after crashes, hangs and failed starts). */
+  get restarts(): number {
+    return this.restartCount
+  }
+
   get status(): EngineStatus {
     if (this.runner !== null) {
       const status = this.runner.status
@@ -287,6 +293,7 @@ export class EngineService {
   private scheduleRestart(reason: string, wasUp = false): void {
     const runner = this.runner
     if (runner === null) return
+    this.restartCount++
     const delayMs = this.backoff.nextDelayMs()
     this.downReason = reason
     this.waitState = wasUp ? 'restarting' : 'unavailable'

@@ -36,6 +36,7 @@ import WebSocket from 'ws'
 import { withheldError, type AppLogger } from '../log/logger.js'
 import { INTERNAL_ERROR, RpcError } from '../rpc/errors.js'
 import type { RequestIdAllocator } from '../rpc/server-requests.js'
+import type { RequestOutcome } from '../rpc/session.js'
 import type { Clock } from '../clock.js'
 import { encodeError, encodeNotification, encodeRequest, encodeResult, parseIncoming, type RequestId, type RpcErrorBody } from '../rpc/wire.js'
 import { approvalDecline } from './approval-decline.js'
@@ -87,6 +88,8 @@ const CLIENT_GONE: RpcErrorBody = { code: INTERNAL_ERROR, message: 'client disco
 const UNRELAYABLE_REPLY: RpcErrorBody = { code: INTERNAL_ERROR, message: 'client reply could not be relayed' }
 const REFRESH_FAILED: RpcErrorBody = { code: INTERNAL_ERROR, message: 'token refresh failed' }
 const DEFAULT_OPEN_TIMEOUT_MS = 30_000
+const ANSWERED: RequestOutcome = { kind: 'result' }
+const UNANSWERED: RequestOutcome = { kind: 'unanswered' }
 
 const zeroMask = (mask: Buffer): void => {
   mask.fill(0)
@@ -110,7 +113,7 @@ export class EngineUpstream {
   private state: State = 'new'
   private ws: WebSocket | null = null
   /** Client requests forwarded and not yet answered, each with what settles its `forwardRequest`. */
-  private readonly inFlight = new Map<RequestId, () => void>()
+  private readonly inFlight = new Map<RequestId, (outcome: RequestOutcome) => void>()
   private readonly engineRequests: ServerRequestMap
   private readonly client: UpstreamClient
   private readonly log: AppLogger
@@ -192,14 +195,14 @@ export class EngineUpstream {
    * Resolves once it is answered (by the engine, or with `engine unavailable` when the link
    * fails), or the client has gone.
    */
-  forwardRequest(id: RequestId, text: string): Promise<void> {
+  forwardRequest(id: RequestId, text: string): Promise<RequestOutcome> {
     if (!this.sendToEngine(text)) {
       this.toClient(encodeError(id, ENGINE_UNAVAILABLE))
-      return Promise.resolve()
+      return Promise.resolve({ kind: 'error', code: ENGINE_UNAVAILABLE.code })
     }
     // A client reusing the id of a request still in flight: the engine answers both under it;
     // the first answer settles the older one, so no slot is held for ever.
-    this.settle(id)
+    this.settle(id, UNANSWERED)
     return new Promise((resolve) => this.inFlight.set(id, resolve))
   }
 
@@ -251,7 +254,7 @@ export class EngineUpstream {
     if (this.state !== 'open') return
     // Most frames (deltas, results) are routed on their head alone; the rest are parsed in full.
     const head = frameHead(text)
-    if (head !== null && head.kind === 'response') return this.engineReply('response', head.id, text)
+    if (head !== null && head.kind === 'response') return this.engineReply(head.id, text, ANSWERED)
     if (head !== null && head.method !== RESOLVED_METHOD) return this.engineNotification(head.method, undefined, text)
     const msg = parseIncoming(text)
     // A member named twice: the gateway would route on the last, a client may read the first.
@@ -267,30 +270,32 @@ export class EngineUpstream {
         this.engineRequest(msg.id, msg.method, msg.params, text)
         return
       case 'response':
+        this.engineReply(msg.id, text, ANSWERED)
+        return
       case 'error':
-        this.engineReply(msg.kind, msg.id, text)
+        this.engineReply(msg.id, text, { kind: 'error', code: msg.error.code })
         return
     }
   }
 
   /** Only an answer to this client's own request in flight; a forged or stale id goes nowhere. */
-  private engineReply(kind: 'response' | 'error', id: RequestId, text: string): void {
+  private engineReply(id: RequestId, text: string, outcome: RequestOutcome): void {
     if (this.inFlight.has(id)) {
       this.toClient(text)
-      this.settle(id)
-    } else this.log.warn({ kind }, 'dropped engine reply to no request in flight')
+      this.settle(id, outcome)
+    } else this.log.warn({ kind: outcome.kind === 'result' ? 'response' : 'error' }, 'dropped engine reply to no request in flight')
   }
 
-  private settle(id: RequestId): void {
+  private settle(id: RequestId, outcome: RequestOutcome): void {
     const done = this.inFlight.get(id)
     this.inFlight.delete(id)
-    done?.()
+    done?.(outcome)
   }
 
   private settleAll(): void {
     const all = [...this.inFlight.values()]
     this.inFlight.clear()
-    for (const done of all) done()
+    for (const done of all) done(UNANSWERED)
   }
 
   private engineNotification(method: string, params: unknown, text: string): void {

@@ -42,8 +42,8 @@ export interface ClientInfo {
 
 /** The session's link to the engine (an `EngineUpstream`), once its `initialize` opened one. */
 export interface SessionUpstream {
-  /** Resolves once the engine has answered (or the link failed, or the client went). */
-  forwardRequest(id: RequestId, text: string): Promise<void>
+  /** Resolves once the engine has answered (or the link failed, or the client went), with how. */
+  forwardRequest(id: RequestId, text: string): Promise<RequestOutcome>
   forwardNotification(text: string): void
   /**
    * False when `id` names no engine request (it may be one of the gateway's own). `text` null:
@@ -51,6 +51,14 @@ export interface SessionUpstream {
    */
   forwardReply(id: unknown, text: string | null): boolean
   close(): void
+}
+
+/** How a JSON-RPC request ended: its result, its error code, or no answer (the link went first). */
+export type RequestOutcome = { readonly kind: 'result' } | { readonly kind: 'error'; readonly code: number } | { readonly kind: 'unanswered' }
+
+/** Told of every request a session answers (metrics). Never its params. */
+export interface RequestObserver {
+  requestAnswered(method: string, outcome: RequestOutcome, ms: number): void
 }
 
 /** What every session of an app shares besides the dispatcher (see `SessionFactory`). */
@@ -65,6 +73,7 @@ export interface SessionSettings {
   readonly burst: number
   /** The process's drain state: while it drains, new requests are refused. */
   readonly lifecycle: { readonly draining: boolean }
+  readonly observer?: RequestObserver | null
 }
 
 /** What every session of an app shares. */
@@ -74,6 +83,7 @@ export interface SessionDeps extends SessionSettings {
 
 const OVERLOADED_BODY = { code: OVERLOADED, message: OVERLOADED_MESSAGE }
 const DUPLICATE_MEMBER_BODY = { code: INVALID_REQUEST, message: `Invalid request: ${DUPLICATE_MEMBER}` }
+const OVERLOADED_OUTCOME: RequestOutcome = { kind: 'error', code: OVERLOADED }
 const DROP_WARN_INTERVAL_MS = 1_000
 const FRAME_OVER_RATE = 'frame over the connection rate limit dropped'
 const NO_OPT_OUT: ReadonlySet<string> = new Set()
@@ -108,6 +118,10 @@ export const FLOOD_PAUSE_MAX_MS = 1_000
  * is delivered: it answers what was asked, and dropping it would only fail that request).
  * WARN lines about one frame go through a `WarnBudget`, so a flood of junk writes a bounded
  * number of lines, and a client-chosen value in a line is bounded (`boundedClientText`).
+ *
+ * Every request answered, refused ones included, writes one DEBUG line (method, id, time,
+ * outcome — never its params) and is told to the `RequestObserver`; the session counts the
+ * frames it received and sent, for the line its transport writes when it closes.
  */
 export class Session {
   private initializedState: { clientInfo: ClientInfo; optOut: ReadonlySet<string> } | null = null
@@ -126,6 +140,10 @@ export class Session {
   /** Not read until one of its requests is answered. */
   private waitingForSlot = false
   private upstream: SessionUpstream | null = null
+  private framesIn = 0
+  private framesOut = 0
+  /** When the session opened, on the clock's monotonic reading. */
+  readonly openedAtMs: number
 
   constructor(
     readonly id: string,
@@ -137,6 +155,12 @@ export class Session {
     this.bucket = deps.ratePerSecond > 0 ? new TokenBucket(deps.ratePerSecond, deps.burst, deps.clock.monotonicMs) : null
     this.warns = new WarnBudget(log, deps.clock.monotonicMs)
     this.serverRequests = new ServerRequests(deps.serverRequestIds, deps.clock, this.warns)
+    this.openedAtMs = deps.clock.monotonicMs()
+  }
+
+  /** Frames received from and sent to the client so far. */
+  get frames(): { readonly received: number; readonly sent: number } {
+    return { received: this.framesIn, sent: this.framesOut }
   }
 
   get initialized(): boolean {
@@ -170,6 +194,7 @@ export class Session {
   }
 
   handleText(text: string): void {
+    this.framesIn++
     const withinRate = this.takeToken()
     const value = tryParseJson(text)
     const msg = classifyMessage(value)
@@ -183,19 +208,18 @@ export class Session {
       case 'request':
         if (this.deps.lifecycle.draining) {
           this.send(encodeError(msg.id, SHUTTING_DOWN_REFUSAL))
+          this.answered(msg.id, msg.method, this.deps.clock.monotonicMs(), { kind: 'error', code: SHUTTING_DOWN_REFUSAL.code })
           return
         }
         if (!withinRate) {
-          this.send(encodeError(msg.id, OVERLOADED_BODY))
-          this.warnDropped('request over the connection rate limit answered with -32001')
+          this.refuseOverloaded(msg.id, msg.method, 'request over the connection rate limit answered with -32001')
           this.refusedOverRate()
           return
         }
         this.overRateInARow = 0
         // The connection's own bound first: a connection past it takes no process-wide slot.
         if (this.inFlight >= this.deps.maxInFlightPerConnection) {
-          this.send(encodeError(msg.id, OVERLOADED_BODY))
-          this.warnDropped('request over the connection in-flight bound answered with -32001')
+          this.refuseOverloaded(msg.id, msg.method, 'request over the connection in-flight bound answered with -32001')
           if (++this.overBoundInARow >= FLOOD_FRAMES && this.transport.pauseReading !== undefined) {
             this.overBoundInARow = 0
             this.waitingForSlot = true
@@ -204,11 +228,7 @@ export class Session {
           return
         }
         this.overBoundInARow = 0
-        if (!this.deps.inFlight.tryAcquire()) {
-          this.send(encodeError(msg.id, OVERLOADED_BODY))
-          this.warnDropped('request over the process in-flight bound answered with -32001')
-          return
-        }
+        if (!this.deps.inFlight.tryAcquire()) return this.refuseOverloaded(msg.id, msg.method, 'request over the process in-flight bound answered with -32001')
         // A classified message is always a JSON object.
         if (goesToEngine(msg.method, this.deps.dispatcher.has(msg.method), this.upstream !== null)) void this.runForwarded(msg.id, msg.method, text, value as JsonObject)
         else void this.runRequest(msg.id, msg.method, msg.params, text)
@@ -238,6 +258,7 @@ export class Session {
   }
 
   handleBinary(): void {
+    this.framesIn++
     if (!this.takeToken()) this.warnDropped(FRAME_OVER_RATE)
     else this.warns.warn({}, 'ignored binary WebSocket frame')
   }
@@ -248,6 +269,7 @@ export class Session {
    */
   relay(text: string, resume: () => void): boolean {
     if (this.closed) return true
+    this.framesOut++
     if (this.transport.sendPaced !== undefined) return this.transport.sendPaced(text, resume)
     this.transport.send(text)
     return true
@@ -302,7 +324,23 @@ export class Session {
   }
 
   private send(text: string): void {
-    if (!this.closed) this.transport.send(text)
+    if (this.closed) return
+    this.framesOut++
+    this.transport.send(text)
+  }
+
+  private refuseOverloaded(id: RequestId, method: string, warning: string): void {
+    this.send(encodeError(id, OVERLOADED_BODY))
+    this.warnDropped(warning)
+    this.answered(id, method, this.deps.clock.monotonicMs(), OVERLOADED_OUTCOME)
+  }
+
+  /** The request's one DEBUG line and its observation. */
+  private answered(id: RequestId, method: string, startedMs: number, outcome: RequestOutcome): void {
+    const ms = this.deps.clock.monotonicMs() - startedMs
+    const code = outcome.kind === 'error' ? outcome.code : outcome.kind
+    this.log.debug({ method: boundedClientText(method), id: typeof id === 'string' ? boundedClientText(id) : id, ms, outcome: code }, 'request answered')
+    this.deps.observer?.requestAnswered(method, outcome, ms)
   }
 
   /** Charges one inbound frame to the connection's bucket; false when it is over the limit. */
@@ -339,22 +377,29 @@ export class Session {
 
   /** An engine-bound request: the engine path's checks, then the original frame to the upstream. */
   private async runForwarded(id: RequestId, method: string, text: string, frame: JsonObject): Promise<void> {
+    const startedMs = this.deps.clock.monotonicMs()
     this.requestStarted(id)
+    let outcome: RequestOutcome = { kind: 'unanswered' }
     try {
-      const refusal = engineRequestRefusal(this, method, text, frame)
-      if (refusal !== null) this.send(encodeError(id, refusal))
-      else if (this.upstream === null) this.send(encodeError(id, ENGINE_UNAVAILABLE))
-      else await this.upstream.forwardRequest(id, text)
+      const refusal = engineRequestRefusal(this, method, text, frame) ?? (this.upstream === null ? ENGINE_UNAVAILABLE : null)
+      if (refusal !== null) {
+        this.send(encodeError(id, refusal))
+        outcome = { kind: 'error', code: refusal.code }
+      } else outcome = await this.upstream!.forwardRequest(id, text)
     } finally {
       this.requestDone(id)
+      this.answered(id, method, startedMs, outcome)
     }
   }
 
   private async runRequest(id: RequestId, method: string, params: unknown, text: string): Promise<void> {
+    const startedMs = this.deps.clock.monotonicMs()
     this.requestStarted(id)
+    let answer: RequestOutcome = { kind: 'error', code: INTERNAL_ERROR }
     try {
       const outcome = hasDuplicateTopLevelKey(text) ? { error: DUPLICATE_MEMBER_BODY } : await this.deps.dispatcher.dispatch(this, method, params)
       this.send('result' in outcome ? encodeResult(id, outcome.result) : encodeError(id, outcome.error))
+      answer = 'result' in outcome ? { kind: 'result' } : { kind: 'error', code: outcome.error.code }
     } catch (err) {
       // The dispatcher answers handler failures itself; this is the last guard (e.g. a result
       // that cannot be encoded), so a request is always answered and never crashes the process.
@@ -362,6 +407,7 @@ export class Session {
       this.send(encodeError(id, { code: INTERNAL_ERROR, message: 'internal error' }))
     } finally {
       this.requestDone(id)
+      this.answered(id, method, startedMs, answer)
     }
   }
 

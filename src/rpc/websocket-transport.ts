@@ -40,7 +40,13 @@ export const STOPPED_CEILING = 2
  * socket is closed and nothing more is sent. `sendPaced` (see the header) stops a source at
  * the bound instead.
  */
-export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLogger, timers: Pick<Clock, 'setTimeout' | 'clearTimeout'> = systemClock): SessionTransport {
+export function boundedTransport(
+  socket: WebSocket,
+  maxBytes: number,
+  log: AppLogger,
+  timers: Pick<Clock, 'setTimeout' | 'clearTimeout'> = systemClock,
+  onSlowConsumer: () => void = () => {},
+): SessionTransport {
   let closing = false
   /** The stopped source's resume, while a paced frame is on its way out. */
   let stopped: (() => void) | null = null
@@ -69,6 +75,7 @@ export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLo
   }
   const closeSlow = (): void => {
     log.warn({ bufferedBytes: queue.bytes }, 'closing slow consumer')
+    onSlowConsumer()
     closeWithGrace(1008, 'slow consumer')
   }
   // Called once the frame that crossed the bound is written (or the socket failed).
@@ -125,7 +132,7 @@ export function boundedTransport(socket: WebSocket, maxBytes: number, log: AppLo
  * Feeds the socket's frames to its session until it closes, then calls `onClosed` (once).
  * The session must already send through a transport over this socket.
  */
-export function serveSocket(socket: WebSocket, session: Session, log: AppLogger, heartbeat: Heartbeat | null, onClosed: () => void): void {
+export function serveSocket(socket: WebSocket, session: Session, log: AppLogger, heartbeat: Heartbeat | null, clock: Pick<Clock, 'monotonicMs'>, onClosed: () => void): void {
   heartbeat?.track(socket)
   // @fastify/websocket's own error listener holds the Fastify request and reply for the
   // socket's whole life; this one holds neither (same handling: log, then terminate).
@@ -138,11 +145,17 @@ export function serveSocket(socket: WebSocket, session: Session, log: AppLogger,
     if (isBinary) session.handleBinary()
     else session.handleText(data.toString())
   })
+  // The connection's one closing line: how long, how it ended, how much went each way, and
+  // what kind of credential it held (never the credential).
   socket.on('close', (code: number) => {
     session.detach()
     heartbeat?.untrack(socket)
     onClosed()
-    log.debug({ code }, 'websocket connection closed')
+    const { received, sent } = session.frames
+    log.info(
+      { code, durationMs: Math.round(clock.monotonicMs() - session.openedAtMs), messagesIn: received, messagesOut: sent, principal: session.principal.kind },
+      'websocket connection closed',
+    )
   })
 }
 
