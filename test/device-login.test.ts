@@ -59,7 +59,7 @@ function deviceTest(name: string, fn: (t: TestT, ctx: Ctx, rig: Rig) => Promise<
     device.enabled = true
     device.interval = String(INTERVAL_MS / 1000)
     const clock = new ManualClock()
-    const server = await ctx.server({ argv, env: { AUTH_ISSUER: issuer.issuer, CHATGPT_BASE_URL: 'http://127.0.0.1:9/backend-api' }, account: { clock } })
+    const server = await ctx.server({ argv, env: { AUTH_ISSUER: issuer.issuer, CHATGPT_BASE_URL: 'http://127.0.0.1:9/backend-api' }, account: { clock, watchStore: false } })
     const c = await ctx.initialized(server)
     await fn(t, ctx, { server, clock, c })
     const userCodes = device.issuedUserCodes()
@@ -78,7 +78,7 @@ async function startDevice(t: TestT, c: Conn): Promise<{ loginId: string; userCo
   return { loginId: result.loginId, userCode: result.userCode }
 }
 
-/** The waiting poll timer's delay (the other timer is the login's 15-minute limit). */
+/** The waiting poll timer's delay (the other timer is the login's 15-minute limit; the store watch, whose timer would be a third, is off here). */
 async function nextPollDelay(clock: ManualClock): Promise<number> {
   await until(() => clock.pendingCount === 2, 'the next poll to be scheduled')
   return clock.pendingDelays()[0]!
@@ -244,7 +244,7 @@ t.test('with the engine on, a device login’s tokens are handed to the engine l
   const server = await startServer({
     env: { AUTH_ISSUER: issuer.issuer, CHATGPT_BASE_URL: 'http://127.0.0.1:9/backend-api' },
     engine: { runner: new AttachedEngine(engine.socketPath) },
-    account: { clock },
+    account: { clock, watchStore: false },
   })
   t.teardown(async () => {
     await server.close()
