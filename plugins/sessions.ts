@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import { InFlightLimit } from '../src/rpc/in-flight.js'
+import { ReadGovernor } from '../src/rpc/read-governor.js'
 import { SessionRegistry } from '../src/rpc/registry.js'
 import { RequestIdAllocator } from '../src/rpc/server-requests.js'
 import { SessionFactory } from '../src/rpc/session-factory.js'
@@ -36,6 +37,10 @@ export default fp<SessionsPluginOptions>(
     const inFlight = new InFlightLimit(limits.maxInFlight)
     const serverRequestIds = new RequestIdAllocator()
     app.decorate('sessions', registry)
+    // Heavy senders take turns when the process falls behind (real time: lag is real).
+    const governor = new ReadGovernor(() => registry, systemClock)
+    app.addHook('onReady', async () => governor.start())
+    app.addHook('preClose', async () => governor.stop())
     app.decorate('inFlight', inFlight)
     app.decorate('serverRequestIds', serverRequestIds)
     app.decorate(

@@ -20,6 +20,10 @@ export class SessionRegistry {
     return this.sessions.size
   }
 
+  [Symbol.iterator](): IterableIterator<Session> {
+    return this.sessions.values()
+  }
+
   add(session: Session): void {
     this.sessions.add(session)
   }

@@ -158,6 +158,16 @@ export class Session {
     this.openedAtMs = deps.clock.monotonicMs()
   }
 
+  /** Stops reading the client's socket for at most `ms` (the process is overloaded: see read-governor.ts). */
+  holdReading(ms: number): void {
+    this.transport.pauseReading?.(ms)
+  }
+
+  /** Reads the client's socket again. */
+  releaseReading(): void {
+    this.transport.resumeReading?.()
+  }
+
   /** Frames received from and sent to the client so far. */
   get frames(): { readonly received: number; readonly sent: number } {
     return { received: this.framesIn, sent: this.framesOut }
