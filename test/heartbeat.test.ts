@@ -2,6 +2,7 @@ import t from 'tap'
 import { Heartbeat, type Pingable } from '../src/rpc/websocket-transport.js'
 
 class FakeSocket implements Pingable {
+  isPaused = false
   pings = 0
   terminated = false
   private pong: (() => void) | null = null
@@ -38,5 +39,21 @@ t.test('a socket that answers every ping stays; one that stops is terminated', a
   hb.untrack(good)
   hb.tick()
   t.equal(good.pings, 2, 'an untracked socket is left alone')
+  hb.stop()
+})
+
+t.test('a socket the server is not reading (held back as a flooder) is not judged until it is read again', async (t) => {
+  const hb = new Heartbeat(0)
+  const held = new FakeSocket()
+  hb.track(held)
+  hb.tick()
+  held.isPaused = true // its pong may be waiting unread in TCP
+  hb.tick()
+  hb.tick()
+  t.notOk(held.terminated, 'not terminated while paused')
+  t.equal(held.pings, 1, 'nor pinged')
+  held.isPaused = false
+  hb.tick()
+  t.ok(held.terminated, 'read again and still no pong: terminated')
   hb.stop()
 })

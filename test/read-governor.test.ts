@@ -16,12 +16,16 @@ class FakeSession implements GovernedSession {
   heldFor: number | null = null
   readonly log: string[] = []
   constructor(readonly name: string) {}
-  get frames(): { received: number } {
-    return { received: this.received }
+  get framesReceived(): number {
+    return this.received
   }
-  holdReading(ms: number): void {
+  /** A session that cannot be held (a remote connection) answers false. */
+  holdable = true
+  holdReading(ms: number): boolean {
+    if (!this.holdable) return false
     this.heldFor = ms
     this.log.push('hold')
+    return true
   }
   releaseReading(): void {
     this.heldFor = null
@@ -107,6 +111,21 @@ t.test('closed sessions leave the line; stop releases every held session', async
   r.governor.stop()
   t.same(c.log, ['hold', 'release'], 'stop reads every held session again')
   t.equal(r.governor.heldCount, 0)
+})
+
+t.test('a session that cannot be held does not join the line', async (t) => {
+  const remote = new FakeSession('remote')
+  remote.holdable = false
+  const local = new FakeSession('local')
+  const r = rig([remote, local])
+  r.governor.start()
+  remote.received += 500
+  local.received += 500
+  r.tick(30)
+  t.equal(r.governor.heldCount, 1, 'only the one that was held')
+  r.tick(0)
+  t.same(local.log, ['hold', 'release'], 'the first on-time tick releases it, no turn spent on the other')
+  r.governor.stop()
 })
 
 t.test('frames are counted per look: a sender heavy only before a late tick is not held by it', async (t) => {

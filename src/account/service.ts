@@ -124,6 +124,8 @@ export class AccountService {
       let stored: Credential | null
       try {
         stored = credentialFromDocument(await this.store.load())
+        // Readable again (another process logged in or out over the bad file): no longer news.
+        this.unreadableStore = null
       } catch (err) {
         this.deps.log.debug({ error: withheldError(err), store: this.store.mode }, 'could not re-read stored credentials')
         return false

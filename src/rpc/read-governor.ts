@@ -25,9 +25,9 @@ import type { Clock, TimerHandle } from '../clock.js'
 /** What the governor needs of a session (`Session` fits). */
 export interface GovernedSession {
   readonly isClosed: boolean
-  readonly frames: { readonly received: number }
-  /** Stops reading the client's socket for at most `ms`. */
-  holdReading(ms: number): void
+  readonly framesReceived: number
+  /** Stops reading the client's socket for at most `ms`; false when it cannot (a remote connection, a closing socket). */
+  holdReading(ms: number): boolean
   /** Reads it again (no-op when not held). */
   releaseReading(): void
 }
@@ -47,6 +47,9 @@ export const DEFAULT_READ_GOVERNOR: ReadGovernorOptions = {
   heavyFrames: 64,
   holdMaxMs: 60_000,
 }
+
+/** How much less often an idle process (no session) is looked at. */
+const IDLE_FACTOR = 25
 
 export class ReadGovernor<S extends GovernedSession = GovernedSession> {
   private readonly seen = new WeakMap<S, number>()
@@ -84,16 +87,15 @@ export class ReadGovernor<S extends GovernedSession = GovernedSession> {
     this.dropClosed()
     if (lagMs > this.options.lagLimitMs) this.holdHeavy()
     else this.releaseOne()
-    this.remember()
-    this.schedule()
+    this.schedule(this.remember() || this.held.length > 0)
   }
 
   private holdHeavy(): void {
     for (const s of this.sessions()) {
       if (s.isClosed || this.heldSet.has(s)) continue
-      const received = s.frames.received - (this.seen.get(s) ?? 0)
+      const received = s.framesReceived - (this.seen.get(s) ?? 0)
       if (received <= this.options.heavyFrames) continue
-      s.holdReading(this.options.holdMaxMs)
+      if (!s.holdReading(this.options.holdMaxMs)) continue
       this.held.push(s)
       this.heldSet.add(s)
     }
@@ -115,13 +117,20 @@ export class ReadGovernor<S extends GovernedSession = GovernedSession> {
     }
   }
 
-  /** Frames counted from here on belong to the next look. */
-  private remember(): void {
-    for (const s of this.sessions()) this.seen.set(s, s.frames.received)
+  /** Frames counted from here on belong to the next look. True when there is any session. */
+  private remember(): boolean {
+    let any = false
+    for (const s of this.sessions()) {
+      this.seen.set(s, s.framesReceived)
+      any = true
+    }
+    return any
   }
 
-  private schedule(): void {
-    this.expectedAt = this.clock.monotonicMs() + this.options.tickMs
-    this.timer = this.clock.setTimeout(() => this.tick(), this.options.tickMs)
+  /** Every `tickMs` while there are sessions; an idle process is looked at `IDLE_FACTOR` times less often. */
+  private schedule(busy = true): void {
+    const ms = busy ? this.options.tickMs : this.options.tickMs * IDLE_FACTOR
+    this.expectedAt = this.clock.monotonicMs() + ms
+    this.timer = this.clock.setTimeout(() => this.tick(), ms)
   }
 }

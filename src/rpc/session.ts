@@ -24,15 +24,20 @@ export interface SessionTransport {
    */
   sendPaced?(text: string, resume: () => void): boolean
   /**
-   * Stops reading the client for `ms` (frames already read are still handled), so a client
-   * that floods is held back by TCP instead of being read and answered frame by frame. A
+   * Stops reading the client for `ms` on behalf of `reason` (frames already read are still
+   * handled), so a client that floods is held back by TCP instead of being read and answered
+   * frame by frame. Each reason's pause is its own: the socket is read again once none is
+   * left. False when the pause did not take (already paused for this reason, or closing). A
    * transport without it is always read.
    */
-  pauseReading?(ms: number): void
-  /** Reads the client again before the pause's time is up (a slot it waited for is free). */
-  resumeReading?(): void
+  pauseReading?(ms: number, reason: PauseReason): boolean
+  /** Ends `reason`'s pause before its time is up (a slot it waited for is free). */
+  resumeReading?(reason: PauseReason): void
   close(code: number, reason: string): void
 }
+
+/** Why a client's socket is not read: over its rate, waiting for an in-flight slot, or held by the read governor. */
+export type PauseReason = 'rate' | 'slot' | 'governor'
 
 export interface ClientInfo {
   readonly name: string
@@ -158,14 +163,19 @@ export class Session {
     this.openedAtMs = deps.clock.monotonicMs()
   }
 
-  /** Stops reading the client's socket for at most `ms` (the process is overloaded: see read-governor.ts). */
-  holdReading(ms: number): void {
-    this.transport.pauseReading?.(ms)
+  /** Stops reading the client's socket for at most `ms` (the process is overloaded: see read-governor.ts); false when it cannot. */
+  holdReading(ms: number): boolean {
+    return this.transport.pauseReading?.(ms, 'governor') ?? false
   }
 
-  /** Reads the client's socket again. */
+  /** Ends the governor's hold. */
   releaseReading(): void {
-    this.transport.resumeReading?.()
+    this.transport.resumeReading?.('governor')
+  }
+
+  /** Frames received from the client so far (read by the read governor every tick: no allocation). */
+  get framesReceived(): number {
+    return this.framesIn
   }
 
   /** Frames received from and sent to the client so far. */
@@ -232,8 +242,7 @@ export class Session {
           this.refuseOverloaded(msg.id, msg.method, 'request over the connection in-flight bound answered with -32001')
           if (++this.overBoundInARow >= FLOOD_FRAMES && this.transport.pauseReading !== undefined) {
             this.overBoundInARow = 0
-            this.waitingForSlot = true
-            this.transport.pauseReading(FLOOD_PAUSE_MAX_MS)
+            this.waitingForSlot = this.transport.pauseReading(FLOOD_PAUSE_MAX_MS, 'slot')
           }
           return
         }
@@ -362,7 +371,7 @@ export class Session {
   private refusedOverRate(): void {
     if (this.bucket === null || ++this.overRateInARow < FLOOD_FRAMES) return
     this.overRateInARow = 0
-    this.transport.pauseReading?.(Math.min(FLOOD_PAUSE_MAX_MS, this.bucket.msUntilFull()))
+    this.transport.pauseReading?.(Math.min(FLOOD_PAUSE_MAX_MS, this.bucket.msUntilFull()), 'rate')
   }
 
   private warnDropped(what: string): void {
@@ -434,7 +443,7 @@ export class Session {
     this.inFlight--
     if (this.waitingForSlot) {
       this.waitingForSlot = false
-      this.transport.resumeReading?.()
+      this.transport.resumeReading?.('slot')
     }
     if (this.inFlight === 0 && this.idleWaiters.length > 0) {
       const waiters = this.idleWaiters

@@ -19,7 +19,7 @@
  */
 import type { RawData, WebSocket, WebSocketServer } from 'ws'
 import { withheldError, type AppLogger } from '../log/logger.js'
-import type { Session, SessionTransport } from './session.js'
+import type { PauseReason, Session, SessionTransport } from './session.js'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
 import { OutboundQueue } from './outbound-queue.js'
 
@@ -51,18 +51,22 @@ export function boundedTransport(
   /** The stopped source's resume, while a paced frame is on its way out. */
   let stopped: (() => void) | null = null
   let stallTimer: TimerHandle = null
-  /** While the client's socket is not read (a flooder), what reads it again. */
-  let readTimer: TimerHandle = null
+  /** Why the client's socket is not read, each with the timer that ends that pause; read again once empty. */
+  const pauses = new Map<PauseReason, TimerHandle>()
+  const endPause = (reason: PauseReason): void => {
+    if (!pauses.has(reason)) return
+    timers.clearTimeout(pauses.get(reason) ?? null)
+    pauses.delete(reason)
+    if (pauses.size === 0) socket.resume()
+  }
   const readAgain = (): void => {
-    if (readTimer === null) return
-    timers.clearTimeout(readTimer)
-    readTimer = null
-    socket.resume()
+    for (const reason of [...pauses.keys()]) endPause(reason)
   }
   const queue = new OutboundQueue(socket)
   socket.once('close', () => {
     queue.release()
-    timers.clearTimeout(readTimer)
+    for (const timer of pauses.values()) timers.clearTimeout(timer)
+    pauses.clear()
   })
   const closeWithGrace = (code: number, reason: string): void => {
     closing = true
@@ -115,13 +119,14 @@ export function boundedTransport(
       queue.send(text, drained)
       return false
     },
-    pauseReading(ms) {
-      if (readTimer !== null || !usable()) return
+    pauseReading(ms, reason) {
+      if (pauses.has(reason) || !usable()) return false
       // ws's documented pause: the socket is not read, TCP pushes back on the sender.
-      socket.pause()
-      readTimer = timers.setTimeout(readAgain, ms)
+      if (pauses.size === 0) socket.pause()
+      pauses.set(reason, timers.setTimeout(() => endPause(reason), ms))
+      return true
     },
-    resumeReading: readAgain,
+    resumeReading: endPause,
     close(code, reason) {
       if (!closing) closeWithGrace(code, reason)
     },
@@ -175,6 +180,8 @@ export function closeWebSockets(server: WebSocketServer): Promise<void> {
 }
 
 export interface Pingable {
+  /** Not being read (held back as a flooder): its pong could not be seen, so it is not judged. */
+  readonly isPaused?: boolean
   ping(): void
   terminate(): void
   on(event: 'pong', listener: () => void): unknown
@@ -206,9 +213,10 @@ export class Heartbeat {
     this.alive.delete(socket)
   }
 
-  /** One round: terminate sockets that missed the last ping, ping the rest. */
+  /** One round: terminate sockets that missed the last ping, ping the rest (a socket not being read is skipped). */
   tick(): void {
     for (const [socket, ok] of this.alive) {
+      if (socket.isPaused === true) continue
       if (!ok) {
         this.alive.delete(socket)
         socket.terminate()
