@@ -45,6 +45,11 @@ export class ServerRequestMap {
     return clientId
   }
 
+  /** Whether a client reply with this id would answer an engine request. */
+  awaits(clientId: unknown): boolean {
+    return typeof clientId === 'number' && this.pending.has(clientId)
+  }
+
   /** The engine request a client reply answers (and forgets it), or undefined for an unknown id. */
   take(clientId: unknown): EngineRequest | undefined {
     if (typeof clientId !== 'number') return undefined

@@ -211,6 +211,11 @@ export class EngineUpstream {
     this.sendToEngine(text)
   }
 
+  /** Whether a client reply with `id` answers one of the engine's requests (the gateway's own are not). */
+  awaitsReply(id: unknown): boolean {
+    return this.engineRequests.awaits(id)
+  }
+
   /**
    * A client reply (`{id, result}` or `{id, error}`, as `text`; null when it cannot go as
    * written, see src/engine/frame-check.ts). Returns false when `id` names no engine request

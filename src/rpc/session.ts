@@ -55,6 +55,8 @@ export interface SessionUpstream {
    * the reply cannot go as written (the engine could not read it); the engine gets an error.
    */
   forwardReply(id: unknown, text: string | null): boolean
+  /** Whether `forwardReply` would take a reply with `id` (asked before the reply is checked). */
+  awaitsReply(id: unknown): boolean
   close(): void
 }
 
@@ -390,7 +392,8 @@ export class Session {
 
   /** True when the reply answered an engine request (as written, or as an error the engine can read). */
   private forwardReply(id: RequestId, text: string, frame: JsonObject): boolean {
-    if (this.upstream === null) return false
+    // Replies to the gateway's own requests skip the engine's frame check.
+    if (this.upstream === null || !this.upstream.awaitsReply(id)) return false
     return this.upstream.forwardReply(id, engineFrameProblem(text, frame) === null ? text : null)
   }
 
