@@ -43,8 +43,14 @@ export default defineConfig(
       '@typescript-eslint/prefer-promise-reject-errors': ['error', { allowThrowingUnknown: true }],
       // `const { key: _omit, ...rest } = obj` is the idiom for a copy without `key`.
       '@typescript-eslint/no-unused-vars': ['error', { ignoreRestSiblings: true }],
+      // TypeBox is loaded through src/util/typebox.ts only, whose build output is one bundled
+      // file: a direct import would load the package's ~700 modules, and a second copy of it.
+      '@typescript-eslint/no-restricted-imports': ['error', {
+        patterns: [{ regex: '^typebox(/|$)', allowTypeImports: true, message: 'import TypeBox from src/util/typebox.ts (bundled at build time)' }],
+      }],
     },
   },
+  { files: ['src/util/typebox.ts'], rules: { '@typescript-eslint/no-restricted-imports': 'off' } },
   {
     files: ['test/**/*.ts'],
     rules: {

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { Type } from 'typebox'
+import { Type } from '../src/util/typebox.js'
 import { refuseUpgradeHere } from './refuse-upgrade.js'
 import { readiness } from '../src/rpc/lifecycle.js'
 import type { EngineStatus } from '../src/engine/supervisor.js'

@@ -3,7 +3,7 @@
  * validation, scope checks, handler errors, and concurrency of requests on one connection.
  */
 import t from 'tap'
-import { Type } from 'typebox'
+import { Type } from '../src/util/typebox.js'
 import type { AppServices } from '../src/services.js'
 import { degradedPrincipal, fullPrincipal, type Principal } from '../src/auth/principal.js'
 import { createLogger } from '../src/log/logger.js'

@@ -5,7 +5,7 @@
  * Dispatcher, a real `initialize` result.
  */
 import t from 'tap'
-import { Type } from 'typebox'
+import { Type } from '../src/util/typebox.js'
 import { fullPrincipal } from '../src/auth/principal.js'
 import { createLogger } from '../src/log/logger.js'
 import { Dispatcher } from '../src/rpc/dispatcher.js'

@@ -4,7 +4,7 @@
  * at WARN and dropped, a closed connection aborts it.
  */
 import t from 'tap'
-import { Type } from 'typebox'
+import { Type } from '../src/util/typebox.js'
 import type { AppServices } from '../src/services.js'
 import { fullPrincipal } from '../src/auth/principal.js'
 import { createLogger } from '../src/log/logger.js'

@@ -7,7 +7,7 @@
 import t from 'tap'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { AddressInfo } from 'node:net'
-import { Compile } from 'typebox/compile'
+import { Compile } from '../src/util/typebox.js'
 import {
   BackendClient,
   BackendError,

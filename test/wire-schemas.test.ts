@@ -1,5 +1,5 @@
 import t from 'tap'
-import { Compile } from 'typebox/compile'
+import { Compile } from '../src/util/typebox.js'
 import { InitializeParams, InitializeResult } from '../src/rpc/methods/initialize.js'
 import { connect } from './helpers/client.js'
 import { codexErrors } from './helpers/codex-schemas.js'

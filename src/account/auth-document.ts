@@ -7,8 +7,7 @@
  * `tokens` and `last_refresh` means absent (codex writes `"tokens": null`). A document that
  * does not fit is a `CorruptStoreError` naming the offending field, never its value.
  */
-import { Type, type Static } from 'typebox'
-import { Compile } from 'typebox/compile'
+import { Type, Compile, type Static } from '../util/typebox.js'
 import { schemaProblem } from './schema-problem.js'
 import { CorruptStoreError, type AuthDotJson, type Credential } from './types.js'
 import { OptionalNullable } from '../util/typebox-nullable.js'

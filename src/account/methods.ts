@@ -1,4 +1,4 @@
-import { Type } from 'typebox'
+import { Type } from '../util/typebox.js'
 import { shortReason } from '../log/scrub.js'
 import { INTERNAL_ERROR, RpcError } from '../rpc/errors.js'
 import { defineMethod, type MethodDefinition } from '../rpc/method.js'

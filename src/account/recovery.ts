@@ -14,8 +14,7 @@
  * them: each token the issuer sent replaces the old one, the rest stay, and the account id
  * stays the one stored at login.
  */
-import { Type } from 'typebox'
-import { Compile } from 'typebox/compile'
+import { Type, Compile } from '../util/typebox.js'
 import { shortReason } from '../log/scrub.js'
 import { credentialFromDocument, managedDocument } from './auth-document.js'
 import { ExternalRefreshFailed, isCredentialRejected, NotLoggedIn, RefreshFailed } from './errors.js'

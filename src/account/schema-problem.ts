@@ -1,4 +1,4 @@
-import type { Validator } from 'typebox/compile'
+import type { Validator } from '../util/typebox.js'
 
 /**
  * Why `value` fails `validator`, as `at /path: message` (the first problem only), or null when

@@ -7,8 +7,7 @@
  * The result schemas are strict the other way: every nullable member is present (explicit
  * null), so a codex client never sees a field silently omitted.
  */
-import { Type, type Static } from 'typebox'
-import { Compile } from 'typebox/compile'
+import { Type, Compile, type Static } from '../util/typebox.js'
 import { schemaProblem } from './schema-problem.js'
 import { PLAN_TYPES, toPlanType, type PlanType } from './types.js'
 import { Nullable, OptionalNullable } from '../util/typebox-nullable.js'

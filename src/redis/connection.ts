@@ -8,8 +8,11 @@
  * 3. it reconnects on its own, forever, with a capped delay;
  * 4. only changes of state are logged (one WARN when it goes, one INFO when it is back), with
  *    the error's code and never the URL (its user-info may hold the password).
+ *
+ * ioredis is loaded here, on first use, not when the server starts: most servers run without
+ * Redis, and its ~60 modules were a tenth of every start-up's module loading.
  */
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
 import type { AppLogger } from '../log/logger.js'
 import { printableErrorCode } from '../util/error-code.js'
 
@@ -26,6 +29,7 @@ export interface SharedRedis {
 
 /** Connects (waiting at most `CONNECT_TIMEOUT_MS`); an unreachable Redis is a WARN, not a refusal to start. */
 export async function openSharedRedis(url: string, log: AppLogger): Promise<SharedRedis> {
+  const { Redis } = await import('ioredis')
   const client = new Redis(url, {
     lazyConnect: true,
     enableOfflineQueue: false,

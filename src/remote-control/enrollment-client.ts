@@ -18,8 +18,7 @@
  *   another server/environment than asked; not transient.
  */
 import { arch as osArch, platform as osPlatform } from 'node:os'
-import { Type, type Static } from 'typebox'
-import { Compile } from 'typebox/compile'
+import { Type, Compile, type Static } from '../util/typebox.js'
 import { remoteControlUrls, type RemoteControlUrls } from './base-url.js'
 import { describeHttpFailure, describeRequestIds, redactJson } from './preview.js'
 import { RemoteControlHttpError, type ChatgptAuth, type ServerTokenGrant } from './types.js'

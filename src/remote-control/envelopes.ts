@@ -7,8 +7,7 @@
  * Parsing never quotes a value in its problem text: an envelope may carry a client's
  * credential inside `message`, and problems are logged.
  */
-import { Type } from 'typebox'
-import { Compile, type Validator } from 'typebox/compile'
+import { Type, Compile, type Validator } from '../util/typebox.js'
 import { OptionalNullable } from '../util/typebox-nullable.js'
 import { isJsonObject, tryParseJson } from '../util/json.js'
 

@@ -1,4 +1,4 @@
-import { Type } from 'typebox'
+import { Type } from '../util/typebox.js'
 import { defineMethod, type MethodDefinition } from '../rpc/method.js'
 import type { RemoteControlStatusView } from './types.js'
 import { Nullable } from '../util/typebox-nullable.js'

@@ -1,6 +1,4 @@
-import { Compile } from 'typebox/compile'
-import type { TSchema } from 'typebox'
-import type { Validator } from 'typebox/compile'
+import { Compile, type TSchema, type Validator } from '../util/typebox.js'
 import { withheldError } from '../log/logger.js'
 import { INTERNAL_ERROR, INVALID_REQUEST, RpcError } from './errors.js'
 import type { MethodDefinition } from './method.js'

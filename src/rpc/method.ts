@@ -1,4 +1,4 @@
-import type { TSchema, Static } from 'typebox'
+import type { TSchema, Static } from '../util/typebox.js'
 import type { Scope } from '../auth/principal.js'
 import type { Session } from './session.js'
 

@@ -1,5 +1,5 @@
 /** TypeBox shorthands for the wire's `T | null` fields, which codex's schemas use everywhere. */
-import { Type, type TSchema } from 'typebox'
+import { Type, type TSchema } from './typebox.js'
 
 /** Present, and either `T` or `null`. */
 export const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()])

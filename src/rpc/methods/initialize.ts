@@ -1,4 +1,4 @@
-import { Type } from 'typebox'
+import { Type } from '../../util/typebox.js'
 import type { SessionEngine } from '../../engine/forward.js'
 import { RpcError } from '../errors.js'
 import { defineMethod, type MethodDefinition } from '../method.js'
