@@ -539,11 +539,11 @@ rcTest('relay: initialize and account/read through the backend socket, remote pr
   // Messages for an unknown virtual connection (no initialize) are ignored.
   conn.sendClientMessage({ clientId: 'ghost', streamId: 'stream-x', seqId: 1 }, { id: 1, method: 'account/read', params: {} })
   conn.sendPing('phone-1', 'stream-1')
-  const pong = await conn.waitForEnvelope((e) => e.type === 'pong' && e.client_id === 'phone-1', 5_000, 'pong')
+  const pong = await conn.waitForEnvelope((e) => e.type === 'pong' && e.client_id === 'phone-1', RECONNECT_WAIT_MS, 'pong')
   t.equal(pong.status, 'active', 'a ping on a live virtual connection is answered pong active')
   t.equal(pong.stream_id, 'stream-1')
   conn.sendPing('nobody', 'stream-z')
-  const unknown = await conn.waitForEnvelope((e) => e.type === 'pong' && e.client_id === 'nobody', 5_000, 'pong unknown')
+  const unknown = await conn.waitForEnvelope((e) => e.type === 'pong' && e.client_id === 'nobody', RECONNECT_WAIT_MS, 'pong unknown')
   t.equal(unknown.status, 'unknown', 'a ping for no connection is answered pong unknown')
   t.notOk(conn.received.some((e) => e.message?.id === 33), 'the repeated seq_id was dropped')
   t.same(conn.serverMessages('ghost'), [], 'nothing answers a client that never sent initialize')
@@ -553,7 +553,7 @@ rcTest('relay: initialize and account/read through the backend socket, remote pr
   await conn.waitForReply('phone-2', 'init-2')
   conn.sendClientClosed('phone-2', 'stream-2')
   conn.sendPing('phone-2', 'stream-2')
-  const gone = await conn.waitForEnvelope((e) => e.type === 'pong' && e.client_id === 'phone-2', 5_000, 'pong after client_closed')
+  const gone = await conn.waitForEnvelope((e) => e.type === 'pong' && e.client_id === 'phone-2', RECONNECT_WAIT_MS, 'pong after client_closed')
   t.equal(gone.status, 'unknown', 'client_closed ended the virtual connection (a ping for it is answered unknown)')
   conn.sendClientMessage({ clientId: 'phone-2', streamId: 'stream-2', seqId: 2 }, { id: 'after-close', method: 'account/read', params: {} })
 
@@ -570,9 +570,9 @@ rcTest('relay: initialize and account/read through the backend socket, remote pr
 
   const before = local.statuses().length
   conn.sendClientMessage({ clientId: 'phone-1', streamId: 'stream-1', seqId: 5 }, { id: 5, method: 'remoteControl/disable' })
-  const closed = await withTimeout(conn.closed, 5_000, 'the backend socket to close')
+  const closed = await withTimeout(conn.closed, RECONNECT_WAIT_MS, 'the backend socket to close')
   t.ok(closed, 'remoteControl/disable from the remote client closes the backend socket')
-  const disabled = await local.waitForStatus((s) => s.status === 'disabled', 'disabled', 5_000, before)
+  const disabled = await local.waitForStatus((s) => s.status === 'disabled', 'disabled', RECONNECT_WAIT_MS, before)
   t.equal(disabled.status, 'disabled')
   t.notOk(
     conn.received.some((e) => e.message?.id === 5 && e.message?.error),
@@ -692,7 +692,7 @@ rcTest('refresh 404: persisted row deleted, environmentId null published, re-enr
 
   await backend.until(() => backend.of('enroll').some((r) => r.status === 400), 'the re-enroll', RECONNECT_WAIT_MS)
   t.same(enrollmentRows(server.home), [], 'the persisted row is deleted')
-  const nulled = await local.waitForStatus((s) => s.environmentId === null, 'environmentId null', 2_000, fromStatus)
+  const nulled = await local.waitForStatus((s) => s.environmentId === null, 'environmentId null', RECONNECT_WAIT_MS, fromStatus)
   t.equal(nulled.environmentId, null, 'environmentId: null is published')
   t.equal((await local.result('remoteControl/status/read')).environmentId, null)
   const after = backend.since(mark)
@@ -1015,9 +1015,9 @@ rcTest('remoteControl/disable: status disabled, backend socket closed, no reconn
   const disabled = await local.result('remoteControl/disable')
   t.equal(disabled.status, 'disabled')
   t.equal(disabled.serverName, SERVER_NAME)
-  const closed = await withTimeout(conn.closed, 3_000, 'the backend socket to close')
+  const closed = await withTimeout(conn.closed, RECONNECT_WAIT_MS, 'the backend socket to close')
   t.ok(closed, 'the backend socket is closed')
-  await local.waitForStatus((s) => s.status === 'disabled', 'disabled notification', 2_000)
+  await local.waitForStatus((s) => s.status === 'disabled', 'disabled notification', RECONNECT_WAIT_MS)
   const count = backend.requests.length
   // Past any reconnect backoff.
   await clock.advanceSettling(10 * 60_000)
