@@ -17,14 +17,8 @@ import { randomBytes } from 'node:crypto'
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { AddressInfo } from 'node:net'
 import Database from 'better-sqlite3'
-import type { FastifyInstance } from 'fastify'
 import t from 'tap'
-import { buildApp } from '../src/app.js'
-import { loadConfig } from '../src/config/load.js'
-import type { Config } from '../src/config/types.js'
-import { createLogger } from '../src/log/logger.js'
 import { hostPlatform } from '../src/remote-control/enrollment-client.js'
 import { ENROLLMENT_DB_FILE } from '../src/remote-control/enrollment-store.js'
 import type { Clock } from '../src/clock.js'
@@ -44,7 +38,7 @@ import {
   type FakeRemoteBackendOptions,
   type Json,
 } from './helpers/fake-remote-backend.js'
-import { LogCapture } from './helpers/server.js'
+import { startServer, type TestServer } from './helpers/server.js'
 import { until, withTimeout } from './helpers/wait.js'
 
 type TestT = Parameters<Parameters<typeof t.test>[0]>[0]
@@ -84,16 +78,11 @@ function describeRequests(reqs: readonly BackendRequest[]): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The app server, with remote control options (test/helpers/server.ts's startServer does not
-// pass `BuildOptions.remoteControl` through, so this mirrors it).
+// The app server (test/helpers/server.ts, so the engine is off: nothing here is about it), with
+// remote control against the fake backend and an in-memory credential store.
 
-interface RcServer {
-  readonly app: FastifyInstance
-  readonly config: Config
-  readonly logs: LogCapture
+interface RcServer extends TestServer {
   readonly home: string
-  readonly wsUrl: string
-  close(): Promise<void>
 }
 
 interface RcServerOptions {
@@ -104,43 +93,12 @@ interface RcServerOptions {
 
 async function startRcServer(backend: FakeRemoteBackend, options: RcServerOptions = {}): Promise<RcServer> {
   const home = options.home ?? mkdtempSync(join(tmpdir(), 'app-server-rc-home-'))
-  const argv = [
-    '--listen',
-    'ws://127.0.0.1:0',
-    '--home',
-    home,
-    '--login-callback-port',
-    '0',
-    '--failed-upgrade-limit',
-    '0',
-    '--credentials-store',
-    'ephemeral',
-    ...(options.argv ?? []),
-  ]
-  const config = loadConfig(argv, { env: { CHATGPT_BASE_URL: backend.baseUrl }, dotenvPath: null })
-  const logs = new LogCapture()
-  const app = await buildApp(config, {
-    logger: createLogger('debug', logs),
-    validateResults: true,
+  const server = await startServer({
+    argv: ['--home', home, '--credentials-store', 'ephemeral', ...(options.argv ?? [])],
+    env: { CHATGPT_BASE_URL: backend.baseUrl },
     remoteControl: { serverName: SERVER_NAME, ...(options.clock ? { clock: options.clock } : {}) },
   })
-  await app.listen({ host: config.listen.host, port: config.listen.port })
-  const port = (app.server.address() as AddressInfo).port
-  const token = app.wsAuth.queryToken
-  if (token !== null) registerCanary(token)
-  let closed = false
-  return {
-    app,
-    config,
-    logs,
-    home,
-    wsUrl: token === null ? `ws://127.0.0.1:${port}/` : `ws://127.0.0.1:${port}/?token=${token}`,
-    async close() {
-      if (closed) return
-      closed = true
-      await app.close()
-    },
-  }
+  return { ...server, home }
 }
 
 /** A local JSON-RPC client; remembers which method each request id was for. */
