@@ -1,16 +1,17 @@
 /**
- * `app-server remote-control [--json]` as a real subprocess (`dist/src/main.js`) against the fake
- * backend (helpers/fake-remote-backend.ts): the CLI starts logged in with ChatGPT tokens from
- * `$APP_SERVER_HOME/auth.json`, enrolls, connects, and prints one announcement line on stdout
- * (`This machine is available for remote control as NAME.`, or the `--json` object) while the
- * banner and logs go to stderr. Covered: the exact stdout of both forms, the enroll request and the
- * handshake the backend saw, SIGTERM → exit 0, the server being a real app server (banner, local
- * client with the printed token, `remoteControl/status/read`), a remote client initializing through
- * the relay, and no secret on stdout or stderr.
+ * `app-server remote-control [--json]` against the fake backend (helpers/fake-remote-backend.ts):
+ * the server starts logged in with ChatGPT tokens from `$APP_SERVER_HOME/auth.json`, enrolls,
+ * connects, and prints one announcement line on stdout (`This machine is available for remote
+ * control as NAME.`, or the `--json` object).
  *
- * One server per output form serves several checks (each start is a node start-up plus an
- * enrollment); the "never connects" `--json` case (`timedOut: true`, after
- * `--remote-control-wait-seconds 1`) has its own backend and server.
+ * The process itself is tested once, as a real subprocess (`dist/src/main.js`): stdout holds
+ * the one line while the banner and logs go to stderr, the enroll request and the handshake the
+ * backend saw, the server being a real app server (banner, local client with the printed token,
+ * `remoteControl/status/read`), a remote client initializing through the relay, SIGTERM → exit
+ * 0, and no secret on stdout or stderr. What the announcement says in the other cases (`--json`
+ * connected, a backend that never accepts, waiting for a login, an API key) is the command's
+ * announcement of an in-process server, as `runCli` makes it; the never-accepting backend's wait
+ * and the reconnect backoff run on a manual clock.
  */
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { hostname, tmpdir } from 'node:os'
@@ -23,8 +24,9 @@ import { connect, httpGet, refuse } from './helpers/client.js'
 import { codexErrors } from './helpers/codex-schemas.js'
 import { ENROLL_PATH, FakeRemoteBackend, WEBSOCKET_PATH, type BackendRequest, type Json } from './helpers/fake-remote-backend.js'
 import { startCli, type RunningServer } from './helpers/process.js'
-import { startServer } from './helpers/server.js'
+import { startServer, type TestServer } from './helpers/server.js'
 import { runCommand } from './helpers/cli.js'
+import { ManualClock } from './helpers/manual-clock.js'
 import { accountKindOf, announceRemoteControl } from '../src/cli/remote-control-command.js'
 import { until, withTimeout } from './helpers/wait.js'
 
@@ -112,14 +114,14 @@ async function startForeground(t: TestT, args: readonly string[], home: string, 
 }
 
 /**
- * Starts the fake backend and `app-server remote-control [--json]` against it, and waits for the
+ * Starts the fake backend and `app-server remote-control` against it, and waits for the
  * announcement line on stdout. Teardown: SIGKILL if still running, backend closed; stdout and
  * stderr recorded for the canary check.
  */
-async function startRemoteControl(t: TestT, json: boolean): Promise<Run> {
+async function startRemoteControl(t: TestT): Promise<Run> {
   const backend = await FakeRemoteBackend.start()
   const { home, access, idToken, refresh } = chatgptHome()
-  const srv = await startForeground(t, [...(json ? ['--json'] : []), '--listen', 'ws://127.0.0.1:0', '--login-callback-port', '0', '--log-level', 'debug'], home, backend)
+  const srv = await startForeground(t, ['--listen', 'ws://127.0.0.1:0', '--login-callback-port', '0', '--log-level', 'debug'], home, backend)
   try {
     await until(() => srv.stdout().includes('\n'), 'the announcement line on stdout', ANNOUNCE_WAIT_MS)
   } catch (err) {
@@ -130,21 +132,28 @@ async function startRemoteControl(t: TestT, json: boolean): Promise<Run> {
 
 /** No ChatGPT token, refresh token or remote_control_token on stdout or stderr (asserted, and recorded for the exit-time canary check). */
 function assertNoSecrets(t: TestT, run: Run): void {
-  const out = run.srv.stdout()
-  const err = run.srv.stderr()
-  record(out)
-  record(err)
+  assertNoSecretsIn(t, run, run.backend, [
+    ['stdout', run.srv.stdout()],
+    ['stderr', run.srv.stderr()],
+  ])
+}
+
+/** No ChatGPT token, refresh token or remote_control_token in any of `outputs` (asserted, and recorded for the exit-time canary check). */
+function assertNoSecretsIn(
+  t: TestT,
+  tokens: { readonly access: string; readonly idToken: string; readonly refresh: string },
+  backend: FakeRemoteBackend,
+  outputs: readonly (readonly [string, string])[],
+): void {
+  for (const [, text] of outputs) record(text)
   const secrets: [string, string][] = [
-    ['ChatGPT access token', run.access],
-    ['ChatGPT id token', run.idToken],
-    ['ChatGPT refresh token', run.refresh],
-    ...run.backend.grants.map((g, i): [string, string] => [`remote_control_token #${i + 1}`, g.token]),
+    ['ChatGPT access token', tokens.access],
+    ['ChatGPT id token', tokens.idToken],
+    ['ChatGPT refresh token', tokens.refresh],
+    ...backend.grants.map((g, i): [string, string] => [`remote_control_token #${i + 1}`, g.token]),
   ]
-  t.ok(run.backend.grants.length >= 1, 'at least one remote_control_token was issued (and checked)')
-  for (const [stream, text] of [
-    ['stdout', out],
-    ['stderr', err],
-  ] as const) {
+  t.ok(backend.grants.length >= 1, 'at least one remote_control_token was issued (and checked)')
+  for (const [stream, text] of outputs) {
     t.same(
       secrets.filter(([, s]) => text.includes(s) || text.includes(encodeURIComponent(s)) || text.includes(Buffer.from(s).toString('base64'))).map(([what]) => what),
       [],
@@ -194,35 +203,6 @@ async function announcesAndExits(t: TestT, run: Run): Promise<void> {
   t.equal(srv.stdout(), announcement(HOST), 'stdout after exit: exactly the one line')
   const closed = await withTimeout(conn!.closed, 5_000, 'the backend socket to close')
   t.ok(closed, 'the backend socket is closed after the exit')
-  assertNoSecrets(t, run)
-}
-
-/** Last on its server: ends it with SIGTERM. */
-async function printsOneJsonLineAndExits(t: TestT, run: Run): Promise<void> {
-  const { backend, srv } = run
-  const grant = backend.grants[0]
-  t.ok(grant, 'the backend issued a grant')
-  const expected = { mode: 'foreground', status: 'connected', serverName: HOST, environmentId: grant?.environmentId, timedOut: false }
-  t.equal(run.line.split('\n').length, 2, 'one line, newline-terminated')
-  let parsed: unknown = null
-  try {
-    parsed = JSON.parse(run.line)
-  } catch {
-    t.fail(`stdout is not JSON: ${JSON.stringify(run.line)}`)
-  }
-  t.same(parsed, expected, 'the JSON object')
-  t.equal(run.line, JSON.stringify(expected) + '\n', 'stdout: exactly that JSON line (keys in the documented order)')
-  t.notOk(run.line.includes('This machine is available'), 'no human sentence with --json')
-  t.same(
-    backend.requests.map((r) => `${r.endpoint}:${r.status}`),
-    ['enroll:200', 'websocket:101'],
-    'enroll, then an accepted handshake',
-  )
-  t.equal((await httpGet(`http://127.0.0.1:${srv.port}/readyz`)).status, 200, 'the server is up and answering')
-  t.equal(srv.stdout(), run.line, 'nothing else is printed on stdout')
-  const exit = await srv.stop('SIGTERM')
-  t.same(exit, { code: 0, signal: null }, 'SIGTERM: exit 0')
-  t.equal(srv.stdout(), JSON.stringify(expected) + '\n', 'stdout after exit: exactly the one JSON line')
   assertNoSecrets(t, run)
 }
 
@@ -296,37 +276,117 @@ async function relaysRemoteClients(t: TestT, run: Run): Promise<void> {
   t.match(st.message.result, { status: 'connected', serverName: HOST, environmentId: backend.grants[0]?.environmentId }, 'status through the relay: connected')
 }
 
-// One server per output form (a node start-up and an enrollment each); its checks run in turn,
-// the one that stops it last.
-t.test('remote-control (one server)', async (t) => {
-  const run = await startRemoteControl(t, false)
+// The process boundary, once: its checks run in turn on one server, the one that stops it last.
+t.test('remote-control (one server, a subprocess)', async (t) => {
+  const run = await startRemoteControl(t)
   await t.test('runs a real app server: banner and logs on stderr, a local client reads the status', (t) => servesLocalClients(t, run))
+  await t.test('a remote client initializes through the backend relay', (t) => relaysRemoteClients(t, run))
   await t.test('enrolls, connects, announces the hostname on stdout; SIGTERM exits 0', (t) => announcesAndExits(t, run))
 })
 
-t.test('remote-control --json (one server)', async (t) => {
-  const run = await startRemoteControl(t, true)
-  await t.test('a remote client initializes through the backend relay', (t) => relaysRemoteClients(t, run))
-  await t.test('exactly one JSON line {mode, status connected, serverName, environmentId, timedOut false}; SIGTERM exits 0', (t) => printsOneJsonLineAndExits(t, run))
+// ---------------------------------------------------------------------------------------------
+// The announcement of an in-process server, as the command makes it.
+
+/** A stream standing in for the command's stdout; `text()` is everything written to it. */
+function stdoutCollector(): { readonly stream: Writable; text(): string } {
+  let out = ''
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      out += chunk.toString()
+      done()
+    },
+  })
+  return { stream, text: () => out }
+}
+
+/**
+ * An in-process app server as `app-server remote-control` starts one: in `home` (auth.json,
+ * watched for a login by another process), against `backend`, named after the hostname.
+ * Teardown: server and backend closed, home removed.
+ */
+async function startInProcess(t: TestT, home: string, backend: FakeRemoteBackend, clock?: ManualClock): Promise<TestServer> {
+  const server = await startServer({
+    argv: ['--home', home, '--credentials-store', 'file'],
+    env: { CHATGPT_BASE_URL: backend.baseUrl },
+    remoteControl: { serverName: HOST, ...(clock ? { clock } : {}) },
+  })
+  t.teardown(async () => {
+    await server.close()
+    await backend.close()
+    rmSync(home, { recursive: true, force: true })
+  })
+  return server
+}
+
+/** The command's announcement (`--json` unless said otherwise) of `server`'s remote control, written to `stdout`. */
+function announce(server: TestServer, stdout: Writable, options: { waitMs: number; json?: boolean; clock?: ManualClock }): Promise<void> {
+  return announceRemoteControl(server.app.remoteControl, {
+    json: options.json ?? true,
+    stdout,
+    log: server.app.log,
+    waitMs: options.waitMs,
+    accountKind: () => accountKindOf(server.app.accounts),
+    ...(options.clock ? { clock: options.clock } : {}),
+  })
+}
+
+t.test('remote-control --json: exactly one JSON line {mode, status connected, serverName, environmentId, timedOut false}', async (t) => {
+  const backend = await FakeRemoteBackend.start()
+  const tokens = chatgptHome()
+  const server = await startInProcess(t, tokens.home, backend)
+  const out = stdoutCollector()
+  await announce(server, out.stream, { waitMs: server.config.remoteControlWaitMs })
+  const line = out.text()
+  const grant = backend.grants[0]
+  t.ok(grant, 'the backend issued a grant')
+  const expected = { mode: 'foreground', status: 'connected', serverName: HOST, environmentId: grant?.environmentId, timedOut: false }
+  t.equal(line.split('\n').length, 2, 'one line, newline-terminated')
+  let parsed: unknown = null
+  try {
+    parsed = JSON.parse(line)
+  } catch {
+    t.fail(`stdout is not JSON: ${JSON.stringify(line)}`)
+  }
+  t.same(parsed, expected, 'the JSON object')
+  t.equal(line, JSON.stringify(expected) + '\n', 'stdout: exactly that JSON line (keys in the documented order)')
+  t.notOk(line.includes('This machine is available'), 'no human sentence with --json')
+  t.same(
+    backend.requests.map((r) => `${r.endpoint}:${r.status}`),
+    ['enroll:200', 'websocket:101'],
+    'enroll, then an accepted handshake',
+  )
+  t.equal((await httpGet(`${server.httpBase}/readyz`)).status, 200, 'the server is up and answering')
+  t.equal(out.text(), line, 'nothing else is printed on stdout')
+  assertNoSecretsIn(t, tokens, backend, [
+    ['stdout', out.text()],
+    ['the logs', server.logs.text()],
+  ])
 })
 
 t.test('remote-control --json: a backend that never accepts is reported as connecting, timedOut true', async (t) => {
   const backend = await FakeRemoteBackend.start()
-  backend.script('websocket', ...Array.from({ length: 200 }, () => ({ status: 503, body: { detail: 'down for maintenance' } })))
+  backend.script('websocket', ...Array.from({ length: 20 }, () => ({ status: 503, body: { detail: 'down for maintenance' } })))
   const { home } = chatgptHome()
-  const srv = await startForeground(t, ['--json', '--remote-control-wait-seconds', '1', '--listen', 'ws://127.0.0.1:0', '--login-callback-port', '0'], home, backend)
-  await until(() => srv.stdout().includes('\n'), 'the JSON line on stdout', ANNOUNCE_WAIT_MS)
+  // Remote control's backoff and the command's wait (as `--remote-control-wait-seconds 1`), on one manual clock.
+  const clock = new ManualClock({ wallMs: Date.now() })
+  const server = await startInProcess(t, home, backend, clock)
+  const out = stdoutCollector()
+  const announced = announce(server, out.stream, { waitMs: 1_000, clock })
+  await backend.until(() => backend.of('websocket').length >= 1, 'the first handshake')
+  // The first reconnect backoff (200 ms ± 10 %; the command's poll is 100 ms, the relay's sweep 30 s).
+  const backoff = (): number | undefined => clock.pendingDelays().find((d) => d >= 180 && d <= 220)
+  await until(() => backoff() !== undefined, 'the reconnect backoff')
+  await clock.advanceSettling(backoff() as number)
+  await backend.until(() => backend.of('websocket').length >= 2, 'the second handshake')
+  t.equal(out.text(), '', 'nothing is announced before the wait is over')
+  await clock.advanceSettling(1_000)
+  await withTimeout(announced, 5_000, 'the announcement once the wait is over')
   const grant = backend.grants[0]
   t.ok(grant, 'it enrolled')
-  t.equal(
-    srv.stdout(),
-    JSON.stringify({ mode: 'foreground', status: 'connecting', serverName: HOST, environmentId: grant?.environmentId, timedOut: true }) + '\n',
-  )
-  t.ok(backend.requests.filter((r) => r.endpoint === 'websocket').length >= 2, 'it kept retrying the handshake')
-  const exit = await srv.stop('SIGTERM')
-  t.same(exit, { code: 0, signal: null })
+  t.equal(out.text(), JSON.stringify({ mode: 'foreground', status: 'connecting', serverName: HOST, environmentId: grant?.environmentId, timedOut: true }) + '\n')
+  t.ok(backend.of('websocket').every((r) => r.status === 503), 'every handshake was refused')
+  t.ok(backend.of('websocket').length >= 2, 'it kept retrying the handshake')
 })
-
 const SERVE_FLAGS = ['--listen', 'ws://127.0.0.1:0', '--login-callback-port', '0']
 
 t.test('remote-control with an API key: the refusal and exit 1, before serving', async (t) => {
@@ -348,32 +408,31 @@ t.test('remote-control not logged in: the announcement says it waits for a ChatG
   // The announcement of a real (in-process) server's remote control, as the command makes it.
   const server = await startServer({ remoteControl: { serverName: 'rc-waiting-host' }, env: { CHATGPT_BASE_URL: 'http://127.0.0.1:9/backend-api' } })
   t.teardown(() => server.close())
-  let out = ''
-  const stdout = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      out += chunk.toString()
-      done()
-    },
-  })
-  void announceRemoteControl(server.app.remoteControl, { json: false, stdout, log: server.app.log, waitMs: 0, accountKind: () => accountKindOf(server.app.accounts) })
-  await until(() => out.includes('\n'), 'the announcement')
-  t.equal(out, 'Remote control is waiting for ChatGPT login; sign in (`app-server login` in the same home, or from a client) to make this machine available as rc-waiting-host.\n')
+  const out = stdoutCollector()
+  void announce(server, out.stream, { json: false, waitMs: 0 })
+  await until(() => out.text().includes('\n'), 'the announcement')
+  t.equal(out.text(), 'Remote control is waiting for ChatGPT login; sign in (`app-server login` in the same home, or from a client) to make this machine available as rc-waiting-host.\n')
 })
 
 t.test('remote-control --json not logged in: waitingForLogin, then a login in the same home connects it', async (t) => {
   const backend = await FakeRemoteBackend.start()
   const home = mkdtempSync(join(tmpdir(), 'app-server-rc-cli-home-'))
-  const srv = await startForeground(t, ['--json', ...SERVE_FLAGS], home, backend)
-  await until(() => srv.stdout().includes('\n'), 'the waiting line on stdout', ANNOUNCE_WAIT_MS)
+  const server = await startInProcess(t, home, backend)
+  const out = stdoutCollector()
+  const announced = announce(server, out.stream, { waitMs: server.config.remoteControlWaitMs })
+  await until(() => out.text().includes('\n'), 'the waiting line', ANNOUNCE_WAIT_MS)
   const waiting = JSON.stringify({ mode: 'foreground', status: 'waitingForLogin', serverName: HOST, environmentId: null, timedOut: false }) + '\n'
-  t.equal(srv.stdout(), waiting)
+  t.equal(out.text(), waiting)
   t.same(backend.requests, [], 'nothing asked of the backend without an account')
 
-  // Another process logs in: the server notices the store, enrolls and connects.
-  const { access } = chatgptHome(home)
-  await until(() => srv.stdout().split('\n').length === 3, 'the connected line after the login', ANNOUNCE_WAIT_MS)
+  // Another process logs in (auth.json written and renamed into place): the server notices the store, enrolls and connects.
+  const tokens = chatgptHome(home)
+  await withTimeout(announced, ANNOUNCE_WAIT_MS, 'the connected line after the login')
   const grant = backend.grants[0]
-  t.equal(srv.stdout(), waiting + JSON.stringify({ mode: 'foreground', status: 'connected', serverName: HOST, environmentId: grant?.environmentId, timedOut: false }) + '\n')
-  t.equal(header(backend.of('enroll')[0], 'authorization'), `Bearer ${access}`, 'enrolled with the new login')
-  t.same(await srv.stop('SIGTERM'), { code: 0, signal: null })
+  t.equal(out.text(), waiting + JSON.stringify({ mode: 'foreground', status: 'connected', serverName: HOST, environmentId: grant?.environmentId, timedOut: false }) + '\n')
+  t.equal(header(backend.of('enroll')[0], 'authorization'), `Bearer ${tokens.access}`, 'enrolled with the new login')
+  assertNoSecretsIn(t, tokens, backend, [
+    ['stdout', out.text()],
+    ['the logs', server.logs.text()],
+  ])
 })

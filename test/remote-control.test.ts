@@ -8,26 +8,21 @@
  * enrollment, the raw bytes of the SQLite store (no token, expiry or cursor), redacted error
  * previews, disable, and canaries in logs.
  *
- * Real time throughout: the controller's backoff starts at 200 ms and is reset by every
- * successful connect, so each scenario takes at most a few attempts.
+ * Scenarios that reconnect run the controller on a manual clock (its wall reading starts now,
+ * as the backend's token expiries do): once a failure is seen the test finds the reconnect
+ * backoff waiting on the clock (200 ms × 2^(n−1) ± 10 % for the n-th failure in a row), checks
+ * nothing reaches the backend meanwhile, and advances past it, so no scenario waits real time.
  */
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { AddressInfo } from 'node:net'
-import { setTimeout as sleep } from 'node:timers/promises'
 import Database from 'better-sqlite3'
-import type { FastifyInstance } from 'fastify'
 import t from 'tap'
-import { buildApp } from '../src/app.js'
-import { loadConfig } from '../src/config/load.js'
-import type { Config } from '../src/config/types.js'
-import { createLogger } from '../src/log/logger.js'
 import { hostPlatform } from '../src/remote-control/enrollment-client.js'
 import { ENROLLMENT_DB_FILE } from '../src/remote-control/enrollment-store.js'
 import type { Clock } from '../src/clock.js'
-import { ManualClock } from './helpers/manual-clock.js'
+import { ManualClock, settle } from './helpers/manual-clock.js'
 import { VERSION } from '../src/version.js'
 import { canary, leakedCanaries, registerCanary } from './helpers/canary.js'
 import { connect, type RpcClient } from './helpers/client.js'
@@ -43,7 +38,7 @@ import {
   type FakeRemoteBackendOptions,
   type Json,
 } from './helpers/fake-remote-backend.js'
-import { LogCapture } from './helpers/server.js'
+import { startServer, type TestServer } from './helpers/server.js'
 import { until, withTimeout } from './helpers/wait.js'
 
 type TestT = Parameters<Parameters<typeof t.test>[0]>[0]
@@ -56,7 +51,7 @@ const STATUS_SCHEMA = 'v2/RemoteControlStatusChangedNotification'
 const STATUS_CHANGED = 'remoteControl/status/changed'
 const API_KEY_REFUSAL = 'remote control requires ChatGPT authentication; API key auth is not supported'
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
-/** Enough for several reconnect attempts (200 ms, 400 ms, 800 ms, ...). */
+/** A deadline for events over real sockets (a hang fails with a name, not tap's timeout). */
 const RECONNECT_WAIT_MS = 10_000
 
 // ---------------------------------------------------------------------------------------------
@@ -83,16 +78,11 @@ function describeRequests(reqs: readonly BackendRequest[]): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The app server, with remote control options (test/helpers/server.ts's startServer does not
-// pass `BuildOptions.remoteControl` through, so this mirrors it).
+// The app server (test/helpers/server.ts, so the engine is off: nothing here is about it), with
+// remote control against the fake backend and an in-memory credential store.
 
-interface RcServer {
-  readonly app: FastifyInstance
-  readonly config: Config
-  readonly logs: LogCapture
+interface RcServer extends TestServer {
   readonly home: string
-  readonly wsUrl: string
-  close(): Promise<void>
 }
 
 interface RcServerOptions {
@@ -103,43 +93,12 @@ interface RcServerOptions {
 
 async function startRcServer(backend: FakeRemoteBackend, options: RcServerOptions = {}): Promise<RcServer> {
   const home = options.home ?? mkdtempSync(join(tmpdir(), 'app-server-rc-home-'))
-  const argv = [
-    '--listen',
-    'ws://127.0.0.1:0',
-    '--home',
-    home,
-    '--login-callback-port',
-    '0',
-    '--failed-upgrade-limit',
-    '0',
-    '--credentials-store',
-    'ephemeral',
-    ...(options.argv ?? []),
-  ]
-  const config = loadConfig(argv, { env: { CHATGPT_BASE_URL: backend.baseUrl }, dotenvPath: null })
-  const logs = new LogCapture()
-  const app = await buildApp(config, {
-    logger: createLogger('debug', logs),
-    validateResults: true,
+  const server = await startServer({
+    argv: ['--home', home, '--credentials-store', 'ephemeral', ...(options.argv ?? [])],
+    env: { CHATGPT_BASE_URL: backend.baseUrl },
     remoteControl: { serverName: SERVER_NAME, ...(options.clock ? { clock: options.clock } : {}) },
   })
-  await app.listen({ host: config.listen.host, port: config.listen.port })
-  const port = (app.server.address() as AddressInfo).port
-  const token = app.wsAuth.queryToken
-  if (token !== null) registerCanary(token)
-  let closed = false
-  return {
-    app,
-    config,
-    logs,
-    home,
-    wsUrl: token === null ? `ws://127.0.0.1:${port}/` : `ws://127.0.0.1:${port}/?token=${token}`,
-    async close() {
-      if (closed) return
-      closed = true
-      await app.close()
-    },
-  }
+  return { ...server, home }
 }
 
 /** A local JSON-RPC client; remembers which method each request id was for. */
@@ -330,6 +289,29 @@ function enrollmentRows(home: string): Json[] {
   }
 }
 
+/** The controller's clock in scenarios that reconnect: manual, its wall reading now (the backend stamps token expiries in real time). */
+function reconnectClock(): ManualClock {
+  return new ManualClock({ wallMs: Date.now() })
+}
+
+/**
+ * Waits until the reconnect loop sleeps on the backoff that follows its n-th failure in a row (a
+ * timeout of 200 ms × 2^(n−1) ± 10 % on `clock`; the relay's sweep and the keepalive are far
+ * longer), checks that nothing reaches the backend while it waits, and advances the clock past
+ * it. Returns how many backend requests came before the retry.
+ */
+async function passBackoff(t: TestT, clock: ManualClock, backend: FakeRemoteBackend, n: number): Promise<number> {
+  const base = 200 * 2 ** (n - 1)
+  const backoff = (): number | undefined => clock.pendingDelays().find((d) => d >= base * 0.9 && d <= base * 1.1)
+  await until(() => backoff() !== undefined, `reconnect backoff #${n}`, RECONNECT_WAIT_MS)
+  const before = backend.requests.length
+  await settle()
+  const delay = backoff() as number
+  t.equal(backend.requests.length, before, `nothing reaches the backend during backoff #${n} (${delay} ms)`)
+  await clock.advanceSettling(delay)
+  return before
+}
+
 /** The warn lines of failed attempts (`problem` is the error text). */
 function problems(server: RcServer): string[] {
   return server.logs.lines.filter((l) => typeof l.problem === 'string').map((l) => l.problem as string)
@@ -515,11 +497,11 @@ rcTest('relay: initialize and account/read through the backend socket, remote pr
   // Messages for an unknown virtual connection (no initialize) are ignored.
   conn.sendClientMessage({ clientId: 'ghost', streamId: 'stream-x', seqId: 1 }, { id: 1, method: 'account/read', params: {} })
   conn.sendPing('phone-1', 'stream-1')
-  const pong = await conn.waitForEnvelope((e) => e.type === 'pong' && e.client_id === 'phone-1', 5_000, 'pong')
+  const pong = await conn.waitForEnvelope((e) => e.type === 'pong' && e.client_id === 'phone-1', RECONNECT_WAIT_MS, 'pong')
   t.equal(pong.status, 'active', 'a ping on a live virtual connection is answered pong active')
   t.equal(pong.stream_id, 'stream-1')
   conn.sendPing('nobody', 'stream-z')
-  const unknown = await conn.waitForEnvelope((e) => e.type === 'pong' && e.client_id === 'nobody', 5_000, 'pong unknown')
+  const unknown = await conn.waitForEnvelope((e) => e.type === 'pong' && e.client_id === 'nobody', RECONNECT_WAIT_MS, 'pong unknown')
   t.equal(unknown.status, 'unknown', 'a ping for no connection is answered pong unknown')
   t.notOk(conn.received.some((e) => e.message?.id === 33), 'the repeated seq_id was dropped')
   t.same(conn.serverMessages('ghost'), [], 'nothing answers a client that never sent initialize')
@@ -528,7 +510,9 @@ rcTest('relay: initialize and account/read through the backend socket, remote pr
   conn.sendInitialize({ clientId: 'phone-2', streamId: 'stream-2', seqId: 1 }, 'init-2')
   await conn.waitForReply('phone-2', 'init-2')
   conn.sendClientClosed('phone-2', 'stream-2')
-  await sleep(100)
+  conn.sendPing('phone-2', 'stream-2')
+  const gone = await conn.waitForEnvelope((e) => e.type === 'pong' && e.client_id === 'phone-2', RECONNECT_WAIT_MS, 'pong after client_closed')
+  t.equal(gone.status, 'unknown', 'client_closed ended the virtual connection (a ping for it is answered unknown)')
   conn.sendClientMessage({ clientId: 'phone-2', streamId: 'stream-2', seqId: 2 }, { id: 'after-close', method: 'account/read', params: {} })
 
   // Full scopes: account:write (login) and remote:write (disable) are allowed to `remote`.
@@ -544,9 +528,9 @@ rcTest('relay: initialize and account/read through the backend socket, remote pr
 
   const before = local.statuses().length
   conn.sendClientMessage({ clientId: 'phone-1', streamId: 'stream-1', seqId: 5 }, { id: 5, method: 'remoteControl/disable' })
-  const closed = await withTimeout(conn.closed, 5_000, 'the backend socket to close')
+  const closed = await withTimeout(conn.closed, RECONNECT_WAIT_MS, 'the backend socket to close')
   t.ok(closed, 'remoteControl/disable from the remote client closes the backend socket')
-  const disabled = await local.waitForStatus((s) => s.status === 'disabled', 'disabled', 5_000, before)
+  const disabled = await local.waitForStatus((s) => s.status === 'disabled', 'disabled', RECONNECT_WAIT_MS, before)
   t.equal(disabled.status, 'disabled')
   t.notOk(
     conn.received.some((e) => e.message?.id === 5 && e.message?.error),
@@ -566,7 +550,8 @@ rcTest('relay: initialize and account/read through the backend socket, remote pr
 for (const status of [401, 403] as const) {
   rcTest(`refresh ${status}: server token cleared, ChatGPT credential recovered (client asked), retry succeeds`, async (t, ctx) => {
     // Tokens within 300 s of expiry: every reconnect refreshes (proactively).
-    const { local, chatgpt, conn, server } = await connectedSetup(ctx, { backend: { tokenTtlMs: 120_000 } })
+    const clock = reconnectClock()
+    const { local, chatgpt, conn, server } = await connectedSetup(ctx, { backend: { tokenTtlMs: 120_000 }, server: { clock } })
     const backend = ctx.backend
     const first = backend.grants[0]!
     const serverId = first.serverId
@@ -574,6 +559,7 @@ for (const status of [401, 403] as const) {
     const mark = backend.requests.length - 1
     const fromStatus = local.statuses().length
     conn.terminate()
+    await passBackoff(t, clock, backend, 1)
 
     const ask = await local.waitForServerRequest('account/chatgptAuthTokens/refresh')
     t.same(ask.params, { reason: 'unauthorized', previousAccountId: ACCOUNT_ID }, 'the local client is asked for fresh ChatGPT tokens')
@@ -645,7 +631,8 @@ for (const status of [401, 403] as const) {
 }
 
 rcTest('refresh 404: persisted row deleted, environmentId null published, re-enroll in the same attempt', async (t, ctx) => {
-  const { local, conn, server } = await connectedSetup(ctx, { backend: { tokenTtlMs: 120_000 } })
+  const clock = reconnectClock()
+  const { local, conn, server } = await connectedSetup(ctx, { backend: { tokenTtlMs: 120_000 }, server: { clock } })
   const backend = ctx.backend
   const first = backend.grants[0]!
   t.same(
@@ -659,10 +646,11 @@ rcTest('refresh 404: persisted row deleted, environmentId null published, re-enr
   const mark = backend.requests.length - 1
   const fromStatus = local.statuses().length
   conn.terminate()
+  await passBackoff(t, clock, backend, 1)
 
   await backend.until(() => backend.of('enroll').some((r) => r.status === 400), 'the re-enroll', RECONNECT_WAIT_MS)
   t.same(enrollmentRows(server.home), [], 'the persisted row is deleted')
-  const nulled = await local.waitForStatus((s) => s.environmentId === null, 'environmentId null', 2_000, fromStatus)
+  const nulled = await local.waitForStatus((s) => s.environmentId === null, 'environmentId null', RECONNECT_WAIT_MS, fromStatus)
   t.equal(nulled.environmentId, null, 'environmentId: null is published')
   t.equal((await local.result('remoteControl/status/read')).environmentId, null)
   const after = backend.since(mark)
@@ -672,6 +660,9 @@ rcTest('refresh 404: persisted row deleted, environmentId null published, re-enr
     're-enrolled right after the 404, in the same attempt (no handshake in between)',
   )
 
+  // Each failed re-enroll backs off before the next.
+  await passBackoff(t, clock, backend, 2)
+  await passBackoff(t, clock, backend, 3)
   const conn2 = await backend.waitForConnection(2, RECONNECT_WAIT_MS)
   await local.waitForStatus((s) => s.status === 'connected', 'connected', RECONNECT_WAIT_MS, fromStatus)
   const enrolled = backend.of('enroll').find((r) => r.status === 200 && r.index > mark)
@@ -686,12 +677,14 @@ rcTest('refresh 404: persisted row deleted, environmentId null published, re-enr
 })
 
 rcTest('refresh 404: the token of the re-enrollment opens the socket (no further refresh)', async (t, ctx) => {
-  const { local, conn } = await connectedSetup(ctx, { backend: { tokenTtlMs: 120_000 } })
+  const clock = reconnectClock()
+  const { local, conn } = await connectedSetup(ctx, { backend: { tokenTtlMs: 120_000 }, server: { clock } })
   const backend = ctx.backend
   backend.script('refresh', { status: 404, body: NOT_FOUND_BODY })
   const mark = backend.requests.length - 1
   const fromStatus = local.statuses().length
   conn.terminate()
+  await passBackoff(t, clock, backend, 1)
   const conn2 = await backend.waitForConnection(2, RECONNECT_WAIT_MS)
   await local.waitForStatus((s) => s.status === 'connected', 'connected', RECONNECT_WAIT_MS, fromStatus)
   const after = backend.since(mark).filter((r) => r.index <= conn2.request.index)
@@ -715,13 +708,16 @@ rcTest('refresh 404: the token of the re-enrollment opens the socket (no further
 
 for (const status of [401, 403] as const) {
   rcTest(`websocket ${status}: the used token is cleared and refreshed before reconnecting`, async (t, ctx) => {
-    const { conn, local } = await connectedSetup(ctx)
+    const clock = reconnectClock()
+    const { conn, local } = await connectedSetup(ctx, { server: { clock } })
     const backend = ctx.backend
     const first = backend.grants[0]!
     backend.script('websocket', { status, body: { detail: 'bad server token' } })
     const mark = backend.requests.length - 1
     const fromStatus = local.statuses().length
     conn.terminate()
+    await passBackoff(t, clock, backend, 1)
+    await passBackoff(t, clock, backend, 2)
     const conn2 = await backend.waitForConnection(2, RECONNECT_WAIT_MS)
     await local.waitForStatus((s) => s.status === 'connected', 'connected', RECONNECT_WAIT_MS, fromStatus)
     const after = backend.since(mark).filter((r) => r.index <= conn2.request.index)
@@ -739,13 +735,16 @@ for (const status of [401, 403] as const) {
 }
 
 rcTest('websocket 404 "Remote app server not found": enrollment cleared, re-enroll next attempt', async (t, ctx) => {
-  const { conn, local, server } = await connectedSetup(ctx)
+  const clock = reconnectClock()
+  const { conn, local, server } = await connectedSetup(ctx, { server: { clock } })
   const backend = ctx.backend
   const first = backend.grants[0]!
   backend.script('websocket', { status: 404, body: NOT_FOUND_BODY })
   const mark = backend.requests.length - 1
   const fromStatus = local.statuses().length
   conn.terminate()
+  await passBackoff(t, clock, backend, 1)
+  await passBackoff(t, clock, backend, 2)
   const conn2 = await backend.waitForConnection(2, RECONNECT_WAIT_MS)
   await local.waitForStatus((s) => s.status === 'connected', 'connected', RECONNECT_WAIT_MS, fromStatus)
   const after = backend.since(mark).filter((r) => r.index <= conn2.request.index)
@@ -778,7 +777,8 @@ const KEEP_CASES: { name: string; status: number; body: unknown; redacted?: bool
 
 for (const c of KEEP_CASES) {
   rcTest(`websocket ${c.name}: enrollment and token kept, backed off, retried`, async (t, ctx) => {
-    const { conn, local, server } = await connectedSetup(ctx)
+    const clock = reconnectClock()
+    const { conn, local, server } = await connectedSetup(ctx, { server: { clock } })
     const backend = ctx.backend
     const first = backend.grants[0]!
     const secrets = c.redacted ? [canary('rct-echo'), canary('pair'), canary('manualpair')] : []
@@ -788,6 +788,8 @@ for (const c of KEEP_CASES) {
     const mark = backend.requests.length - 1
     const fromStatus = local.statuses().length
     conn.terminate()
+    await passBackoff(t, clock, backend, 1)
+    const retryMark = await passBackoff(t, clock, backend, 2)
     const conn2 = await backend.waitForConnection(2, RECONNECT_WAIT_MS)
     await local.waitForStatus((s) => s.status === 'connected', 'connected', RECONNECT_WAIT_MS, fromStatus)
     const after = backend.since(mark).filter((r) => r.index <= conn2.request.index)
@@ -798,8 +800,7 @@ for (const c of KEEP_CASES) {
     )
     t.equal(header(conn2.request, 'authorization'), `Bearer ${first.token}`, 'the server token is kept')
     t.equal(header(conn2.request, 'x-codex-server-id'), first.serverId, 'the enrollment is kept')
-    const gap = (after[1]?.at ?? 0) - (after[0]?.at ?? 0)
-    t.ok(gap >= 150, `backed off before retrying (${gap} ms)`)
+    t.ok((after[0]?.index ?? Infinity) < retryMark && (after[1]?.index ?? -1) >= retryMark, 'backed off before retrying (the retry came once the backoff had passed)')
     t.notOk(
       local.statuses().slice(fromStatus).some((s) => s.environmentId === null),
       'environmentId is never reset',
@@ -860,7 +861,8 @@ rcTest('restart: a second server on the same home refreshes the persisted enroll
 })
 
 rcTest('the database holds the identity only: no server token, expiry or cursor in the raw bytes', async (t, ctx) => {
-  const { server, conn, local } = await connectedSetup(ctx, { backend: { tokenTtlMs: 120_000 } })
+  const clock = reconnectClock()
+  const { server, conn, local } = await connectedSetup(ctx, { backend: { tokenTtlMs: 120_000 }, server: { clock } })
   const backend = ctx.backend
   const cursor1 = canary('cursor')
   const cursor2 = canary('cursor')
@@ -871,6 +873,7 @@ rcTest('the database holds the identity only: no server token, expiry or cursor 
   const read1 = await conn.waitForReply('db-phone', 2)
   // Not acked: it must be replayed on the next socket.
   conn.terminate()
+  await passBackoff(t, clock, backend, 1)
   const conn2 = await backend.waitForConnection(2, RECONNECT_WAIT_MS)
   t.equal(header(conn2.request, 'x-codex-subscribe-cursor'), cursor2, 'the latest cursor is sent on the next handshake')
   t.equal(backend.of('refresh').filter((r) => r.status === 200).length, 1, 'the reconnect refreshed the token')
@@ -928,7 +931,8 @@ rcTest('the database holds the identity only: no server token, expiry or cursor 
 
 rcTest('redacted previews: an enroll failure echoing secrets is logged with <redacted>, never the values', async (t, ctx) => {
   const backend = await ctx.startBackend()
-  const server = await ctx.server()
+  const clock = reconnectClock()
+  const server = await ctx.server({ clock })
   const local = await ctx.local(server)
   await local.loginExternal(ctx.token())
   const rct = canary('rct-echo')
@@ -942,6 +946,7 @@ rcTest('redacted previews: an enroll failure echoing secrets is logged with <red
   })
   await local.result('remoteControl/enable')
   await local.waitForStatus((s) => s.status === 'errored', 'errored')
+  await passBackoff(t, clock, backend, 1)
   await backend.waitForConnection(1, RECONNECT_WAIT_MS)
   const text = problems(server).find((p) => p.includes('HTTP 400'))
   t.ok(text, 'the enroll failure is logged')
@@ -968,9 +973,9 @@ rcTest('remoteControl/disable: status disabled, backend socket closed, no reconn
   const disabled = await local.result('remoteControl/disable')
   t.equal(disabled.status, 'disabled')
   t.equal(disabled.serverName, SERVER_NAME)
-  const closed = await withTimeout(conn.closed, 3_000, 'the backend socket to close')
+  const closed = await withTimeout(conn.closed, RECONNECT_WAIT_MS, 'the backend socket to close')
   t.ok(closed, 'the backend socket is closed')
-  await local.waitForStatus((s) => s.status === 'disabled', 'disabled notification', 2_000)
+  await local.waitForStatus((s) => s.status === 'disabled', 'disabled notification', RECONNECT_WAIT_MS)
   const count = backend.requests.length
   // Past any reconnect backoff.
   await clock.advanceSettling(10 * 60_000)
@@ -988,7 +993,8 @@ rcTest('remoteControl/disable: status disabled, backend socket closed, no reconn
 })
 
 rcTest('canaries: server token, ChatGPT token and pairing fields never reach logs or client-visible errors', async (t, ctx) => {
-  const { server, conn, local, chatgpt } = await connectedSetup(ctx, { backend: { tokenTtlMs: 120_000 } })
+  const clock = reconnectClock()
+  const { server, conn, local, chatgpt } = await connectedSetup(ctx, { backend: { tokenTtlMs: 120_000 }, server: { clock } })
   const backend = ctx.backend
   const pairing = canary('pairing')
   ctx.secrets.push(pairing)
@@ -996,7 +1002,8 @@ rcTest('canaries: server token, ChatGPT token and pairing fields never reach log
   backend.script('refresh', { status: 400, body: { remote_control_token: backend.grants[0]!.token, pairing_code: pairing } })
   backend.script('websocket', { status: 500, body: { manual_pairing_code: pairing, remote_control_token: backend.grants[0]!.token } })
   conn.terminate()
-  await backend.until(() => backend.connections.length >= 2, 'reconnect', 15_000)
+  for (let n = 1; n <= 3; n++) await passBackoff(t, clock, backend, n)
+  await backend.until(() => backend.connections.length >= 2, 'reconnect', RECONNECT_WAIT_MS)
   await local.waitForStatus((s) => s.status === 'connected', 'connected', RECONNECT_WAIT_MS)
   const logs = server.logs.text()
   t.ok(logs.length > 0, 'logs were captured')

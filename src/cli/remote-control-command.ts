@@ -1,5 +1,5 @@
 import type { Credential } from '../account/types.js'
-import { systemClock } from '../clock.js'
+import { systemClock, type Clock } from '../clock.js'
 import type { AppLogger } from '../log/logger.js'
 import { API_KEY_REFUSAL } from '../remote-control/controller.js'
 import type { RemoteControlApi } from '../remote-control/methods.js'
@@ -41,12 +41,14 @@ export function refuseApiKey(rc: RemoteControlApi, options: { json: boolean; std
  * enabled. Not logged in: one line says it is waiting for a ChatGPT login (a login from a client
  * or a CLI `login` in the same home ends the wait). Then, once connected (or after `waitMs`,
  * `--remote-control-wait-seconds`) one line says so. A login that turns out to be an API key
- * is said as the refusal, and nothing more is announced.
+ * is said as the refusal, and nothing more is announced. The waits run on `clock` (the process's
+ * unless a test drives them).
  */
 export async function announceRemoteControl(
   rc: RemoteControlApi,
-  options: { json: boolean; stdout: NodeJS.WritableStream; log: AppLogger; waitMs: number; accountKind: () => AccountKind },
+  options: { json: boolean; stdout: NodeJS.WritableStream; log: AppLogger; waitMs: number; accountKind: () => AccountKind; clock?: Clock },
 ): Promise<void> {
+  const clock = options.clock ?? systemClock
   let view: RemoteControlStatusView
   try {
     view = await rc.enable()
@@ -58,17 +60,17 @@ export async function announceRemoteControl(
   if (options.accountKind() === 'none') {
     if (options.json) options.stdout.write(line({ status: 'waitingForLogin', serverName: view.serverName, environmentId: null, timedOut: false }))
     else options.stdout.write(`Remote control is waiting for ChatGPT login; sign in (\`app-server login\` in the same home, or from a client) to make this machine available as ${view.serverName}.\n`)
-    while (options.accountKind() === 'none') await pause()
+    while (options.accountKind() === 'none') await pause(clock)
   }
   if (options.accountKind() === 'apiKey') {
     if (options.json) options.stdout.write(line({ status: 'errored', serverName: view.serverName, environmentId: null, timedOut: false, error: API_KEY_REFUSAL }))
     else options.stdout.write(`Remote control is not available: ${API_KEY_REFUSAL}.\n`)
     return
   }
-  const deadline = systemClock.monotonicMs() + options.waitMs
+  const deadline = clock.monotonicMs() + options.waitMs
   view = rc.status()
-  while (view.status !== 'connected' && systemClock.monotonicMs() < deadline) {
-    await pause()
+  while (view.status !== 'connected' && clock.monotonicMs() < deadline) {
+    await pause(clock)
     view = rc.status()
   }
   const connected = view.status === 'connected'
@@ -86,6 +88,6 @@ function line(a: Omit<Announcement, 'mode'>): string {
   return JSON.stringify(out) + '\n'
 }
 
-function pause(): Promise<void> {
-  return new Promise<void>((resolve) => systemClock.setTimeout(resolve, POLL_MS))
+function pause(clock: Clock): Promise<void> {
+  return new Promise<void>((resolve) => clock.setTimeout(resolve, POLL_MS))
 }
