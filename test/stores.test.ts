@@ -7,7 +7,7 @@
 import t from 'tap'
 import { execFile, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync } from 'node:fs'
+import { existsSync, watch } from 'node:fs'
 import { chmod, mkdir, readdir, readFile, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises'
 import { delimiter, join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -26,12 +26,14 @@ import {
   type KeyringBackend,
 } from '../src/account/stores/index.js'
 import { LOCK_FILE } from '../src/account/stores/file-store.js'
+import type { TimerHandle } from '../src/clock.js'
 import { CorruptStoreError, StoreError, type AuthDotJson } from '../src/account/types.js'
 import { createLogger } from '../src/log/logger.js'
 import { canary, leakedCanaries, record } from './helpers/canary.js'
+import { ManualClock } from './helpers/manual-clock.js'
 import { runNode, spawnProcess } from './helpers/process.js'
 import { tempDir } from './helpers/temp-dir.js'
-import { gate } from './helpers/wait.js'
+import { gate, withTimeout } from './helpers/wait.js'
 
 type Test = import('tap').Test
 
@@ -322,6 +324,29 @@ t.test('file lock: a stale lock (older than 30 s) is broken', async (t) => {
   t.same(await readdir(home), ['auth.json'], 'the stale lock is gone')
 })
 
+/**
+ * A manual clock that says when the lock's waiter starts waiting on it: `waiting()` resolves once
+ * a timeout is pending, so a test knows the waiter found the lock taken and judged it live.
+ */
+class WaiterClock extends ManualClock {
+  private wake: (() => void)[] = []
+  constructor() {
+    // Lock files carry real mtimes: the clock starts at the real time, so their age is judged right.
+    super({ wallMs: Date.now() })
+  }
+  override setTimeout(fn: () => void, ms: number): TimerHandle {
+    const handle = super.setTimeout(fn, ms)
+    for (const wake of this.wake.splice(0)) wake()
+    return handle
+  }
+  waiting(): Promise<void> {
+    return this.pendingCount > 0 ? Promise.resolve() : new Promise((resolve) => this.wake.push(resolve))
+  }
+}
+
+/** The longest retry pause of the lock's backoff (100 ms and its jitter). */
+const MAX_RETRY_PAUSE_MS = 200
+
 t.test('file lock: a live lock makes the second caller wait', async (t) => {
   const home = tempDir('stores-live', t)
   const lock = join(home, LOCK_FILE)
@@ -329,27 +354,35 @@ t.test('file lock: a live lock makes the second caller wait', async (t) => {
   await writeFile(lock, JSON.stringify({ pid: 999_999, createdAt: Date.now(), token: 'other' }))
   const doc = chatgptDoc()
   let settled = false
-  const saving = new FileStore(home).save(doc).finally(() => (settled = true))
-  await sleep(400)
+  const clock = new WaiterClock()
+  const saving = withFileLock(home, () => new FileStore(home).save(doc), { clock }).finally(() => (settled = true))
+  await clock.waiting()
   t.notOk(settled, 'save is still waiting')
   t.notOk(existsSync(join(home, 'auth.json')), 'nothing written while the lock is held')
   await unlink(lock)
+  clock.advance(MAX_RETRY_PAUSE_MS)
   await saving
   t.same(await new FileStore(home).load(), doc, 'written once the lock was released')
 
   // Within one process too: B's save waits for A's critical section to end.
   const events: string[] = []
   const aIn = gate()
+  const aOut = gate()
   const a = withFileLock(home, async () => {
     events.push('A in')
     aIn.open()
-    // Long enough for B to find the lock taken and retry at least once.
-    await sleep(300)
+    await aOut.opened
     events.push('A out')
   })
   await aIn.opened
-  const b = new FileStore(home).save(apiKeyDoc()).then(() => events.push('B saved'))
-  await Promise.all([a, b])
+  const bClock = new WaiterClock()
+  const b = withFileLock(home, () => new FileStore(home).save(apiKeyDoc()), { clock: bClock }).then(() => events.push('B saved'))
+  // B found the lock taken and waits to retry: only then does A leave.
+  await bClock.waiting()
+  aOut.open()
+  await a
+  bClock.advance(MAX_RETRY_PAUSE_MS)
+  await b
   t.same(events, ['A in', 'A out', 'B saved'], 'second caller ran after the first released')
 })
 
@@ -358,15 +391,22 @@ t.test('file lock: bounded wait, re-entrant, kept fresh while held', async (t) =
   const lock = join(home, LOCK_FILE)
   await writeFile(lock, JSON.stringify({ pid: 999_999, createdAt: Date.now(), token: 'other' }))
   let ran = false
-  const started = Date.now()
-  const err = await storeError(
-    t,
-    withFileLock(home, async () => void (ran = true), { timeoutMs: 300 }),
-    'held lock',
-  )
+  let gaveUp = false
+  const clock = new WaiterClock()
+  const waiting = withFileLock(home, async () => void (ran = true), { timeoutMs: 300, clock }).finally(() => (gaveUp = true))
+  // Time passes only as the test moves it: a pause at a time until the waiter gives up.
+  let waitedMs = 0
+  for (;;) {
+    await Promise.race([clock.waiting(), waiting.catch(() => undefined)])
+    if (gaveUp) break
+    t.ok(waitedMs < 300, `still waiting after ${waitedMs} ms`)
+    clock.advance(MAX_RETRY_PAUSE_MS / 2)
+    waitedMs += MAX_RETRY_PAUSE_MS / 2
+  }
+  const err = await storeError(t, waiting, 'held lock')
   t.equal(err.message, 'store locked by another process', 'says who is in the way, without the path')
   t.match(err.detail, /^timed out after 300 ms waiting for lock .*auth\.json\.lock$/, 'the detail (for logs) says it timed out')
-  t.ok(Date.now() - started < 3_000, 'gave up after the bounded wait')
+  t.ok(waitedMs >= 300 && waitedMs <= 300 + MAX_RETRY_PAUSE_MS, `gave up after the bounded wait (${waitedMs} ms)`)
   t.notOk(ran, 'fn did not run')
   t.ok(existsSync(lock), "someone else's lock is left alone")
   await unlink(lock)
@@ -381,19 +421,44 @@ t.test('file lock: bounded wait, re-entrant, kept fresh while held', async (t) =
   }, { timeoutMs: 1_000 })
   t.same(await new FileStore(home).load(), doc, 're-entrant save went through')
 
-  // A holder slower than staleMs refreshes its lock, so it is not broken under it.
+  // A holder slower than staleMs refreshes its lock, so it is not broken under it. Each party has
+  // a clock of its own, moved in turn: the holder's heartbeat lands before the waiter judges.
+  const STALE_MS = 600
+  const BEAT_MS = STALE_MS / 3
   const events: string[] = []
   const slowIn = gate()
+  const slowOut = gate()
+  const holderClock = new WaiterClock()
   const slow = withFileLock(home, async () => {
     events.push('slow in')
     slowIn.open()
-    // Three times staleMs: staleness is judged on the lock file's mtime, so real time must pass.
-    await sleep(900)
+    await slowOut.opened
     events.push('slow out')
-  }, { staleMs: 300 })
+  }, { staleMs: STALE_MS, clock: holderClock })
   await slowIn.opened
-  const other = withFileLock(home, async () => void events.push('other'), { staleMs: 300 })
-  await Promise.all([slow, other])
+  const waiterClock = new WaiterClock()
+  const other = withFileLock(home, async () => void events.push('other'), { staleMs: STALE_MS, clock: waiterClock })
+  const otherDone = other.then(() => 'ran' as const)
+  await waiterClock.waiting()
+  // Three times staleMs: without the heartbeat, the waiter would find the lock stale and break it.
+  const touched = (): Promise<void> => new Promise((resolve) => {
+    const watcher = watch(lock, () => {
+      watcher.close()
+      resolve()
+    })
+  })
+  for (let passed = 0; passed < 3 * STALE_MS; passed += BEAT_MS) {
+    const beat = touched()
+    holderClock.advance(BEAT_MS)
+    await withTimeout(beat, 10_000, 'the heartbeat to touch the lock')
+    t.equal(Math.round((await stat(lock)).mtimeMs), holderClock.wallMs(), `the holder refreshed its lock at +${passed + BEAT_MS} ms`)
+    waiterClock.advance(BEAT_MS)
+    t.equal(await Promise.race([waiterClock.waiting().then(() => 'waiting' as const), otherDone]), 'waiting', `the waiter still waits at +${passed + BEAT_MS} ms`)
+  }
+  slowOut.open()
+  await slow
+  waiterClock.advance(MAX_RETRY_PAUSE_MS)
+  await other
   t.same(events, ['slow in', 'slow out', 'other'], 'a live holder is not taken for stale')
 })
 
