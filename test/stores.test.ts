@@ -220,93 +220,96 @@ t.test('file store: clear is idempotent', async (t) => {
   t.same(await readdir(home), [], 'no file, no lock left behind')
 })
 
-t.test('file store: two processes saving at once never corrupt auth.json', async (t) => {
-  const dir = tempDir('stores-race', t)
-  const home = join(dir, 'home')
-  const PER_PROCESS = 200
-  const docs = Array.from({ length: 2 * PER_PROCESS }, (_, i) => (i % 3 === 0 ? apiKeyDoc() : chatgptDoc()))
-  const docsPath = join(dir, 'docs.json')
-  await writeFile(docsPath, JSON.stringify(docs), { mode: 0o600 })
-
-  // Each writer saves its own 200 documents and, after each save, reads the file back: every
-  // read must be one whole document some writer saved (never a half-written one).
+// Two real processes on one auth.json. The same two writers run both races: each start-up
+// costs a node process and the store's imports, which is most of what these checks cost.
+t.test('two processes on one auth.json', async (t) => {
+  const dir = tempDir('stores-two', t)
   const script = join(dir, 'writer.mjs')
+  // `race`: save documents and, after each save, read the file back; every read must be one
+  // whole document some writer saved (never a half-written one). `count`: increment a counter
+  // kept in last_refresh (milliseconds since the epoch: no secret needed) under the lock.
   await writeFile(
     script,
     `import { readFileSync } from 'node:fs'
+import { createInterface } from 'node:readline'
 import { isDeepStrictEqual } from 'node:util'
-import { FileStore } from ${JSON.stringify(FILE_STORE_URL)}
-const [home, docsPath, from, to] = process.argv.slice(2)
-const docs = JSON.parse(readFileSync(docsPath, 'utf8'))
-const store = new FileStore(home)
+import { FileStore, withFileLock } from ${JSON.stringify(FILE_STORE_URL)}
 process.stdout.write('ready\\n')
-await new Promise((r) => process.stdin.once('data', r))
-let badReads = 0
-for (let i = Number(from); i < Number(to); i++) {
-  await store.save(docs[i])
-  const seen = await store.load()
-  if (!docs.some((d) => isDeepStrictEqual(d, seen))) badReads++
-}
-process.stdout.write(JSON.stringify({ badReads }) + '\\n')
-process.exit(0)
-`,
-  )
-
-  // stderr is recorded for the leak check; stdout only carries `ready` and the count.
-  const start = (from: number) =>
-    spawnProcess(process.execPath, [script, home, docsPath, String(from), String(from + PER_PROCESS)], { stdin: 'pipe', timeoutMs: 60_000, record: ['stderr'] })
-  const a = start(0)
-  const b = start(PER_PROCESS)
-  await Promise.all([a.waitFor('stdout', /ready\n/), b.waitFor('stdout', /ready\n/)])
-  // Released together, so their writes interleave.
-  a.child.stdin!.end('go\n')
-  b.child.stdin!.end('go\n')
-  const [ea, eb] = await Promise.all([a.exited, b.exited])
-  for (const [name, p, exit] of [['writer A', a, ea], ['writer B', b, eb]] as const) {
-    t.equal(exit.code, 0, `${name} exited 0`)
-    t.equal(p.stderr(), '', `${name} printed no error`)
-    t.match(p.stdout(), /"badReads":0/, `${name} never read a partial document`)
+for await (const line of createInterface({ input: process.stdin })) {
+  const [command, home, ...args] = line.split(' ')
+  const store = new FileStore(home)
+  if (command === 'race') {
+    const [docsPath, from, to] = args
+    const docs = JSON.parse(readFileSync(docsPath, 'utf8'))
+    let badReads = 0
+    for (let i = Number(from); i < Number(to); i++) {
+      await store.save(docs[i])
+      const seen = await store.load()
+      if (!docs.some((d) => isDeepStrictEqual(d, seen))) badReads++
+    }
+    process.stdout.write(JSON.stringify({ badReads }) + '\\n')
   }
-
-  const final = await new FileStore(home).load()
-  t.ok(
-    docs.some((d) => isDeepStrictEqual(d, final)),
-    'auth.json parses and is one of the written documents',
-  )
-  t.same(
-    (await readdir(home)).filter((f) => f !== 'auth.json'),
-    [],
-    'no .tmp or lock files remain',
-  )
-  t.equal(await modeOf(join(home, 'auth.json')), 0o600, 'still 0600')
-})
-
-t.test('file lock: read-modify-write from two processes loses no update', async (t) => {
-  const dir = tempDir('stores-rmw', t)
-  const home = join(dir, 'home')
-  const script = join(dir, 'counter.mjs')
-  // The counter lives in last_refresh (milliseconds since the epoch): no secret needed.
-  await writeFile(
-    script,
-    `import { FileStore, withFileLock } from ${JSON.stringify(FILE_STORE_URL)}
-const [home, n] = process.argv.slice(2)
-const store = new FileStore(home)
-for (let i = 0; i < Number(n); i++) {
-  await withFileLock(home, async () => {
-    const cur = await store.load()
-    const count = cur?.last_refresh ? Date.parse(cur.last_refresh) : 0
-    await store.save({ OPENAI_API_KEY: null, last_refresh: new Date(count + 1).toISOString() })
-  })
+  if (command === 'count') {
+    for (let i = 0; i < Number(args[0]); i++) {
+      await withFileLock(home, async () => {
+        const cur = await store.load()
+        const count = cur?.last_refresh ? Date.parse(cur.last_refresh) : 0
+        await store.save({ OPENAI_API_KEY: null, last_refresh: new Date(count + 1).toISOString() })
+      })
+    }
+    process.stdout.write(JSON.stringify({ counted: Number(args[0]) }) + '\\n')
+  }
 }
 `,
   )
-  const env = { PATH: process.env.PATH ?? '' }
-  const [ra, rb] = await Promise.all([runNode([script, home, '50'], { env, record: ['stderr'] }), runNode([script, home, '50'], { env, record: ['stderr'] })])
-  t.equal(ra.code, 0, `first process exited 0 ${ra.stderr}`)
-  t.equal(rb.code, 0, `second process exited 0 ${rb.stderr}`)
-  const final = await new FileStore(home).load()
-  t.equal(final?.last_refresh ? Date.parse(final.last_refresh) : -1, 100, 'all 100 increments counted')
-  t.same(await readdir(home), ['auth.json'], 'lock released')
+  // stderr is recorded for the leak check; stdout only carries `ready` and the counts. Only
+  // PATH: no tap loader hooks in NODE_OPTIONS, which would slow each start-up down.
+  const start = () => spawnProcess(process.execPath, [script], { env: { PATH: process.env.PATH ?? '' }, stdin: 'pipe', timeoutMs: 60_000, record: ['stderr'] })
+  const writers = [['writer A', start()], ['writer B', start()]] as const
+  t.teardown(() => writers.forEach(([, p]) => p.kill()))
+  await Promise.all(writers.map(([, p]) => p.waitFor('stdout', /ready\n/)))
+  /** Sends `command` to both writers at once, so their work interleaves. */
+  const both = (command: (i: number) => string) => writers.forEach(([, p], i) => p.child.stdin!.write(command(i) + '\n'))
+
+  await t.test('saving at once never corrupts auth.json', async (t) => {
+    const home = join(dir, 'race')
+    // 50 saves each: every save holds the lock across an fsync, so the two writers stay
+    // interleaved from the first save to the last; a torn write would show in the first overlap.
+    const PER_PROCESS = 50
+    const docs = Array.from({ length: 2 * PER_PROCESS }, (_, i) => (i % 3 === 0 ? apiKeyDoc() : chatgptDoc()))
+    const docsPath = join(dir, 'docs.json')
+    await writeFile(docsPath, JSON.stringify(docs), { mode: 0o600 })
+    both((i) => `race ${home} ${docsPath} ${i * PER_PROCESS} ${(i + 1) * PER_PROCESS}`)
+    for (const [name, p] of writers) {
+      t.match((await p.waitFor('stdout', /\{"badReads":\d+\}/))[0], /"badReads":0/, `${name} never read a partial document`)
+    }
+    const final = await new FileStore(home).load()
+    t.ok(
+      docs.some((d) => isDeepStrictEqual(d, final)),
+      'auth.json parses and is one of the written documents',
+    )
+    t.same(
+      (await readdir(home)).filter((f) => f !== 'auth.json'),
+      [],
+      'no .tmp or lock files remain',
+    )
+    t.equal(await modeOf(join(home, 'auth.json')), 0o600, 'still 0600')
+  })
+
+  await t.test('file lock: read-modify-write from two processes loses no update', async (t) => {
+    const home = join(dir, 'rmw')
+    both(() => `count ${home} 50`)
+    for (const [name, p] of writers) t.ok(await p.waitFor('stdout', /\{"counted":50\}/), `${name} counted 50`)
+    const final = await new FileStore(home).load()
+    t.equal(final?.last_refresh ? Date.parse(final.last_refresh) : -1, 100, 'all 100 increments counted')
+    t.same(await readdir(home), ['auth.json'], 'lock released')
+  })
+
+  for (const [, p] of writers) p.child.stdin!.end()
+  for (const [name, p] of writers) {
+    t.equal((await p.exited).code, 0, `${name} exited 0`)
+    t.equal(p.stderr(), '', `${name} printed no error`)
+  }
 })
 
 t.test('file lock: a stale lock (older than 30 s) is broken', async (t) => {
