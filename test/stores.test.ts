@@ -31,14 +31,13 @@ import { CorruptStoreError, StoreError, type AuthDotJson } from '../src/account/
 import { createLogger } from '../src/log/logger.js'
 import { canary, leakedCanaries, record } from './helpers/canary.js'
 import { ManualClock } from './helpers/manual-clock.js'
-import { runNode, spawnProcess } from './helpers/process.js'
+import { spawnProcess, type Spawned } from './helpers/process.js'
 import { tempDir } from './helpers/temp-dir.js'
 import { gate, withTimeout } from './helpers/wait.js'
 
 type Test = import('tap').Test
 
 const STORES_DIR = fileURLToPath(new URL('../src/account/stores/', import.meta.url))
-const FILE_STORE_URL = pathToFileURL(join(STORES_DIR, 'file-store.js')).href
 const STORES_INDEX_URL = pathToFileURL(join(STORES_DIR, 'index.js')).href
 const KEYRING_STORE_PATH = join(STORES_DIR, 'keyring-store.js')
 
@@ -218,98 +217,6 @@ t.test('file store: clear is idempotent', async (t) => {
   t.equal(await store.load(), null, 'nothing after clear')
   await store.clear()
   t.same(await readdir(home), [], 'no file, no lock left behind')
-})
-
-// Two real processes on one auth.json. The same two writers run both races: each start-up
-// costs a node process and the store's imports, which is most of what these checks cost.
-t.test('two processes on one auth.json', async (t) => {
-  const dir = tempDir('stores-two', t)
-  const script = join(dir, 'writer.mjs')
-  // `race`: save documents and, after each save, read the file back; every read must be one
-  // whole document some writer saved (never a half-written one). `count`: increment a counter
-  // kept in last_refresh (milliseconds since the epoch: no secret needed) under the lock.
-  await writeFile(
-    script,
-    `import { readFileSync } from 'node:fs'
-import { createInterface } from 'node:readline'
-import { isDeepStrictEqual } from 'node:util'
-import { FileStore, withFileLock } from ${JSON.stringify(FILE_STORE_URL)}
-process.stdout.write('ready\\n')
-for await (const line of createInterface({ input: process.stdin })) {
-  const [command, home, ...args] = line.split(' ')
-  const store = new FileStore(home)
-  if (command === 'race') {
-    const [docsPath, from, to] = args
-    const docs = JSON.parse(readFileSync(docsPath, 'utf8'))
-    let badReads = 0
-    for (let i = Number(from); i < Number(to); i++) {
-      await store.save(docs[i])
-      const seen = await store.load()
-      if (!docs.some((d) => isDeepStrictEqual(d, seen))) badReads++
-    }
-    process.stdout.write(JSON.stringify({ badReads }) + '\\n')
-  }
-  if (command === 'count') {
-    for (let i = 0; i < Number(args[0]); i++) {
-      await withFileLock(home, async () => {
-        const cur = await store.load()
-        const count = cur?.last_refresh ? Date.parse(cur.last_refresh) : 0
-        await store.save({ OPENAI_API_KEY: null, last_refresh: new Date(count + 1).toISOString() })
-      })
-    }
-    process.stdout.write(JSON.stringify({ counted: Number(args[0]) }) + '\\n')
-  }
-}
-`,
-  )
-  // stderr is recorded for the leak check; stdout only carries `ready` and the counts. Only
-  // PATH: no tap loader hooks in NODE_OPTIONS, which would slow each start-up down.
-  const start = () => spawnProcess(process.execPath, [script], { env: { PATH: process.env.PATH ?? '' }, stdin: 'pipe', timeoutMs: 60_000, record: ['stderr'] })
-  const writers = [['writer A', start()], ['writer B', start()]] as const
-  t.teardown(() => writers.forEach(([, p]) => p.kill()))
-  await Promise.all(writers.map(([, p]) => p.waitFor('stdout', /ready\n/)))
-  /** Sends `command` to both writers at once, so their work interleaves. */
-  const both = (command: (i: number) => string) => writers.forEach(([, p], i) => p.child.stdin!.write(command(i) + '\n'))
-
-  await t.test('saving at once never corrupts auth.json', async (t) => {
-    const home = join(dir, 'race')
-    // 50 saves each: every save holds the lock across an fsync, so the two writers stay
-    // interleaved from the first save to the last; a torn write would show in the first overlap.
-    const PER_PROCESS = 50
-    const docs = Array.from({ length: 2 * PER_PROCESS }, (_, i) => (i % 3 === 0 ? apiKeyDoc() : chatgptDoc()))
-    const docsPath = join(dir, 'docs.json')
-    await writeFile(docsPath, JSON.stringify(docs), { mode: 0o600 })
-    both((i) => `race ${home} ${docsPath} ${i * PER_PROCESS} ${(i + 1) * PER_PROCESS}`)
-    for (const [name, p] of writers) {
-      t.match((await p.waitFor('stdout', /\{"badReads":\d+\}/))[0], /"badReads":0/, `${name} never read a partial document`)
-    }
-    const final = await new FileStore(home).load()
-    t.ok(
-      docs.some((d) => isDeepStrictEqual(d, final)),
-      'auth.json parses and is one of the written documents',
-    )
-    t.same(
-      (await readdir(home)).filter((f) => f !== 'auth.json'),
-      [],
-      'no .tmp or lock files remain',
-    )
-    t.equal(await modeOf(join(home, 'auth.json')), 0o600, 'still 0600')
-  })
-
-  await t.test('file lock: read-modify-write from two processes loses no update', async (t) => {
-    const home = join(dir, 'rmw')
-    both(() => `count ${home} 50`)
-    for (const [name, p] of writers) t.ok(await p.waitFor('stdout', /\{"counted":50\}/), `${name} counted 50`)
-    const final = await new FileStore(home).load()
-    t.equal(final?.last_refresh ? Date.parse(final.last_refresh) : -1, 100, 'all 100 increments counted')
-    t.same(await readdir(home), ['auth.json'], 'lock released')
-  })
-
-  for (const [, p] of writers) p.child.stdin!.end()
-  for (const [name, p] of writers) {
-    t.equal((await p.exited).code, 0, `${name} exited 0`)
-    t.equal(p.stderr(), '', `${name} printed no error`)
-  }
 })
 
 t.test('file lock: a stale lock (older than 30 s) is broken', async (t) => {
@@ -599,8 +506,9 @@ t.test('auto store: a working keyring keeps secrets off the disk', async (t) => 
 })
 
 // ---------------------------------------------------------------------------------------------
-// The real @napi-rs/keyring binding, in subprocesses: libdbus reads the session bus address
-// once per process, so each D-Bus environment gets a process of its own.
+// Real processes: two store workers (node processes running store operations on command) on
+// one home, and the real @napi-rs/keyring binding against a Secret Service. libdbus reads the
+// session bus address once per process, so the workers start with the bus they will use.
 
 interface Step {
   /** `files`: which of `homes` hold an auth.json at that point. */
@@ -617,54 +525,104 @@ interface StepResult {
   error?: { name: string; message: string }
 }
 
-/** Runs store operations in a fresh node process; it prints only booleans and error texts. */
-async function runSteps(t: Test, dir: string, env: NodeJS.ProcessEnv, docs: AuthDotJson[], steps: Step[]): Promise<StepResult[]> {
-  const script = join(dir, 'steps.mjs')
-  if (!existsSync(script)) {
-    await writeFile(
-      script,
-      `import { existsSync, readFileSync } from 'node:fs'
+/**
+ * A worker answers each command (a JSON line on stdin) with one JSON line carrying its id:
+ * - `race`: saves documents and, after each save, reads the file back; every read must be one
+ *   whole document some writer saved (never a half-written one);
+ * - `count`: increments, under the lock, a counter kept in last_refresh (milliseconds since the
+ *   epoch: no secret needed);
+ * - `steps`: store operations; it reports only booleans and error texts.
+ */
+const WORKER_SCRIPT = `import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
+import { createInterface } from 'node:readline'
 import { isDeepStrictEqual } from 'node:util'
-import { createStore, keyringAccount, KEYRING_SERVICE } from ${JSON.stringify(STORES_INDEX_URL)}
+import { createStore, FileStore, keyringAccount, KEYRING_SERVICE, withFileLock } from ${JSON.stringify(STORES_INDEX_URL)}
 const require = createRequire(${JSON.stringify(KEYRING_STORE_PATH)})
-const { docs, steps } = JSON.parse(readFileSync(process.argv[2], 'utf8'))
-const same = (got, index) => (index === null ? got === null : isDeepStrictEqual(got, docs[index]))
-const results = []
-for (const s of steps) {
-  try {
-    if (s.op === 'files') {
-      results.push({ ok: true, files: s.homes.filter((h) => existsSync(join(h, 'auth.json'))) })
-      continue
-    }
-    if (s.op === 'raw') {
-      // Straight from the OS keyring, past the store: is the entry really there?
-      const { Entry } = require('@napi-rs/keyring')
-      const text = new Entry(KEYRING_SERVICE, keyringAccount(s.home), { linux: { store: 'secret-service' } }).getPassword()
-      results.push({ ok: same(text === null ? null : JSON.parse(text), s.doc) })
-      continue
-    }
-    const store = createStore(s.mode, s.home)
-    if (s.op === 'save') await store.save(docs[s.doc])
-    if (s.op === 'clear') await store.clear()
-    results.push({ ok: s.op === 'load' ? same(await store.load(), s.doc) : true })
-  } catch (err) {
-    results.push({ ok: false, error: { name: String(err?.name), message: String(err?.message) } })
+
+async function race({ home, docs, from, to }) {
+  const store = new FileStore(home)
+  let badReads = 0
+  for (let i = from; i < to; i++) {
+    await store.save(docs[i])
+    const seen = await store.load()
+    if (!docs.some((d) => isDeepStrictEqual(d, seen))) badReads++
   }
+  return { badReads }
 }
-process.stdout.write(JSON.stringify(results))
-`,
-    )
+
+async function count({ home, n }) {
+  const store = new FileStore(home)
+  for (let i = 0; i < n; i++) {
+    await withFileLock(home, async () => {
+      const cur = await store.load()
+      const count = cur?.last_refresh ? Date.parse(cur.last_refresh) : 0
+      await store.save({ OPENAI_API_KEY: null, last_refresh: new Date(count + 1).toISOString() })
+    })
   }
-  const input = join(dir, `steps-${Math.random().toString(36).slice(2)}.json`)
-  await writeFile(input, JSON.stringify({ docs, steps }), { mode: 0o600 })
-  const r = await runNode([script, input], { env, record: ['stderr'] })
-  t.equal(r.code, 0, `step runner exited 0 ${r.stderr}`)
-  record(r.stdout)
-  const results = JSON.parse(r.stdout || '[]') as StepResult[]
-  t.equal(results.length, steps.length, 'every step reported')
-  return results
+  return { counted: n }
+}
+
+async function steps({ docs, steps }) {
+  const same = (got, index) => (index === null ? got === null : isDeepStrictEqual(got, docs[index]))
+  const results = []
+  for (const s of steps) {
+    try {
+      if (s.op === 'files') {
+        results.push({ ok: true, files: s.homes.filter((h) => existsSync(join(h, 'auth.json'))) })
+        continue
+      }
+      if (s.op === 'raw') {
+        // Straight from the OS keyring, past the store: is the entry really there?
+        const { Entry } = require('@napi-rs/keyring')
+        const text = new Entry(KEYRING_SERVICE, keyringAccount(s.home), { linux: { store: 'secret-service' } }).getPassword()
+        results.push({ ok: same(text === null ? null : JSON.parse(text), s.doc) })
+        continue
+      }
+      const store = createStore(s.mode, s.home)
+      if (s.op === 'save') await store.save(docs[s.doc])
+      if (s.op === 'clear') await store.clear()
+      results.push({ ok: s.op === 'load' ? same(await store.load(), s.doc) : true })
+    } catch (err) {
+      results.push({ ok: false, error: { name: String(err?.name), message: String(err?.message) } })
+    }
+  }
+  return { results }
+}
+
+const commands = { race, count, steps }
+process.stdout.write('ready\\n')
+for await (const line of createInterface({ input: process.stdin })) {
+  const { id, op, ...args } = JSON.parse(line)
+  process.stdout.write(JSON.stringify({ id, ...(await commands[op](args)) }) + '\\n')
+}
+`
+
+let nextCommandId = 1
+
+interface Worker {
+  readonly name: string
+  readonly process: Spawned
+  /** Sends one command; resolves with the worker's answer to it. */
+  request(op: string, args: object): Promise<Record<string, unknown>>
+}
+
+/** Started with `env` only: no tap loader hooks in NODE_OPTIONS, which slow each start-up down. */
+function startWorker(name: string, script: string, env: NodeJS.ProcessEnv): Worker {
+  // stderr is recorded for the leak check; stdout carries `ready` and the answers, recorded as read.
+  const p = spawnProcess(process.execPath, [script], { env, stdin: 'pipe', timeoutMs: 120_000, record: ['stderr'] })
+  return {
+    name,
+    process: p,
+    async request(op, args) {
+      const id = nextCommandId++
+      p.child.stdin!.write(JSON.stringify({ id, op, ...args }) + '\n')
+      const line = (await p.waitFor('stdout', new RegExp(`^\\{"id":${id},.*$`, 'm')))[0]
+      record(line)
+      return JSON.parse(line) as Record<string, unknown>
+    },
+  }
 }
 
 function onPath(bin: string): boolean {
@@ -765,39 +723,90 @@ async function startSecretService(t: Test, dir: string): Promise<NodeJS.ProcessE
   return env
 }
 
-t.test('real keyring: a Secret Service started by this test (dbus-daemon + gnome-keyring)', { skip: keyringSkip }, async (t) => {
-  const dir = tempDir('stores-secret-service', t)
-  const env = await startSecretService(t, dir)
-  const docs = [chatgptDoc(), apiKeyDoc()]
-  const homeA = join(dir, 'homeA')
-  const homeB = join(dir, 'homeB')
-  const homeC = join(dir, 'homeC')
+t.test('real processes: two store workers on one home', async (t) => {
+  const dir = tempDir('stores-workers', t)
+  // The Secret Service first, when it can run: the workers start on its bus.
+  const env = keyringSkip === false ? await startSecretService(t, dir) : { PATH: process.env.PATH ?? '' }
+  const script = join(dir, 'worker.mjs')
+  await writeFile(script, WORKER_SCRIPT)
+  // One pair for every check below: each start-up costs a node process and the store's imports.
+  const workers = [startWorker('worker A', script, env), startWorker('worker B', script, env)] as const
+  t.teardown(() => workers.forEach((w) => w.process.kill()))
+  await Promise.all(workers.map((w) => w.process.waitFor('stdout', /ready\n/)))
 
-  // Saved by one process, read by another: the secret really is in the keyring daemon.
-  t.same(await runSteps(t, dir, env, docs, [{ op: 'save', mode: 'keyring', home: homeA, doc: 0 }]), [{ ok: true }], 'keyring save')
-  // The second process reads what the first saved, then clears: one process for both (each
-  // costs a node start-up and a D-Bus connection); the files are checked between its steps.
-  const reads: Step[] = [
-    { op: 'load', mode: 'keyring', home: homeA, doc: 0 },
-    { op: 'raw', home: homeA, doc: 0 },
-    { op: 'load', mode: 'keyring', home: homeB, doc: null },
-    { op: 'save', mode: 'auto', home: homeC, doc: 1 },
-    { op: 'load', mode: 'auto', home: homeC, doc: 1 },
-  ]
-  const clears: Step[] = [
-    { op: 'clear', mode: 'keyring', home: homeA },
-    { op: 'load', mode: 'keyring', home: homeA, doc: null },
-    { op: 'raw', home: homeA, doc: null },
-    { op: 'clear', mode: 'keyring', home: homeA },
-    { op: 'clear', mode: 'auto', home: homeC },
-    { op: 'load', mode: 'auto', home: homeC, doc: null },
-  ]
-  const results = await runSteps(t, dir, env, docs, [...reads, { op: 'files', homes: [homeA, homeB, homeC] }, ...clears])
-  t.same(
-    results.slice(0, reads.length),
-    Array(5).fill({ ok: true }),
-    'loaded in a new process; entry under app-server auth/home-<hash>; other home empty; auto uses the keyring',
-  )
-  t.same(results[reads.length], { ok: true, files: [] }, 'no auth.json in any home after the saves')
-  t.same(results.slice(reads.length + 1), Array(6).fill({ ok: true }), 'cleared (twice without error), in both modes')
+  await t.test('two processes saving at once never corrupt auth.json', async (t) => {
+    const home = join(dir, 'race')
+    // 50 saves each: every save holds the lock across an fsync, so the two writers stay
+    // interleaved from the first save to the last; a torn write would show in the first overlap.
+    const PER_PROCESS = 50
+    const docs = Array.from({ length: 2 * PER_PROCESS }, (_, i) => (i % 3 === 0 ? apiKeyDoc() : chatgptDoc()))
+    // Sent to both before either answers, so their writes interleave.
+    const answers = await Promise.all(workers.map((w, i) => w.request('race', { home, docs, from: i * PER_PROCESS, to: (i + 1) * PER_PROCESS })))
+    for (const [i, w] of workers.entries()) t.equal(answers[i]?.badReads, 0, `${w.name} never read a partial document`)
+    const final = await new FileStore(home).load()
+    t.ok(
+      docs.some((d) => isDeepStrictEqual(d, final)),
+      'auth.json parses and is one of the written documents',
+    )
+    t.same(
+      (await readdir(home)).filter((f) => f !== 'auth.json'),
+      [],
+      'no .tmp or lock files remain',
+    )
+    t.equal(await modeOf(join(home, 'auth.json')), 0o600, 'still 0600')
+  })
+
+  await t.test('file lock: read-modify-write from two processes loses no update', async (t) => {
+    const home = join(dir, 'rmw')
+    const answers = await Promise.all(workers.map((w) => w.request('count', { home, n: 50 })))
+    t.same(answers.map((a) => a.counted), [50, 50], 'each worker counted 50')
+    const final = await new FileStore(home).load()
+    t.equal(final?.last_refresh ? Date.parse(final.last_refresh) : -1, 100, 'all 100 increments counted')
+    t.same(await readdir(home), ['auth.json'], 'lock released')
+  })
+
+  await t.test('real keyring: a Secret Service started by this test (dbus-daemon + gnome-keyring)', { skip: keyringSkip }, async (t) => {
+    const docs = [chatgptDoc(), apiKeyDoc()]
+    const homeA = join(dir, 'homeA')
+    const homeB = join(dir, 'homeB')
+    const homeC = join(dir, 'homeC')
+    const runSteps = async (worker: Worker, steps: Step[]): Promise<StepResult[]> => {
+      const results = (await worker.request('steps', { docs, steps })).results as StepResult[]
+      t.equal(results.length, steps.length, `${worker.name}: every step reported`)
+      return results
+    }
+
+    // Saved by one process, read by another: the secret really is in the keyring daemon.
+    t.same(await runSteps(workers[0], [{ op: 'save', mode: 'keyring', home: homeA, doc: 0 }]), [{ ok: true }], 'keyring save')
+    // The second process reads what the first saved, then clears; the files are checked between its steps.
+    const reads: Step[] = [
+      { op: 'load', mode: 'keyring', home: homeA, doc: 0 },
+      { op: 'raw', home: homeA, doc: 0 },
+      { op: 'load', mode: 'keyring', home: homeB, doc: null },
+      { op: 'save', mode: 'auto', home: homeC, doc: 1 },
+      { op: 'load', mode: 'auto', home: homeC, doc: 1 },
+    ]
+    const clears: Step[] = [
+      { op: 'clear', mode: 'keyring', home: homeA },
+      { op: 'load', mode: 'keyring', home: homeA, doc: null },
+      { op: 'raw', home: homeA, doc: null },
+      { op: 'clear', mode: 'keyring', home: homeA },
+      { op: 'clear', mode: 'auto', home: homeC },
+      { op: 'load', mode: 'auto', home: homeC, doc: null },
+    ]
+    const results = await runSteps(workers[1], [...reads, { op: 'files', homes: [homeA, homeB, homeC] }, ...clears])
+    t.same(
+      results.slice(0, reads.length),
+      Array(5).fill({ ok: true }),
+      'loaded in a new process; entry under app-server auth/home-<hash>; other home empty; auto uses the keyring',
+    )
+    t.same(results[reads.length], { ok: true, files: [] }, 'no auth.json in any home after the saves')
+    t.same(results.slice(reads.length + 1), Array(6).fill({ ok: true }), 'cleared (twice without error), in both modes')
+  })
+
+  for (const w of workers) w.process.child.stdin!.end()
+  for (const w of workers) {
+    t.equal((await w.process.exited).code, 0, `${w.name} exited 0`)
+    t.equal(w.process.stderr(), '', `${w.name} printed no error`)
+  }
 })
