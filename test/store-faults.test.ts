@@ -114,8 +114,9 @@ async function fill(dir: string): Promise<string[]> {
 t.test('lock: a dead holder is broken at once, a live one is waited for, a recycled pid is not trusted', async (t) => {
   const home = tempDir('faults-lock', t)
   const lock = join(home, LOCK_FILE)
-  // A real process: its identity read while it runs, then it exits.
-  const child = spawnProcess(process.execPath, ['-e', "process.stdin.once('data', () => process.exit(0))"], { stdin: 'pipe' })
+  // A real process (`cat`, cheaper to start than node): its identity read while it runs, then
+  // it exits when its stdin ends.
+  const child = spawnProcess('cat', [], { stdin: 'pipe' })
   const pid = child.child.pid!
   const startTime = await startTimeOf(pid)
   const body = (over: Json = {}) => JSON.stringify({ pid, startTime, bootId: BOOT_ID, createdAt: Date.now(), token: 'theirs', ...over })
@@ -143,7 +144,7 @@ t.test('lock: a dead holder is broken at once, a live one is waited for, a recyc
   await utimes(lock, old, old)
   t.equal(await tryOnce(), 'ran', 'and broken by age')
 
-  child.child.stdin!.end('exit\n')
+  child.child.stdin!.end()
   await child.exited
   await writeFile(lock, body())
   const doc = apiKeyDoc()
@@ -189,7 +190,8 @@ for (;;) await store.save(doc)
     const watcher = watch(home, (_event, name) => {
       if (name !== null && isTemp(name)) created()
     })
-    const saver = spawnProcess(process.execPath, [script, home, key], { record: ['stderr'] })
+    // Only PATH: no tap loader hooks in NODE_OPTIONS, which would slow each start-up down.
+    const saver = spawnProcess(process.execPath, [script, home, key], { env: { PATH: process.env.PATH ?? '' }, record: ['stderr'] })
     await Promise.race([tempCreated, saver.exited])
     saver.kill()
     watcher.close()

@@ -7,7 +7,7 @@
 import t from 'tap'
 import { execFile, spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync } from 'node:fs'
+import { existsSync, watch } from 'node:fs'
 import { chmod, mkdir, readdir, readFile, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises'
 import { delimiter, join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -26,17 +26,18 @@ import {
   type KeyringBackend,
 } from '../src/account/stores/index.js'
 import { LOCK_FILE } from '../src/account/stores/file-store.js'
+import type { TimerHandle } from '../src/clock.js'
 import { CorruptStoreError, StoreError, type AuthDotJson } from '../src/account/types.js'
 import { createLogger } from '../src/log/logger.js'
 import { canary, leakedCanaries, record } from './helpers/canary.js'
-import { runNode, spawnProcess } from './helpers/process.js'
+import { ManualClock } from './helpers/manual-clock.js'
+import { spawnProcess, type Spawned } from './helpers/process.js'
 import { tempDir } from './helpers/temp-dir.js'
-import { gate } from './helpers/wait.js'
+import { gate, withTimeout } from './helpers/wait.js'
 
 type Test = import('tap').Test
 
 const STORES_DIR = fileURLToPath(new URL('../src/account/stores/', import.meta.url))
-const FILE_STORE_URL = pathToFileURL(join(STORES_DIR, 'file-store.js')).href
 const STORES_INDEX_URL = pathToFileURL(join(STORES_DIR, 'index.js')).href
 const KEYRING_STORE_PATH = join(STORES_DIR, 'keyring-store.js')
 
@@ -218,95 +219,6 @@ t.test('file store: clear is idempotent', async (t) => {
   t.same(await readdir(home), [], 'no file, no lock left behind')
 })
 
-t.test('file store: two processes saving at once never corrupt auth.json', async (t) => {
-  const dir = tempDir('stores-race', t)
-  const home = join(dir, 'home')
-  const PER_PROCESS = 200
-  const docs = Array.from({ length: 2 * PER_PROCESS }, (_, i) => (i % 3 === 0 ? apiKeyDoc() : chatgptDoc()))
-  const docsPath = join(dir, 'docs.json')
-  await writeFile(docsPath, JSON.stringify(docs), { mode: 0o600 })
-
-  // Each writer saves its own 200 documents and, after each save, reads the file back: every
-  // read must be one whole document some writer saved (never a half-written one).
-  const script = join(dir, 'writer.mjs')
-  await writeFile(
-    script,
-    `import { readFileSync } from 'node:fs'
-import { isDeepStrictEqual } from 'node:util'
-import { FileStore } from ${JSON.stringify(FILE_STORE_URL)}
-const [home, docsPath, from, to] = process.argv.slice(2)
-const docs = JSON.parse(readFileSync(docsPath, 'utf8'))
-const store = new FileStore(home)
-process.stdout.write('ready\\n')
-await new Promise((r) => process.stdin.once('data', r))
-let badReads = 0
-for (let i = Number(from); i < Number(to); i++) {
-  await store.save(docs[i])
-  const seen = await store.load()
-  if (!docs.some((d) => isDeepStrictEqual(d, seen))) badReads++
-}
-process.stdout.write(JSON.stringify({ badReads }) + '\\n')
-process.exit(0)
-`,
-  )
-
-  // stderr is recorded for the leak check; stdout only carries `ready` and the count.
-  const start = (from: number) =>
-    spawnProcess(process.execPath, [script, home, docsPath, String(from), String(from + PER_PROCESS)], { stdin: 'pipe', timeoutMs: 60_000, record: ['stderr'] })
-  const a = start(0)
-  const b = start(PER_PROCESS)
-  await Promise.all([a.waitFor('stdout', /ready\n/), b.waitFor('stdout', /ready\n/)])
-  // Released together, so their writes interleave.
-  a.child.stdin!.end('go\n')
-  b.child.stdin!.end('go\n')
-  const [ea, eb] = await Promise.all([a.exited, b.exited])
-  for (const [name, p, exit] of [['writer A', a, ea], ['writer B', b, eb]] as const) {
-    t.equal(exit.code, 0, `${name} exited 0`)
-    t.equal(p.stderr(), '', `${name} printed no error`)
-    t.match(p.stdout(), /"badReads":0/, `${name} never read a partial document`)
-  }
-
-  const final = await new FileStore(home).load()
-  t.ok(
-    docs.some((d) => isDeepStrictEqual(d, final)),
-    'auth.json parses and is one of the written documents',
-  )
-  t.same(
-    (await readdir(home)).filter((f) => f !== 'auth.json'),
-    [],
-    'no .tmp or lock files remain',
-  )
-  t.equal(await modeOf(join(home, 'auth.json')), 0o600, 'still 0600')
-})
-
-t.test('file lock: read-modify-write from two processes loses no update', async (t) => {
-  const dir = tempDir('stores-rmw', t)
-  const home = join(dir, 'home')
-  const script = join(dir, 'counter.mjs')
-  // The counter lives in last_refresh (milliseconds since the epoch): no secret needed.
-  await writeFile(
-    script,
-    `import { FileStore, withFileLock } from ${JSON.stringify(FILE_STORE_URL)}
-const [home, n] = process.argv.slice(2)
-const store = new FileStore(home)
-for (let i = 0; i < Number(n); i++) {
-  await withFileLock(home, async () => {
-    const cur = await store.load()
-    const count = cur?.last_refresh ? Date.parse(cur.last_refresh) : 0
-    await store.save({ OPENAI_API_KEY: null, last_refresh: new Date(count + 1).toISOString() })
-  })
-}
-`,
-  )
-  const env = { PATH: process.env.PATH ?? '' }
-  const [ra, rb] = await Promise.all([runNode([script, home, '50'], { env, record: ['stderr'] }), runNode([script, home, '50'], { env, record: ['stderr'] })])
-  t.equal(ra.code, 0, `first process exited 0 ${ra.stderr}`)
-  t.equal(rb.code, 0, `second process exited 0 ${rb.stderr}`)
-  const final = await new FileStore(home).load()
-  t.equal(final?.last_refresh ? Date.parse(final.last_refresh) : -1, 100, 'all 100 increments counted')
-  t.same(await readdir(home), ['auth.json'], 'lock released')
-})
-
 t.test('file lock: a stale lock (older than 30 s) is broken', async (t) => {
   const home = tempDir('stores-stale', t)
   const lock = join(home, LOCK_FILE)
@@ -322,6 +234,29 @@ t.test('file lock: a stale lock (older than 30 s) is broken', async (t) => {
   t.same(await readdir(home), ['auth.json'], 'the stale lock is gone')
 })
 
+/**
+ * A manual clock that says when the lock's waiter starts waiting on it: `waiting()` resolves once
+ * a timeout is pending, so a test knows the waiter found the lock taken and judged it live.
+ */
+class WaiterClock extends ManualClock {
+  private wake: (() => void)[] = []
+  constructor() {
+    // Lock files carry real mtimes: the clock starts at the real time, so their age is judged right.
+    super({ wallMs: Date.now() })
+  }
+  override setTimeout(fn: () => void, ms: number): TimerHandle {
+    const handle = super.setTimeout(fn, ms)
+    for (const wake of this.wake.splice(0)) wake()
+    return handle
+  }
+  waiting(): Promise<void> {
+    return this.pendingCount > 0 ? Promise.resolve() : new Promise((resolve) => this.wake.push(resolve))
+  }
+}
+
+/** The longest retry pause of the lock's backoff (100 ms and its jitter). */
+const MAX_RETRY_PAUSE_MS = 200
+
 t.test('file lock: a live lock makes the second caller wait', async (t) => {
   const home = tempDir('stores-live', t)
   const lock = join(home, LOCK_FILE)
@@ -329,27 +264,35 @@ t.test('file lock: a live lock makes the second caller wait', async (t) => {
   await writeFile(lock, JSON.stringify({ pid: 999_999, createdAt: Date.now(), token: 'other' }))
   const doc = chatgptDoc()
   let settled = false
-  const saving = new FileStore(home).save(doc).finally(() => (settled = true))
-  await sleep(400)
+  const clock = new WaiterClock()
+  const saving = withFileLock(home, () => new FileStore(home).save(doc), { clock }).finally(() => (settled = true))
+  await clock.waiting()
   t.notOk(settled, 'save is still waiting')
   t.notOk(existsSync(join(home, 'auth.json')), 'nothing written while the lock is held')
   await unlink(lock)
+  clock.advance(MAX_RETRY_PAUSE_MS)
   await saving
   t.same(await new FileStore(home).load(), doc, 'written once the lock was released')
 
   // Within one process too: B's save waits for A's critical section to end.
   const events: string[] = []
   const aIn = gate()
+  const aOut = gate()
   const a = withFileLock(home, async () => {
     events.push('A in')
     aIn.open()
-    // Long enough for B to find the lock taken and retry at least once.
-    await sleep(300)
+    await aOut.opened
     events.push('A out')
   })
   await aIn.opened
-  const b = new FileStore(home).save(apiKeyDoc()).then(() => events.push('B saved'))
-  await Promise.all([a, b])
+  const bClock = new WaiterClock()
+  const b = withFileLock(home, () => new FileStore(home).save(apiKeyDoc()), { clock: bClock }).then(() => events.push('B saved'))
+  // B found the lock taken and waits to retry: only then does A leave.
+  await bClock.waiting()
+  aOut.open()
+  await a
+  bClock.advance(MAX_RETRY_PAUSE_MS)
+  await b
   t.same(events, ['A in', 'A out', 'B saved'], 'second caller ran after the first released')
 })
 
@@ -358,15 +301,22 @@ t.test('file lock: bounded wait, re-entrant, kept fresh while held', async (t) =
   const lock = join(home, LOCK_FILE)
   await writeFile(lock, JSON.stringify({ pid: 999_999, createdAt: Date.now(), token: 'other' }))
   let ran = false
-  const started = Date.now()
-  const err = await storeError(
-    t,
-    withFileLock(home, async () => void (ran = true), { timeoutMs: 300 }),
-    'held lock',
-  )
+  let gaveUp = false
+  const clock = new WaiterClock()
+  const waiting = withFileLock(home, async () => void (ran = true), { timeoutMs: 300, clock }).finally(() => (gaveUp = true))
+  // Time passes only as the test moves it: a pause at a time until the waiter gives up.
+  let waitedMs = 0
+  for (;;) {
+    await Promise.race([clock.waiting(), waiting.catch(() => undefined)])
+    if (gaveUp) break
+    t.ok(waitedMs < 300, `still waiting after ${waitedMs} ms`)
+    clock.advance(MAX_RETRY_PAUSE_MS / 2)
+    waitedMs += MAX_RETRY_PAUSE_MS / 2
+  }
+  const err = await storeError(t, waiting, 'held lock')
   t.equal(err.message, 'store locked by another process', 'says who is in the way, without the path')
   t.match(err.detail, /^timed out after 300 ms waiting for lock .*auth\.json\.lock$/, 'the detail (for logs) says it timed out')
-  t.ok(Date.now() - started < 3_000, 'gave up after the bounded wait')
+  t.ok(waitedMs >= 300 && waitedMs <= 300 + MAX_RETRY_PAUSE_MS, `gave up after the bounded wait (${waitedMs} ms)`)
   t.notOk(ran, 'fn did not run')
   t.ok(existsSync(lock), "someone else's lock is left alone")
   await unlink(lock)
@@ -381,19 +331,46 @@ t.test('file lock: bounded wait, re-entrant, kept fresh while held', async (t) =
   }, { timeoutMs: 1_000 })
   t.same(await new FileStore(home).load(), doc, 're-entrant save went through')
 
-  // A holder slower than staleMs refreshes its lock, so it is not broken under it.
+  // A holder slower than staleMs refreshes its lock, so it is not broken under it. Each party has
+  // a clock of its own, moved in turn: the holder's heartbeat lands before the waiter judges.
+  const STALE_MS = 600
+  const BEAT_MS = STALE_MS / 3
   const events: string[] = []
   const slowIn = gate()
+  const slowOut = gate()
+  const holderClock = new WaiterClock()
   const slow = withFileLock(home, async () => {
     events.push('slow in')
     slowIn.open()
-    // Three times staleMs: staleness is judged on the lock file's mtime, so real time must pass.
-    await sleep(900)
+    await slowOut.opened
     events.push('slow out')
-  }, { staleMs: 300 })
+  }, { staleMs: STALE_MS, clock: holderClock })
   await slowIn.opened
-  const other = withFileLock(home, async () => void events.push('other'), { staleMs: 300 })
-  await Promise.all([slow, other])
+  const waiterClock = new WaiterClock()
+  const other = withFileLock(home, async () => void events.push('other'), { staleMs: STALE_MS, clock: waiterClock })
+  await waiterClock.waiting()
+  // Three times staleMs: without the heartbeat, the waiter would find the lock stale and break it.
+  const touched = (): Promise<void> => new Promise((resolve) => {
+    const watcher = watch(lock, () => {
+      watcher.close()
+      resolve()
+    })
+  })
+  for (let passed = 0; passed < 3 * STALE_MS; passed += BEAT_MS) {
+    const beat = touched()
+    holderClock.advance(BEAT_MS)
+    await withTimeout(beat, 10_000, 'the heartbeat to touch the lock')
+    t.equal(Math.round((await stat(lock)).mtimeMs), holderClock.wallMs(), `the holder refreshed its lock at +${passed + BEAT_MS} ms`)
+    // The waiter's retry falls due; it judges the lock again, then waits again (or, had it broken
+    // the lock, has run by the time its heartbeat is scheduled).
+    waiterClock.advance(BEAT_MS)
+    await Promise.race([waiterClock.waiting(), other])
+    t.same(events, ['slow in'], `the waiter still waits at +${passed + BEAT_MS} ms`)
+  }
+  slowOut.open()
+  await slow
+  waiterClock.advance(MAX_RETRY_PAUSE_MS)
+  await other
   t.same(events, ['slow in', 'slow out', 'other'], 'a live holder is not taken for stale')
 })
 
@@ -531,8 +508,9 @@ t.test('auto store: a working keyring keeps secrets off the disk', async (t) => 
 })
 
 // ---------------------------------------------------------------------------------------------
-// The real @napi-rs/keyring binding, in subprocesses: libdbus reads the session bus address
-// once per process, so each D-Bus environment gets a process of its own.
+// Real processes: two store workers (node processes running store operations on command) on
+// one home, and the real @napi-rs/keyring binding against a Secret Service. libdbus reads the
+// session bus address once per process, so the workers start with the bus they will use.
 
 interface Step {
   /** `files`: which of `homes` hold an auth.json at that point. */
@@ -549,86 +527,137 @@ interface StepResult {
   error?: { name: string; message: string }
 }
 
-/** Runs store operations in a fresh node process; it prints only booleans and error texts. */
-async function runSteps(t: Test, dir: string, env: NodeJS.ProcessEnv, docs: AuthDotJson[], steps: Step[]): Promise<StepResult[]> {
-  const script = join(dir, 'steps.mjs')
-  if (!existsSync(script)) {
-    await writeFile(
-      script,
-      `import { existsSync, readFileSync } from 'node:fs'
+/**
+ * A worker answers each command (a JSON line on stdin) with one JSON line carrying its id:
+ * - `race`: saves documents and, after each save, reads the file back; every read must be one
+ *   whole document some writer saved (never a half-written one);
+ * - `count`: increments, under the lock, a counter kept in last_refresh (milliseconds since the
+ *   epoch: no secret needed);
+ * - `steps`: store operations; it reports only booleans and error texts.
+ */
+const WORKER_SCRIPT = `import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
+import { createInterface } from 'node:readline'
 import { isDeepStrictEqual } from 'node:util'
-import { createStore, keyringAccount, KEYRING_SERVICE } from ${JSON.stringify(STORES_INDEX_URL)}
+import { createStore, FileStore, keyringAccount, KEYRING_SERVICE, withFileLock } from ${JSON.stringify(STORES_INDEX_URL)}
 const require = createRequire(${JSON.stringify(KEYRING_STORE_PATH)})
-const { docs, steps } = JSON.parse(readFileSync(process.argv[2], 'utf8'))
-const same = (got, index) => (index === null ? got === null : isDeepStrictEqual(got, docs[index]))
-const results = []
-for (const s of steps) {
-  try {
-    if (s.op === 'files') {
-      results.push({ ok: true, files: s.homes.filter((h) => existsSync(join(h, 'auth.json'))) })
-      continue
-    }
-    if (s.op === 'raw') {
-      // Straight from the OS keyring, past the store: is the entry really there?
-      const { Entry } = require('@napi-rs/keyring')
-      const text = new Entry(KEYRING_SERVICE, keyringAccount(s.home), { linux: { store: 'secret-service' } }).getPassword()
-      results.push({ ok: same(text === null ? null : JSON.parse(text), s.doc) })
-      continue
-    }
-    const store = createStore(s.mode, s.home)
-    if (s.op === 'save') await store.save(docs[s.doc])
-    if (s.op === 'clear') await store.clear()
-    results.push({ ok: s.op === 'load' ? same(await store.load(), s.doc) : true })
-  } catch (err) {
-    results.push({ ok: false, error: { name: String(err?.name), message: String(err?.message) } })
+
+async function race({ home, docs, from, to }) {
+  const store = new FileStore(home)
+  let badReads = 0
+  for (let i = from; i < to; i++) {
+    await store.save(docs[i])
+    const seen = await store.load()
+    if (!docs.some((d) => isDeepStrictEqual(d, seen))) badReads++
   }
+  return { badReads }
 }
-process.stdout.write(JSON.stringify(results))
-`,
-    )
+
+async function count({ home, n }) {
+  const store = new FileStore(home)
+  for (let i = 0; i < n; i++) {
+    await withFileLock(home, async () => {
+      const cur = await store.load()
+      const count = cur?.last_refresh ? Date.parse(cur.last_refresh) : 0
+      await store.save({ OPENAI_API_KEY: null, last_refresh: new Date(count + 1).toISOString() })
+    })
   }
-  const input = join(dir, `steps-${Math.random().toString(36).slice(2)}.json`)
-  await writeFile(input, JSON.stringify({ docs, steps }), { mode: 0o600 })
-  const r = await runNode([script, input], { env, record: ['stderr'] })
-  t.equal(r.code, 0, `step runner exited 0 ${r.stderr}`)
-  record(r.stdout)
-  const results = JSON.parse(r.stdout || '[]') as StepResult[]
-  t.equal(results.length, steps.length, 'every step reported')
-  return results
+  return { counted: n }
+}
+
+async function steps({ docs, steps }) {
+  const same = (got, index) => (index === null ? got === null : isDeepStrictEqual(got, docs[index]))
+  const results = []
+  for (const s of steps) {
+    try {
+      if (s.op === 'files') {
+        results.push({ ok: true, files: s.homes.filter((h) => existsSync(join(h, 'auth.json'))) })
+        continue
+      }
+      if (s.op === 'raw') {
+        // Straight from the OS keyring, past the store: is the entry really there?
+        const { Entry } = require('@napi-rs/keyring')
+        const text = new Entry(KEYRING_SERVICE, keyringAccount(s.home), { linux: { store: 'secret-service' } }).getPassword()
+        results.push({ ok: same(text === null ? null : JSON.parse(text), s.doc) })
+        continue
+      }
+      const store = createStore(s.mode, s.home)
+      if (s.op === 'save') await store.save(docs[s.doc])
+      if (s.op === 'clear') await store.clear()
+      results.push({ ok: s.op === 'load' ? same(await store.load(), s.doc) : true })
+    } catch (err) {
+      results.push({ ok: false, error: { name: String(err?.name), message: String(err?.message) } })
+    }
+  }
+  return { results }
+}
+
+const commands = { race, count, steps }
+process.stdout.write('ready\\n')
+for await (const line of createInterface({ input: process.stdin })) {
+  const { id, op, ...args } = JSON.parse(line)
+  process.stdout.write(JSON.stringify({ id, ...(await commands[op](args)) }) + '\\n')
+}
+`
+
+let nextCommandId = 1
+
+interface Worker {
+  readonly name: string
+  readonly process: Spawned
+  /** Sends one command; resolves with the worker's answer to it. */
+  request(op: string, args: object): Promise<Record<string, unknown>>
+}
+
+/** Started with `env` only: no tap loader hooks in NODE_OPTIONS, which slow each start-up down. */
+function startWorker(name: string, script: string, env: NodeJS.ProcessEnv): Worker {
+  // stderr is recorded for the leak check; stdout carries `ready` and the answers, recorded as read.
+  const p = spawnProcess(process.execPath, [script], { env, stdin: 'pipe', timeoutMs: 120_000, record: ['stderr'] })
+  return {
+    name,
+    process: p,
+    async request(op, args) {
+      const id = nextCommandId++
+      p.child.stdin!.write(JSON.stringify({ id, op, ...args }) + '\n')
+      const line = (await p.waitFor('stdout', new RegExp(`^\\{"id":${id},.*$`, 'm')))[0]
+      record(line)
+      return JSON.parse(line) as Record<string, unknown>
+    },
+  }
 }
 
 function onPath(bin: string): boolean {
   return (process.env.PATH ?? '').split(delimiter).some((d) => d !== '' && existsSync(join(d, bin)))
 }
 
+// In this process: no other test here loads the native binding, and libdbus reads the bus
+// address when it first connects, so this one is the address it keeps.
 t.test('real keyring, no D-Bus listening: keyring unavailable, auto uses the file', { skip: process.platform !== 'linux' && 'Secret Service checks are Linux-only' }, async (t) => {
   const dir = tempDir('stores-nobus', t)
-  const env = {
-    PATH: process.env.PATH ?? '',
-    HOME: dir,
-    XDG_RUNTIME_DIR: dir,
-    DBUS_SESSION_BUS_ADDRESS: `unix:path=${join(dir, 'no-such-bus-socket')}`,
-  }
-  const docs = [chatgptDoc()]
+  const busBefore = process.env.DBUS_SESSION_BUS_ADDRESS
+  process.env.DBUS_SESSION_BUS_ADDRESS = `unix:path=${join(dir, 'no-such-bus-socket')}`
+  t.teardown(() => {
+    if (busBefore === undefined) delete process.env.DBUS_SESSION_BUS_ADDRESS
+    else process.env.DBUS_SESSION_BUS_ADDRESS = busBefore
+  })
+  const doc = chatgptDoc()
   const kHome = join(dir, 'k')
   const aHome = join(dir, 'a')
-  const results = await runSteps(t, dir, env, docs, [
-    { op: 'load', mode: 'keyring', home: kHome, doc: null },
-    { op: 'save', mode: 'keyring', home: kHome, doc: 0 },
-    { op: 'clear', mode: 'keyring', home: kHome },
-    { op: 'save', mode: 'auto', home: aHome, doc: 0 },
-    { op: 'load', mode: 'auto', home: aHome, doc: 0 },
-  ])
-  for (const [i, what] of ['load', 'save', 'clear'].entries()) {
-    const r = results[i]
-    t.equal(r?.ok, false, `keyring ${what} fails`)
-    t.equal(r?.error?.name, 'StoreError', `keyring ${what}: StoreError`)
-    t.match(r?.error?.message ?? '', /^keyring unavailable: \S/, `keyring ${what}: "${r?.error?.message}"`)
+  const keyring = createStore('keyring', kHome)
+  for (const [what, op] of [
+    ['load', () => keyring.load()],
+    ['save', () => keyring.save(doc)],
+    ['clear', () => keyring.clear()],
+  ] as const) {
+    const err = await storeError(t, op(), `keyring ${what}`)
+    t.equal(err.name, 'StoreError', `keyring ${what}: StoreError`)
+    t.match(err.message, /^keyring unavailable: \S/, `keyring ${what}: "${err.message}"`)
   }
   t.notOk(existsSync(join(kHome, 'auth.json')), 'keyring mode never writes the file')
-  t.same(results.slice(3), [{ ok: true }, { ok: true }], 'auto: saved and loaded back')
+  const auto = createStore('auto', aHome)
+  await auto.save(doc)
+  t.same(await auto.load(), doc, 'auto: saved and loaded back')
   t.equal(await modeOf(join(aHome, 'auth.json')), 0o600, 'auto fell back to a 0600 auth.json')
 })
 
@@ -696,39 +725,90 @@ async function startSecretService(t: Test, dir: string): Promise<NodeJS.ProcessE
   return env
 }
 
-t.test('real keyring: a Secret Service started by this test (dbus-daemon + gnome-keyring)', { skip: keyringSkip }, async (t) => {
-  const dir = tempDir('stores-secret-service', t)
-  const env = await startSecretService(t, dir)
-  const docs = [chatgptDoc(), apiKeyDoc()]
-  const homeA = join(dir, 'homeA')
-  const homeB = join(dir, 'homeB')
-  const homeC = join(dir, 'homeC')
+t.test('real processes: two store workers on one home', async (t) => {
+  const dir = tempDir('stores-workers', t)
+  // The Secret Service first, when it can run: the workers start on its bus.
+  const env = keyringSkip === false ? await startSecretService(t, dir) : { PATH: process.env.PATH ?? '' }
+  const script = join(dir, 'worker.mjs')
+  await writeFile(script, WORKER_SCRIPT)
+  // One pair for every check below: each start-up costs a node process and the store's imports.
+  const workers = [startWorker('worker A', script, env), startWorker('worker B', script, env)] as const
+  t.teardown(() => workers.forEach((w) => w.process.kill()))
+  await Promise.all(workers.map((w) => w.process.waitFor('stdout', /ready\n/)))
 
-  // Saved by one process, read by another: the secret really is in the keyring daemon.
-  t.same(await runSteps(t, dir, env, docs, [{ op: 'save', mode: 'keyring', home: homeA, doc: 0 }]), [{ ok: true }], 'keyring save')
-  // The second process reads what the first saved, then clears: one process for both (each
-  // costs a node start-up and a D-Bus connection); the files are checked between its steps.
-  const reads: Step[] = [
-    { op: 'load', mode: 'keyring', home: homeA, doc: 0 },
-    { op: 'raw', home: homeA, doc: 0 },
-    { op: 'load', mode: 'keyring', home: homeB, doc: null },
-    { op: 'save', mode: 'auto', home: homeC, doc: 1 },
-    { op: 'load', mode: 'auto', home: homeC, doc: 1 },
-  ]
-  const clears: Step[] = [
-    { op: 'clear', mode: 'keyring', home: homeA },
-    { op: 'load', mode: 'keyring', home: homeA, doc: null },
-    { op: 'raw', home: homeA, doc: null },
-    { op: 'clear', mode: 'keyring', home: homeA },
-    { op: 'clear', mode: 'auto', home: homeC },
-    { op: 'load', mode: 'auto', home: homeC, doc: null },
-  ]
-  const results = await runSteps(t, dir, env, docs, [...reads, { op: 'files', homes: [homeA, homeB, homeC] }, ...clears])
-  t.same(
-    results.slice(0, reads.length),
-    Array(5).fill({ ok: true }),
-    'loaded in a new process; entry under app-server auth/home-<hash>; other home empty; auto uses the keyring',
-  )
-  t.same(results[reads.length], { ok: true, files: [] }, 'no auth.json in any home after the saves')
-  t.same(results.slice(reads.length + 1), Array(6).fill({ ok: true }), 'cleared (twice without error), in both modes')
+  await t.test('two processes saving at once never corrupt auth.json', async (t) => {
+    const home = join(dir, 'race')
+    // 50 saves each: every save holds the lock across an fsync, so the two writers stay
+    // interleaved from the first save to the last; a torn write would show in the first overlap.
+    const PER_PROCESS = 50
+    const docs = Array.from({ length: 2 * PER_PROCESS }, (_, i) => (i % 3 === 0 ? apiKeyDoc() : chatgptDoc()))
+    // Sent to both before either answers, so their writes interleave.
+    const answers = await Promise.all(workers.map((w, i) => w.request('race', { home, docs, from: i * PER_PROCESS, to: (i + 1) * PER_PROCESS })))
+    for (const [i, w] of workers.entries()) t.equal(answers[i]?.badReads, 0, `${w.name} never read a partial document`)
+    const final = await new FileStore(home).load()
+    t.ok(
+      docs.some((d) => isDeepStrictEqual(d, final)),
+      'auth.json parses and is one of the written documents',
+    )
+    t.same(
+      (await readdir(home)).filter((f) => f !== 'auth.json'),
+      [],
+      'no .tmp or lock files remain',
+    )
+    t.equal(await modeOf(join(home, 'auth.json')), 0o600, 'still 0600')
+  })
+
+  await t.test('file lock: read-modify-write from two processes loses no update', async (t) => {
+    const home = join(dir, 'rmw')
+    const answers = await Promise.all(workers.map((w) => w.request('count', { home, n: 50 })))
+    t.same(answers.map((a) => a.counted), [50, 50], 'each worker counted 50')
+    const final = await new FileStore(home).load()
+    t.equal(final?.last_refresh ? Date.parse(final.last_refresh) : -1, 100, 'all 100 increments counted')
+    t.same(await readdir(home), ['auth.json'], 'lock released')
+  })
+
+  await t.test('real keyring: a Secret Service started by this test (dbus-daemon + gnome-keyring)', { skip: keyringSkip }, async (t) => {
+    const docs = [chatgptDoc(), apiKeyDoc()]
+    const homeA = join(dir, 'homeA')
+    const homeB = join(dir, 'homeB')
+    const homeC = join(dir, 'homeC')
+    const runSteps = async (worker: Worker, steps: Step[]): Promise<StepResult[]> => {
+      const results = (await worker.request('steps', { docs, steps })).results as StepResult[]
+      t.equal(results.length, steps.length, `${worker.name}: every step reported`)
+      return results
+    }
+
+    // Saved by one process, read by another: the secret really is in the keyring daemon.
+    t.same(await runSteps(workers[0], [{ op: 'save', mode: 'keyring', home: homeA, doc: 0 }]), [{ ok: true }], 'keyring save')
+    // The second process reads what the first saved, then clears; the files are checked between its steps.
+    const reads: Step[] = [
+      { op: 'load', mode: 'keyring', home: homeA, doc: 0 },
+      { op: 'raw', home: homeA, doc: 0 },
+      { op: 'load', mode: 'keyring', home: homeB, doc: null },
+      { op: 'save', mode: 'auto', home: homeC, doc: 1 },
+      { op: 'load', mode: 'auto', home: homeC, doc: 1 },
+    ]
+    const clears: Step[] = [
+      { op: 'clear', mode: 'keyring', home: homeA },
+      { op: 'load', mode: 'keyring', home: homeA, doc: null },
+      { op: 'raw', home: homeA, doc: null },
+      { op: 'clear', mode: 'keyring', home: homeA },
+      { op: 'clear', mode: 'auto', home: homeC },
+      { op: 'load', mode: 'auto', home: homeC, doc: null },
+    ]
+    const results = await runSteps(workers[1], [...reads, { op: 'files', homes: [homeA, homeB, homeC] }, ...clears])
+    t.same(
+      results.slice(0, reads.length),
+      Array(5).fill({ ok: true }),
+      'loaded in a new process; entry under app-server auth/home-<hash>; other home empty; auto uses the keyring',
+    )
+    t.same(results[reads.length], { ok: true, files: [] }, 'no auth.json in any home after the saves')
+    t.same(results.slice(reads.length + 1), Array(6).fill({ ok: true }), 'cleared (twice without error), in both modes')
+  })
+
+  for (const w of workers) w.process.child.stdin!.end()
+  for (const w of workers) {
+    t.equal((await w.process.exited).code, 0, `${w.name} exited 0`)
+    t.equal(w.process.stderr(), '', `${w.name} printed no error`)
+  }
 })

@@ -21,6 +21,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdir, open, readFile, stat, unlink, utimes } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { systemClock, type Clock } from '../../clock.js'
 import { StoreError } from '../types.js'
 import { errorCode } from '../../util/error-code.js'
 import { fsReason } from '../../util/fs-reason.js'
@@ -38,6 +39,8 @@ export interface FileLockOptions {
   readonly timeoutMs?: number
   /** A lock whose holder cannot be judged and untouched for this long is broken (ms). */
   readonly staleMs?: number
+  /** Reads the time (the wait's deadline, a lock's age) and schedules the retries and the heartbeat; default the system clock. */
+  readonly clock?: Clock
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000
@@ -58,34 +61,39 @@ export async function withFileLock<T>(home: string, fn: () => Promise<T>, option
 
   await ensureDir(dir)
   const staleMs = options.staleMs ?? DEFAULT_STALE_MS
-  const token = await acquire(lockPath, options.timeoutMs ?? DEFAULT_TIMEOUT_MS, staleMs)
+  const clock = options.clock ?? systemClock
+  // The system clock's timers do not keep the process alive, and a waiter is all a process
+  // (a CLI login behind a server's refresh) may be doing: its retries wait on a timer that does.
+  const pause = options.clock ? (ms: number) => new Promise<void>((wake) => clock.setTimeout(wake, ms)) : (ms: number) => sleep(ms)
+  const token = await acquire(lockPath, options.timeoutMs ?? DEFAULT_TIMEOUT_MS, staleMs, clock, pause)
   // Keep the lock's mtime fresh while held, so a slow holder (a refresh waiting on the
   // network) is not mistaken for a crashed one by a waiter that can only judge its age.
-  const heartbeat = setInterval(() => {
-    const now = new Date()
+  const beatMs = Math.max(50, Math.floor(staleMs / 3))
+  let heartbeat = clock.setTimeout(function beat() {
+    const now = new Date(clock.wallMs())
     utimes(lockPath, now, now).catch(() => undefined)
-  }, Math.max(50, Math.floor(staleMs / 3)))
-  heartbeat.unref()
+    heartbeat = clock.setTimeout(beat, beatMs)
+  }, beatMs)
   try {
     return await held.run(new Set([...(current ?? []), lockPath]), fn)
   } finally {
-    clearInterval(heartbeat)
+    clock.clearTimeout(heartbeat)
     await release(lockPath, token)
   }
 }
 
-async function acquire(lockPath: string, timeoutMs: number, staleMs: number): Promise<string> {
+async function acquire(lockPath: string, timeoutMs: number, staleMs: number, clock: Clock, pause: (ms: number) => Promise<void>): Promise<string> {
   const token = randomBytes(12).toString('hex')
-  const body = JSON.stringify({ ...(await currentHolder()), createdAt: Date.now(), token })
-  const deadline = Date.now() + timeoutMs
+  const body = JSON.stringify({ ...(await currentHolder()), createdAt: clock.wallMs(), token })
+  const deadline = clock.monotonicMs() + timeoutMs
   let delay = 5
   for (;;) {
     if (await tryCreate(lockPath, body)) return token
     // Broken: try again at once, before any deadline, so a dead holder never costs a wait.
-    if (await breakIfAbandoned(lockPath, staleMs)) continue
-    if (Date.now() >= deadline) throw new StoreError(LOCKED_REASON, `timed out after ${timeoutMs} ms waiting for lock ${lockPath}`)
+    if (await breakIfAbandoned(lockPath, staleMs, clock)) continue
+    if (clock.monotonicMs() >= deadline) throw new StoreError(LOCKED_REASON, `timed out after ${timeoutMs} ms waiting for lock ${lockPath}`)
     // Jittered exponential backoff: two waiters do not retry in lockstep.
-    await sleep(delay + Math.floor(Math.random() * delay))
+    await pause(delay + Math.floor(Math.random() * delay))
     delay = Math.min(delay * 2, 100)
   }
 }
@@ -115,7 +123,7 @@ async function tryCreate(lockPath: string, body: string): Promise<boolean> {
  * Breaks the lock when its holder is dead, or when it cannot be judged and is older than
  * `staleMs`. True when the lock is gone (broken here or released meanwhile): worth a retry now.
  */
-async function breakIfAbandoned(lockPath: string, staleMs: number): Promise<boolean> {
+async function breakIfAbandoned(lockPath: string, staleMs: number, clock: Clock): Promise<boolean> {
   let judged: string
   let mtimeMs: number
   try {
@@ -125,7 +133,7 @@ async function breakIfAbandoned(lockPath: string, staleMs: number): Promise<bool
     return errorCode(err) === 'ENOENT'
   }
   const dead = (await holderState(tryParseJson(judged))) === 'dead'
-  if (!dead && Date.now() - mtimeMs <= staleMs) return false
+  if (!dead && clock.wallMs() - mtimeMs <= staleMs) return false
   // A failure means another waiter broke it first, or cannot be fixed here: the next attempt retries.
   return removeIfUnchanged(lockPath, judged, 'stale').catch(() => false)
 }
