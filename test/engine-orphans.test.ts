@@ -278,6 +278,9 @@ async function supervisorWithOrphan(t: Test): Promise<SupervisedOrphan> {
     clientVersion: '0.1.0-test',
     log: createLogger('debug', logs),
     timers: clock,
+    // Not this process's environment: the stand-in is a node script, and under tap NODE_OPTIONS
+    // would load tap's hooks into it.
+    env: { FAKE_ENGINE_MODE: 'idle' },
   })
   t.teardown(() => supervisor.stop())
   mkdirSync(supervisor.socketDir, { recursive: true, mode: 0o700 })
