@@ -71,6 +71,10 @@ async function completedTurn(c: RpcClient, threadId: string): Promise<Json | und
 t.test('a running engine that fails', { skip: absent ?? false }, async (group) => {
   const keepAliveClock = new ManualClock()
   const { server } = await gateway(group, { engine: { keepAlive: { timers: keepAliveClock } } })
+  const count = (event: string): number => server.logs.lines.filter((l) => l.event === event).length
+  // A killed engine's sockets close (and its clients with them) before its exit is reported:
+  // health is read once the gateway has seen the exit and scheduled the restart.
+  const restartScheduled = (before: number): Promise<void> => until(() => count('engine.restart_scheduled') > before, 'the restart to be scheduled', 20_000)
 
   group.test('SIGKILL: clients answered and closed 1012, restarting then running, a reconnect runs a turn', async (t) => {
     t.equal((await server.app.engine.settled()).state, 'running')
@@ -89,6 +93,7 @@ t.test('a running engine that fails', { skip: absent ?? false }, async (group) =
     const t0 = Date.now()
     const at = (what: string): void => void timeline.push(`${Date.now() - t0} ms ${what}`)
     a.sendRaw('{"id":"in-flight","method":"thread/loaded/list","params":{}}')
+    const restarts = count('engine.restart_scheduled')
     process.kill(pid, 'SIGKILL')
     const closed = await a.closed
     at(`A closed ${closed.code} ${closed.reason}`)
@@ -97,6 +102,7 @@ t.test('a running engine that fails', { skip: absent ?? false }, async (group) =
     // Forwarded before the upstream closed: answered engine unavailable; read after it: never sent on.
     if (reply !== undefined) t.same(reply.error, { code: -32603, message: 'engine unavailable' }, 'the request in flight is answered')
     at(`A's request in flight: ${reply === undefined ? 'not yet forwarded when the engine went' : JSON.stringify(reply.error)}`)
+    await restartScheduled(restarts)
     const down = await health(server)
     at(`/healthz ${down.state} (${down.reason})`)
     t.same(down, { state: 'restarting', version: '0.169.0', reason: 'engine exited (signal SIGKILL)' })
@@ -124,7 +130,6 @@ t.test('a running engine that fails', { skip: absent ?? false }, async (group) =
   group.test('SIGSTOP: the control keepalive finds the hang, kills and restarts', async (t) => {
     t.equal((await server.app.engine.settled()).state, 'running')
     // This engine's hand-off (one per engine start): the keepalive runs on the control connection it opened.
-    const count = (event: string): number => server.logs.lines.filter((l) => l.event === event).length
     await until(() => count('engine.credentials') >= count('engine.spawn'), 'the hand-off')
     const pid = server.app.engine.pid!
     reap(t, pid)
@@ -133,6 +138,7 @@ t.test('a running engine that fails', { skip: absent ?? false }, async (group) =
     await a.initialize('hang-a')
 
     const timeline: string[] = []
+    const restarts = count('engine.restart_scheduled')
     process.kill(pid, 'SIGSTOP')
     let silentFor = 0
     while (!server.logs.lines.some((l) => l.event === 'engine.hung') && silentFor < 60_000) {
@@ -146,6 +152,7 @@ t.test('a running engine that fails', { skip: absent ?? false }, async (group) =
     const closed = await a.closed
     timeline.push(`${Date.now() - t0} ms after: A closed ${closed.code} ${closed.reason}`)
     t.same(closed, { code: 1012, reason: 'engine restarted' })
+    await restartScheduled(restarts)
     t.match(await health(server), { state: 'restarting', reason: 'engine stopped answering' })
     await until(() => server.app.engine.status.state === 'running' && server.app.engine.pid !== pid, 'the engine back', 20_000)
     timeline.push(`${Date.now() - t0} ms after: running again`)
