@@ -64,90 +64,105 @@ async function completedTurn(c: RpcClient, threadId: string): Promise<Json | und
   return c.frames.slice(before).map((f) => JSON.parse(f) as Json).find((m) => m.method === 'turn/completed')
 }
 
-t.test('SIGKILL: clients answered and closed 1012, restarting then running, a reconnect runs a turn', { skip: absent ?? false }, async (t) => {
-  const { server } = await gateway(t)
-  t.equal((await server.app.engine.settled()).state, 'running')
-  const pid = server.app.engine.pid!
-  reap(t, pid)
-  const a = await connect(server.wsUrl)
-  t.teardown(() => a.close())
-  await a.initialize('faults-a')
-  await startedThread(a, t)
-  const b = await connect(server.wsUrl)
-  t.teardown(() => b.close())
-  let bClosed = false
-  void b.closed.then(() => (bClosed = true))
-
-  const timeline: string[] = []
-  const t0 = Date.now()
-  const at = (what: string): void => void timeline.push(`${Date.now() - t0} ms ${what}`)
-  a.sendRaw('{"id":"in-flight","method":"thread/loaded/list","params":{}}')
-  process.kill(pid, 'SIGKILL')
-  const closed = await a.closed
-  at(`A closed ${closed.code} ${closed.reason}`)
-  t.same(closed, { code: 1012, reason: 'engine restarted' })
-  const reply = a.frames.map((f) => JSON.parse(f) as Json).find((m) => m.id === 'in-flight')
-  // Forwarded before the upstream closed: answered engine unavailable; read after it: never sent on.
-  if (reply !== undefined) t.same(reply.error, { code: -32603, message: 'engine unavailable' }, 'the request in flight is answered')
-  at(`A's request in flight: ${reply === undefined ? 'not yet forwarded when the engine went' : JSON.stringify(reply.error)}`)
-  const down = await health(server)
-  at(`/healthz ${down.state} (${down.reason})`)
-  t.same(down, { state: 'restarting', version: '0.169.0', reason: 'engine exited (signal SIGKILL)' })
-  t.equal((await httpGet(`${server.httpBase}/readyz`)).status, 503)
-  t.match(await b.initialize('faults-b'), { userAgent: /^faults-b\// }, "B: the gateway's own initialize while down")
-
-  await until(() => server.app.engine.status.state === 'running' && server.app.engine.pid !== pid, 'the engine back', 20_000)
-  at('/healthz running')
-  t.not(server.app.engine.pid, pid, 'a new engine process')
-  reap(t, server.app.engine.pid!)
-  t.equal((await httpGet(`${server.httpBase}/readyz`)).status, 200)
-
-  const again = await connect(server.wsUrl)
-  t.teardown(() => again.close())
-  await again.initialize('faults-a')
-  at('A reconnected and initialized')
-  const completed = await completedTurn(again, await startedThread(again, t))
-  at('A turn completed')
-  t.match(completed?.params, { turn: { status: 'completed' } }, 'a whole turn on the restarted engine')
-  t.equal(bClosed, false, 'B (no upstream) was never closed')
-  t.same((await b.request('account/read', {})).result, { account: null, requiresOpenaiAuth: false }, "B hears the restarted engine's answer")
-  t.comment(`SIGKILL timeline: ${timeline.join('; ')}`)
-})
-
-t.test('SIGSTOP: the control keepalive finds the hang, kills and restarts', { skip: absent ?? false }, async (t) => {
+// One gateway and engine for both faults the engine recovers from (each engine start costs most
+// of a second of CPU): the SIGKILL's restarted engine is the one SIGSTOPped. The keepalive runs
+// on a manual clock throughout, so only the SIGSTOP test's advances can find a hang. An engine
+// a test restarts outlives that test: it is reaped with the gateway.
+t.test('a running engine that fails', { skip: absent ?? false }, async (group) => {
   const keepAliveClock = new ManualClock()
-  const { server } = await gateway(t, { engine: { keepAlive: { timers: keepAliveClock } } })
-  t.equal((await server.app.engine.settled()).state, 'running')
-  await until(() => server.logs.lines.some((l) => l.event === 'engine.credentials'), 'the hand-off')
-  const pid = server.app.engine.pid!
-  reap(t, pid)
-  const a = await connect(server.wsUrl)
-  t.teardown(() => a.close())
-  await a.initialize('hang-a')
+  const { server } = await gateway(group, { engine: { keepAlive: { timers: keepAliveClock } } })
+  const count = (event: string): number => server.logs.lines.filter((l) => l.event === event).length
+  // A killed engine's sockets close (and its clients with them) before its exit is reported:
+  // health is read once the gateway has seen the exit and scheduled the restart.
+  const restartScheduled = (before: number): Promise<void> => until(() => count('engine.restart_scheduled') > before, 'the restart to be scheduled', 20_000)
 
-  const timeline: string[] = []
-  process.kill(pid, 'SIGSTOP')
-  let silentFor = 0
-  while (!server.logs.lines.some((l) => l.event === 'engine.hung') && silentFor < 60_000) {
-    keepAliveClock.advance(10_000)
-    silentFor += 10_000
-  }
-  t.match(server.logs.lines.find((l) => l.event === 'engine.hung'), { level: 50 }, 'the hang is logged')
-  t.ok(silentFor <= 40_000, `found ${silentFor / 1000} s (keepalive clock) after the stop`)
-  timeline.push(`hang found at ${silentFor / 1000} s of keepalive time`)
-  const t0 = Date.now()
-  const closed = await a.closed
-  timeline.push(`${Date.now() - t0} ms after: A closed ${closed.code} ${closed.reason}`)
-  t.same(closed, { code: 1012, reason: 'engine restarted' })
-  t.match(await health(server), { state: 'restarting', reason: 'engine stopped answering' })
-  await until(() => server.app.engine.status.state === 'running' && server.app.engine.pid !== pid, 'the engine back', 20_000)
-  timeline.push(`${Date.now() - t0} ms after: running again`)
-  reap(t, server.app.engine.pid!)
-  t.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, 'the stopped engine is gone')
-  const again = await connect(server.wsUrl)
-  t.teardown(() => again.close())
-  t.match(await again.initialize('hang-a'), { userAgent: /\/0\.169\.0 / }, "the new engine's initialize")
-  t.comment(`SIGSTOP timeline: ${timeline.join('; ')}`)
+  group.test('SIGKILL: clients answered and closed 1012, restarting then running, a reconnect runs a turn', async (t) => {
+    t.equal((await server.app.engine.settled()).state, 'running')
+    const pid = server.app.engine.pid!
+    reap(t, pid)
+    const a = await connect(server.wsUrl)
+    t.teardown(() => a.close())
+    await a.initialize('faults-a')
+    await startedThread(a, t)
+    const b = await connect(server.wsUrl)
+    t.teardown(() => b.close())
+    let bClosed = false
+    void b.closed.then(() => (bClosed = true))
+
+    const timeline: string[] = []
+    const t0 = Date.now()
+    const at = (what: string): void => void timeline.push(`${Date.now() - t0} ms ${what}`)
+    a.sendRaw('{"id":"in-flight","method":"thread/loaded/list","params":{}}')
+    const restarts = count('engine.restart_scheduled')
+    process.kill(pid, 'SIGKILL')
+    const closed = await a.closed
+    at(`A closed ${closed.code} ${closed.reason}`)
+    t.same(closed, { code: 1012, reason: 'engine restarted' })
+    const reply = a.frames.map((f) => JSON.parse(f) as Json).find((m) => m.id === 'in-flight')
+    // Forwarded before the upstream closed: answered engine unavailable; read after it: never sent on.
+    if (reply !== undefined) t.same(reply.error, { code: -32603, message: 'engine unavailable' }, 'the request in flight is answered')
+    at(`A's request in flight: ${reply === undefined ? 'not yet forwarded when the engine went' : JSON.stringify(reply.error)}`)
+    await restartScheduled(restarts)
+    const down = await health(server)
+    at(`/healthz ${down.state} (${down.reason})`)
+    t.same(down, { state: 'restarting', version: '0.169.0', reason: 'engine exited (signal SIGKILL)' })
+    t.equal((await httpGet(`${server.httpBase}/readyz`)).status, 503)
+    t.match(await b.initialize('faults-b'), { userAgent: /^faults-b\// }, "B: the gateway's own initialize while down")
+
+    await until(() => server.app.engine.status.state === 'running' && server.app.engine.pid !== pid, 'the engine back', 20_000)
+    at('/healthz running')
+    t.not(server.app.engine.pid, pid, 'a new engine process')
+    reap(group, server.app.engine.pid!)
+    t.equal((await httpGet(`${server.httpBase}/readyz`)).status, 200)
+
+    const again = await connect(server.wsUrl)
+    t.teardown(() => again.close())
+    await again.initialize('faults-a')
+    at('A reconnected and initialized')
+    const completed = await completedTurn(again, await startedThread(again, t))
+    at('A turn completed')
+    t.match(completed?.params, { turn: { status: 'completed' } }, 'a whole turn on the restarted engine')
+    t.equal(bClosed, false, 'B (no upstream) was never closed')
+    t.same((await b.request('account/read', {})).result, { account: null, requiresOpenaiAuth: false }, "B hears the restarted engine's answer")
+    t.comment(`SIGKILL timeline: ${timeline.join('; ')}`)
+  })
+
+  group.test('SIGSTOP: the control keepalive finds the hang, kills and restarts', async (t) => {
+    t.equal((await server.app.engine.settled()).state, 'running')
+    // This engine's hand-off (one per engine start): the keepalive runs on the control connection it opened.
+    await until(() => count('engine.credentials') >= count('engine.spawn'), 'the hand-off')
+    const pid = server.app.engine.pid!
+    reap(t, pid)
+    const a = await connect(server.wsUrl)
+    t.teardown(() => a.close())
+    await a.initialize('hang-a')
+
+    const timeline: string[] = []
+    const restarts = count('engine.restart_scheduled')
+    process.kill(pid, 'SIGSTOP')
+    let silentFor = 0
+    while (!server.logs.lines.some((l) => l.event === 'engine.hung') && silentFor < 60_000) {
+      keepAliveClock.advance(10_000)
+      silentFor += 10_000
+    }
+    t.match(server.logs.lines.find((l) => l.event === 'engine.hung'), { level: 50 }, 'the hang is logged')
+    t.ok(silentFor <= 40_000, `found ${silentFor / 1000} s (keepalive clock) after the stop`)
+    timeline.push(`hang found at ${silentFor / 1000} s of keepalive time`)
+    const t0 = Date.now()
+    const closed = await a.closed
+    timeline.push(`${Date.now() - t0} ms after: A closed ${closed.code} ${closed.reason}`)
+    t.same(closed, { code: 1012, reason: 'engine restarted' })
+    await restartScheduled(restarts)
+    t.match(await health(server), { state: 'restarting', reason: 'engine stopped answering' })
+    await until(() => server.app.engine.status.state === 'running' && server.app.engine.pid !== pid, 'the engine back', 20_000)
+    timeline.push(`${Date.now() - t0} ms after: running again`)
+    reap(group, server.app.engine.pid!)
+    t.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, 'the stopped engine is gone')
+    const again = await connect(server.wsUrl)
+    t.teardown(() => again.close())
+    t.match(await again.initialize('hang-a'), { userAgent: /\/0\.169\.0 / }, "the new engine's initialize")
+    t.comment(`SIGSTOP timeline: ${timeline.join('; ')}`)
+  })
 })
 
 t.test('an engine that exits at once: restarted with growing delays; the gateway serves its own methods', { skip: absent ?? false }, async (t) => {

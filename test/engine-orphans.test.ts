@@ -65,16 +65,24 @@ function setup(t: Test): Setup {
 }
 
 /**
- * A node process whose command line is `node -e … app-server --listen unix://<socket>`: to
- * `/proc` it looks like an engine on that socket. It prints `up` once its handlers are in
- * place; with `ignoreTerm` it survives SIGTERM and prints `got SIGTERM`.
+ * A shell whose command line is `sh -c … <args>`: with `app-server --listen unix://<socket>`
+ * as its arguments it looks to `/proc` like an engine on that socket. A shell, not node: a
+ * node start costs tens of times the CPU, and there are many of these. It prints `up` once its
+ * trap is in place; with `ignoreTerm` it survives SIGTERM and prints `got SIGTERM` (a trapped
+ * signal ends the shell's `wait` at once). Its `sleep` holds none of its pipes, so the pipes
+ * close, and `exited` resolves, as soon as the shell ends.
  */
-async function standIn(t: Test, socketPath: string, ignoreTerm = false): Promise<Spawned> {
-  const script = `${ignoreTerm ? "process.on('SIGTERM', () => process.stdout.write('got SIGTERM\\n'));" : ''} process.stdout.write('up\\n'); setInterval(() => {}, 1 << 30)`
-  const p = spawnProcess(process.execPath, ['-e', script, 'app-server', '--listen', `unix://${socketPath}`], { timeoutMs: null })
+async function shell(t: Test, args: readonly string[], ignoreTerm = false): Promise<Spawned> {
+  const script = `${ignoreTerm ? "trap 'echo got SIGTERM' TERM; " : ''}echo up; while :; do sleep 1 >/dev/null 2>&1 & wait $!; done`
+  const p = spawnProcess('/bin/sh', ['-c', script, ...args], { timeoutMs: null })
   t.teardown(() => p.kill())
   await withTimeout(p.waitFor('stdout', /up\n/), 15_000, 'the stand-in to start')
   return p
+}
+
+/** An engine on `socketPath` to `/proc`: `sh -c … app-server --listen unix://<socket>`. */
+function standIn(t: Test, socketPath: string, ignoreTerm = false): Promise<Spawned> {
+  return shell(t, ['app-server', '--listen', `unix://${socketPath}`], ignoreTerm)
 }
 
 async function sleeper(t: Test): Promise<Spawned> {
@@ -199,9 +207,7 @@ t.test('only a process whose command line is this gateway’s engine is touched'
 
   t.test('a process with our socket but without app-server is left alone', async (t) => {
     const s = setup(t)
-    const p = spawnProcess(process.execPath, ['-e', "process.stdout.write('up\\n'); setInterval(() => {}, 1 << 30)", 'serve', '--listen', `unix://${s.socketPath}`], { timeoutMs: null })
-    t.teardown(() => p.kill())
-    await p.waitFor('stdout', /up\n/)
+    const p = await shell(t, ['serve', '--listen', `unix://${s.socketPath}`])
     writePidFile(s.pidFile, p.child.pid!)
     t.equal(s.check(), null)
     t.ok(await aliveUntilWeKill(p))
@@ -272,6 +278,9 @@ async function supervisorWithOrphan(t: Test): Promise<SupervisedOrphan> {
     clientVersion: '0.1.0-test',
     log: createLogger('debug', logs),
     timers: clock,
+    // Not this process's environment: the stand-in is a node script, and under tap NODE_OPTIONS
+    // would load tap's hooks into it.
+    env: { FAKE_ENGINE_MODE: 'idle' },
   })
   t.teardown(() => supervisor.stop())
   mkdirSync(supervisor.socketDir, { recursive: true, mode: 0o700 })

@@ -186,69 +186,132 @@ t.test('binary resolution', async (t) => {
   t.end()
 })
 
-t.test('an engine home that does not exist yet is created (0700) before the engine starts', { skip: realEngineSkip }, async (t) => {
+// One real engine serves every check that needs a healthy one (a start costs most of a second
+// of CPU): it starts on an engine home that does not exist yet, is looked at on its socket,
+// runs a whole turn, and is stopped last. Its fake model and approval policy change none of
+// what the socket checks see.
+t.test('the real engine', { skip: realEngineSkip }, async (t) => {
+  const model = await FakeModel.start({ defaultText: 'The fake model streams this answer in pieces.', defaultDeltas: 12 })
+  t.teardown(() => model.close())
   // codex refuses a CODEX_HOME that does not exist: a fresh machine has no ~/.codex.
   const engineHome = join(tempDir('engine-fresh-home', t), 'not-yet', '.codex')
-  const h = supervise(t, realBinary!, { engineHome })
-  t.same(await h.supervisor.start(), { state: 'running', version: '0.169.0', reason: null })
-  t.ok(lstatSync(engineHome).isDirectory(), 'created')
-  t.equal(lstatSync(engineHome).mode & 0o777, 0o700, 'private')
-  await h.supervisor.stop()
-})
-
-t.test('the real engine on a private unix socket', { skip: realEngineSkip }, async (t) => {
-  const h = supervise(t, realBinary!)
+  const h = supervise(t, realBinary!, { engineHome, configOverrides: [...model.engineConfigOverrides(), 'approval_policy="on-request"'] })
   const readySockets: string[] = []
   h.supervisor.onReady((p) => readySockets.push(p))
-
   const status = await h.supervisor.start()
-  t.same(status, { state: 'running', version: '0.169.0', reason: null }, 'ready: initialize was answered')
-  t.same(
-    h.states.map((s) => s.state),
-    ['starting', 'running'],
-  )
-  t.same(readySockets, [h.supervisor.socketPath], 'onReady names the socket')
+  const pid = h.supervisor.pid
 
-  const dir = lstatSync(h.supervisor.socketDir)
-  t.ok(dir.isDirectory(), 'socket directory')
-  t.equal(dir.mode & 0o777, 0o700, 'socket directory is 0700')
-  t.equal(dir.uid, process.getuid!(), 'owned by us')
-  t.equal(h.supervisor.socketDir, join(h.gatewayHome, 'engine'), 'in the gateway home')
+  t.test('an engine home that does not exist yet is created (0700) before the engine starts', async (t) => {
+    t.same(status, { state: 'running', version: '0.169.0', reason: null }, 'ready: initialize was answered')
+    t.ok(lstatSync(engineHome).isDirectory(), 'created')
+    t.equal(lstatSync(engineHome).mode & 0o777, 0o700, 'private')
+  })
 
-  const pid = h.supervisor.pid!
-  t.ok(pid > 0, 'has a pid')
-  const held = socketInodes(pid)
-  t.ok(held.size > 0, 'the engine holds sockets')
-  t.same(
-    listeningTcpInodes(pid).filter((inode) => held.has(inode)),
-    [],
-    'no listening TCP socket belongs to the engine',
-  )
-  // The engine binds its real socket elsewhere and links ours to it: ours must lead to it.
-  const target = realpathSync(h.supervisor.socketPath)
-  t.ok(
-    listeningUnixInodes(pid, target).some((inode) => held.has(inode)),
-    'the engine listens on the unix socket our path leads to',
-  )
+  t.test('on a private unix socket', async (t) => {
+    t.same(
+      h.states.map((s) => s.state),
+      ['starting', 'running'],
+    )
+    t.same(readySockets, [h.supervisor.socketPath], 'onReady names the socket')
 
-  // A client of our own gets the same answer readiness saw.
-  const client = await EngineRpcClient.connect(h.supervisor.socketPath, { log: createLogger('debug', h.logs), timers: systemClock })
-  t.teardown(() => client.close())
-  const init = (await client.call('initialize', { clientInfo: { name: 'engine-test', title: null, version: '1' } }, 10_000)) as Json
-  // The engine keeps the first initializer (the readiness probe) as its originator.
-  t.match(init.userAgent, /^app-server-gateway\/0\.169\.0 \(.*\(engine-test; 1\)$/, 'the engine names its version and this client')
-  client.close()
+    const dir = lstatSync(h.supervisor.socketDir)
+    t.ok(dir.isDirectory(), 'socket directory')
+    t.equal(dir.mode & 0o777, 0o700, 'socket directory is 0700')
+    t.equal(dir.uid, process.getuid!(), 'owned by us')
+    t.equal(h.supervisor.socketDir, join(h.gatewayHome, 'engine'), 'in the gateway home')
 
-  const bubblewrap = await h.logs.waitFor((l) => l.source === 'engine' && l.stream === 'stderr' && /bubblewrap/.test(String(l.msg)))
-  t.equal(bubblewrap.level, INFO, 'the harmless bubblewrap notice is info, not error')
-  t.notMatch(String(bubblewrap.msg), /\x1b\[/, 'terminal colours removed')
-  t.ok(engineLines(h.logs).length >= 1, 'engine stderr arrives as log lines with source "engine"')
+    t.ok(pid! > 0, 'has a pid')
+    const held = socketInodes(pid!)
+    t.ok(held.size > 0, 'the engine holds sockets')
+    t.same(
+      listeningTcpInodes(pid!).filter((inode) => held.has(inode)),
+      [],
+      'no listening TCP socket belongs to the engine',
+    )
+    // The engine binds its real socket elsewhere and links ours to it: ours must lead to it.
+    const target = realpathSync(h.supervisor.socketPath)
+    t.ok(
+      listeningUnixInodes(pid!, target).some((inode) => held.has(inode)),
+      'the engine listens on the unix socket our path leads to',
+    )
 
-  await h.supervisor.stop()
-  t.same(h.supervisor.status, { state: 'off', version: '0.169.0', reason: null }, 'off after stop')
-  t.same(h.exits, [{ code: 0, signal: null, expected: true }], 'one expected exit')
-  t.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, 'the process is gone')
-  t.equal(h.supervisor.pid, null)
+    // A client of our own gets the same answer readiness saw.
+    const client = await EngineRpcClient.connect(h.supervisor.socketPath, { log: createLogger('debug', h.logs), timers: systemClock })
+    t.teardown(() => client.close())
+    const init = (await client.call('initialize', { clientInfo: { name: 'engine-test', title: null, version: '1' } }, 10_000)) as Json
+    // The engine keeps the first initializer (the readiness probe) as its originator.
+    t.match(init.userAgent, /^app-server-gateway\/0\.169\.0 \(.*\(engine-test; 1\)$/, 'the engine names its version and this client')
+    client.close()
+
+    const bubblewrap = await h.logs.waitFor((l) => l.source === 'engine' && l.stream === 'stderr' && /bubblewrap/.test(String(l.msg)))
+    t.equal(bubblewrap.level, INFO, 'the harmless bubblewrap notice is info, not error')
+    t.notMatch(String(bubblewrap.msg), /\x1b\[/, 'terminal colours removed')
+    t.ok(engineLines(h.logs).length >= 1, 'engine stderr arrives as log lines with source "engine"')
+  })
+
+  t.test('a whole turn through the rpc client and the fake model', async (t) => {
+    const client = await EngineRpcClient.connect(h.supervisor.socketPath, { log: createLogger('debug', h.logs), timers: systemClock })
+    t.teardown(() => client.close())
+    const notes: { method: string; params: Json }[] = []
+    const waiters: { method: string; resolve: (p: Json) => void }[] = []
+    client.onNotification((method, params) => {
+      notes.push({ method, params: params as Json })
+      for (const w of waiters.filter((w) => w.method === method)) w.resolve(params as Json)
+    })
+    const next = (method: string): Promise<Json> => new Promise((resolve) => waiters.push({ method, resolve }))
+    const approvals: Json[] = []
+    client.onRequest((method, params) => {
+      approvals.push({ method, params })
+      return { decision: 'accept' }
+    })
+
+    await client.call('initialize', { clientInfo: { name: 'engine-test', title: null, version: '1' } }, 10_000)
+    client.notify('initialized')
+    const cwd = tempDir('engine-work', t)
+    const thread = (await client.call('thread/start', { cwd }, 20_000)) as Json
+    const threadId = thread.thread.id as string
+    t.type(threadId, 'string')
+
+    // 1. A plain answer, streamed.
+    let completed = next('turn/completed')
+    const turn = (await client.call('turn/start', { threadId, input: [{ type: 'text', text: 'say something', text_elements: [] }] }, 20_000)) as Json
+    t.equal(turn.turn.status, 'inProgress')
+    t.equal((await completed).turn.status, 'completed')
+    const deltas = notes.filter((n) => n.method === 'item/agentMessage/delta')
+    t.equal(deltas.length, 12, 'one delta notification per streamed piece')
+    t.equal(deltas.map((d) => d.params.delta).join(''), 'The fake model streams this answer in pieces.')
+    t.ok(
+      deltas.every((d) => d.params.threadId === threadId && d.params.turnId === turn.turn.id),
+      'deltas name the thread and turn',
+    )
+    const request = model.responseCalls[0]!.body as Json
+    t.equal(request.stream, true, 'codex asked the fake model for a stream')
+
+    // 2. A command that needs approval: the engine asks over the same connection; accepting runs it.
+    model.script({ kind: 'function_call', name: 'exec_command', arguments: JSON.stringify({ cmd: 'echo hi', sandbox_permissions: 'require_escalated' }) })
+    completed = next('turn/completed')
+    const commandCompleted = new Promise<Json>((resolve) => {
+      client.onNotification((method, params) => {
+        if (method === 'item/completed' && (params as Json).item.type === 'commandExecution') resolve(params as Json)
+      })
+    })
+    await client.call('turn/start', { threadId, input: [{ type: 'text', text: 'run it', text_elements: [] }] }, 20_000)
+    t.equal((await completed).turn.status, 'completed')
+    t.match(approvals, [{ method: 'item/commandExecution/requestApproval', params: { threadId, command: /echo hi/ } }])
+    // The command runs in its own exec session: its completion may trail the turn's on a loaded machine.
+    const ran = await commandCompleted
+    t.match(ran.item, { status: 'completed', aggregatedOutput: /hi/ })
+    t.ok(notes.some((n) => n.method === 'serverRequest/resolved'), 'the engine saw the approval answered')
+    t.equal(model.responseCalls.length, 3, 'the tool output went back to the model for a final answer')
+  })
+
+  t.test('stop', async (t) => {
+    await h.supervisor.stop()
+    t.same(h.supervisor.status, { state: 'off', version: '0.169.0', reason: null }, 'off after stop')
+    t.same(h.exits, [{ code: 0, signal: null, expected: true }], 'one expected exit')
+    t.throws(() => process.kill(pid!, 0), { code: 'ESRCH' }, 'the process is gone')
+    t.equal(h.supervisor.pid, null)
+  })
 })
 
 t.test('a socket directory that is not 0700 is refused before anything is spawned', async (t) => {
@@ -380,65 +443,4 @@ t.test('stop: SIGTERM, then SIGKILL after 5 s (injected timer) for an engine tha
   timers.advance(5_000)
   await stopAgain
   t.same((await again).state, 'off')
-})
-
-t.test('a whole turn against the real engine through the rpc client and the fake model', { skip: realEngineSkip }, async (t) => {
-  const model = await FakeModel.start({ defaultText: 'The fake model streams this answer in pieces.', defaultDeltas: 12 })
-  t.teardown(() => model.close())
-  const h = supervise(t, realBinary!, { configOverrides: [...model.engineConfigOverrides(), 'approval_policy="on-request"'] })
-  t.equal((await h.supervisor.start()).state, 'running')
-
-  const client = await EngineRpcClient.connect(h.supervisor.socketPath, { log: createLogger('debug', h.logs), timers: systemClock })
-  t.teardown(() => client.close())
-  const notes: { method: string; params: Json }[] = []
-  const waiters: { method: string; resolve: (p: Json) => void }[] = []
-  client.onNotification((method, params) => {
-    notes.push({ method, params: params as Json })
-    for (const w of waiters.filter((w) => w.method === method)) w.resolve(params as Json)
-  })
-  const next = (method: string): Promise<Json> => new Promise((resolve) => waiters.push({ method, resolve }))
-  const approvals: Json[] = []
-  client.onRequest((method, params) => {
-    approvals.push({ method, params })
-    return { decision: 'accept' }
-  })
-
-  await client.call('initialize', { clientInfo: { name: 'engine-test', title: null, version: '1' } }, 10_000)
-  client.notify('initialized')
-  const cwd = tempDir('engine-work', t)
-  const thread = (await client.call('thread/start', { cwd }, 20_000)) as Json
-  const threadId = thread.thread.id as string
-  t.type(threadId, 'string')
-
-  // 1. A plain answer, streamed.
-  let completed = next('turn/completed')
-  const turn = (await client.call('turn/start', { threadId, input: [{ type: 'text', text: 'say something', text_elements: [] }] }, 20_000)) as Json
-  t.equal(turn.turn.status, 'inProgress')
-  t.equal((await completed).turn.status, 'completed')
-  const deltas = notes.filter((n) => n.method === 'item/agentMessage/delta')
-  t.equal(deltas.length, 12, 'one delta notification per streamed piece')
-  t.equal(deltas.map((d) => d.params.delta).join(''), 'The fake model streams this answer in pieces.')
-  t.ok(
-    deltas.every((d) => d.params.threadId === threadId && d.params.turnId === turn.turn.id),
-    'deltas name the thread and turn',
-  )
-  const request = model.responseCalls[0]!.body as Json
-  t.equal(request.stream, true, 'codex asked the fake model for a stream')
-
-  // 2. A command that needs approval: the engine asks over the same connection; accepting runs it.
-  model.script({ kind: 'function_call', name: 'exec_command', arguments: JSON.stringify({ cmd: 'echo hi', sandbox_permissions: 'require_escalated' }) })
-  completed = next('turn/completed')
-  const commandCompleted = new Promise<Json>((resolve) => {
-    client.onNotification((method, params) => {
-      if (method === 'item/completed' && (params as Json).item.type === 'commandExecution') resolve(params as Json)
-    })
-  })
-  await client.call('turn/start', { threadId, input: [{ type: 'text', text: 'run it', text_elements: [] }] }, 20_000)
-  t.equal((await completed).turn.status, 'completed')
-  t.match(approvals, [{ method: 'item/commandExecution/requestApproval', params: { threadId, command: /echo hi/ } }])
-  // The command runs in its own exec session: its completion may trail the turn's on a loaded machine.
-  const ran = await commandCompleted
-  t.match(ran.item, { status: 'completed', aggregatedOutput: /hi/ })
-  t.ok(notes.some((n) => n.method === 'serverRequest/resolved'), 'the engine saw the approval answered')
-  t.equal(model.responseCalls.length, 3, 'the tool output went back to the model for a final answer')
 })
