@@ -16,7 +16,7 @@ import { createLogger } from '../src/log/logger.js'
 import { canary, leakedCanaries, record, registerCanary } from './helpers/canary.js'
 import { connect, httpGet, tryUpgrade, type UpgradeRefusal } from './helpers/client.js'
 import { nowSeconds, signJwt, unsignedJwt } from './helpers/jwt.js'
-import { LogCapture, startServer, type LogLine, type StartOptions, type TestServer } from './helpers/server.js'
+import { LogCapture, startServer, type StartOptions, type TestServer } from './helpers/server.js'
 import { until, withTimeout } from './helpers/wait.js'
 
 type Test = import('tap').Test
