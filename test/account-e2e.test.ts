@@ -1,8 +1,8 @@
 /**
  * Accounts end to end: the ChatGPT browser login through JSON-RPC, its failures (denial, forced
  * workspace, cancel, a newer login, logout), proactive refresh and the managed 401 recovery loop,
- * permanent refresh failures, logout's revocation, and the `login` / `status` / `logout` commands
- * as a real subprocess, all over real sockets against a real OAuth server (oidc-provider,
+ * permanent refresh failures, logout's revocation, and the `login` / `status` / `logout` commands,
+ * all over real sockets against a real OAuth server (oidc-provider,
  * test/helpers/oauth-server.ts) and a fake usage backend.
  *
  * Every result and notification a client receives is checked against codex 0.169.0's
@@ -18,7 +18,6 @@ import { canary, leakedCanaries, registerCanary } from './helpers/canary.js'
 import { contextTest, type Conn, type Ctx, type Json, type TestT } from './helpers/rpc-context.js'
 import { getCallback, TestOAuthServer } from './helpers/oauth-server.js'
 import { runCommand } from './helpers/cli.js'
-import { cliEnv, MAIN, spawnProcess } from './helpers/process.js'
 
 
 const AUTH_CLAIM = 'https://api.openai.com/auth'
@@ -653,8 +652,9 @@ e2eTest('logout with managed tokens revokes at the issuer, removes auth.json, no
 })
 
 // ---------------------------------------------------------------------------------------------
-// 7. The command line: `login` as a real subprocess (it prints the URL, waits for the browser,
-// exits 0); `status` and `logout` through the CLI's own entry point in this process.
+// 7. The command line: `login` (it prints the URL, waits for the browser, exits 0), `status` and
+// `logout` through the CLI's own entry point in this process. The real binary's login is
+// cli-account.test.ts's (a key on its real stdin) and device-login.test.ts's (Ctrl-C).
 
 /** Shared by the two CLI subtests: one home, logged in by the first, logged out by the second. */
 const cli = {
@@ -675,19 +675,31 @@ t.teardown(() => cli.backend?.close())
 t.test('CLI: `login` prints the URL, the browser flow completes, `status` shows the account', async (t) => {
   cli.backend = await FakeUsageBackend.start(USAGE)
   const env = cli.env()
-  const login = spawnProcess(process.execPath, [MAIN, 'login'], { env: cliEnv(env) })
-  t.teardown(() => login.kill())
-  const [authUrl] = await login.waitFor('stderr', /http:\/\/127\.0\.0\.1:\d+\/oauth\/authorize\?\S+/)
+  let stderr = ''
+  let urlShown!: (url: string) => void
+  const shown = new Promise<string>((resolve) => (urlShown = resolve))
+  const login = runCommand(['login'], {
+    env,
+    onStderr: (text) => {
+      stderr = text
+      const m = /http:\/\/127\.0\.0\.1:\d+\/oauth\/authorize\?\S+/.exec(text)
+      if (m) urlShown(m[0])
+    },
+  })
+  const authUrl = await shown
   t.equal(authUrl.startsWith(`${issuer.issuer}/oauth/authorize?`), true, 'the URL is the issuer’s authorize endpoint')
   const q = new URL(authUrl).searchParams
   t.equal(q.get('code_challenge_method'), 'S256')
   t.match(q.get('redirect_uri'), /^http:\/\/localhost:\d+\/auth\/callback$/)
   const page = await issuer.driveBrowserLogin(authUrl, { accountId: 'ws-cli', planType: 'pro', email: 'cli@example.com' })
   t.equal(page.status, 200)
-  const { code } = await login.exited
-  t.equal(code, 0, 'login exits 0')
-  t.equal(login.stdout(), 'Successfully logged in\n')
-  cli.outputs.push(login.stdout() + login.stderr())
+  const done = await login
+  t.equal(done.code, 0, `login exits 0; stderr: ${stderr}`)
+  t.equal(done.stdout, 'Successfully logged in\n')
+  cli.outputs.push(done.stdout + done.stderr)
+  // The command has finished with nothing left listening (a login left running would keep
+  // this process from ending, as it would the real one).
+  await t.rejects(issuer.driveBrowserLogin(authUrl, { accountId: 'ws-cli' }), 'the callback server is gone')
   const file = join(cli.home, 'auth.json')
   t.equal(statSync(file).mode & 0o777, 0o600, 'auth.json 0600')
   const tokens = storedTokens(cli.home)

@@ -5,27 +5,27 @@
  * an IDE find a running server (`app-server list`).
  *
  * What a command prints runs in-process (`runCommand`); the process is the point for the exit
- * codes of the real binary and for the runtime file's removal on SIGTERM, which run the built
- * CLI as a subprocess.
+ * codes of the real binary, which run the built CLI as a subprocess (`--version` and a refusal:
+ * neither loads the server). A serving process, its runtime file and that file's removal on
+ * SIGTERM are checked by the one real server start in banner.test.ts.
  */
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import t from 'tap'
 import { pino } from 'pino'
 import { COMMANDS } from '../src/cli/commands.js'
 import { runListCommand } from '../src/cli/list-command.js'
-import { authSummary, type RuntimeInfo } from '../src/cli/runtime-file.js'
+import { authSummary, writeRuntimeFile, type RuntimeInfo } from '../src/cli/runtime-file.js'
 import { renderEnvExample } from '../src/config/env-example.js'
 import { envName, FLAGS } from '../src/config/flags.js'
 import { ConfigError, loadConfig } from '../src/config/load.js'
 import { colorsWanted, prettyDestination } from '../src/log/pretty.js'
 import { VERSION } from '../src/version.js'
-import { canary, leakedCanaries } from './helpers/canary.js'
+import { canary } from './helpers/canary.js'
 import { runCommand } from './helpers/cli.js'
-import { runCli, runNode, startCli } from './helpers/process.js'
+import { runCli } from './helpers/process.js'
 import { tempDir } from './helpers/temp-dir.js'
-import { withTimeout } from './helpers/wait.js'
 
 const tmp = tempDir('cli-habits', t)
 
@@ -84,16 +84,18 @@ t.test('bad flag values get the project’s one-line refusal, however they are s
   }
 })
 
-t.test('the real binary: exit 0 for --version, exit 2 for a bad value, an unusable --home, a --url-file without its directory', async (t) => {
+t.test('the real binary: exit 0 for --version, exit 2 for a bad value', async (t) => {
   const version = await runCli(['--version'])
   t.same({ code: version.code, stdout: version.stdout }, { code: 0, stdout: `app-server ${VERSION}\n` })
   assertOneLineRefusal(t, await runCli(['--rpc-rate', '-1']), 'invalid value for --rpc-rate: expected an integer from 0 to 100000000')
+})
 
+t.test('an unusable --home and a --url-file without its directory are refused before serving', async (t) => {
   const file = join(tmp, 'a-file')
   writeFileSync(file, 'not a directory')
-  assertOneLineRefusal(t, await runCli(['--listen', 'ws://127.0.0.1:0'], { env: { APP_SERVER_HOME: file } }), `--home ${file} is not a usable directory: a file is in the way`)
+  assertOneLineRefusal(t, await runCommand(['--listen', 'ws://127.0.0.1:0'], { env: { APP_SERVER_HOME: file }, refused: true }), `--home ${file} is not a usable directory: a file is in the way`)
   const missing = join(tmp, 'no-such-dir')
-  assertOneLineRefusal(t, await runCli(['--listen', 'ws://127.0.0.1:0', '--url-file', join(missing, 'url')]), `--url-file directory ${missing} does not exist`)
+  assertOneLineRefusal(t, await runCommand(['--listen', 'ws://127.0.0.1:0', '--url-file', join(missing, 'url')], { refused: true }), `--url-file directory ${missing} does not exist`)
 })
 
 t.test('in-process: --home under a file is refused too, and a missing home is created 0700', async (t) => {
@@ -101,9 +103,11 @@ t.test('in-process: --home under a file is refused too, and a missing home is cr
   writeFileSync(file, '')
   assertOneLineRefusal(t, await runCommand(['status', '--home', join(file, 'home')]), /^--home .* is not a usable directory: /)
   const fresh = join(tmp, 'fresh', 'home')
-  const r = await runCommand(['status', '--home', fresh])
-  t.equal(r.code, 1, 'status runs (not logged in)')
-  t.equal(statSync(fresh).mode & 0o777, 0o700)
+  // The home is made before the url file's directory is checked, so a start refused for the
+  // latter shows it (without loading the server, nor the account service as `status` would).
+  const missing = join(tmp, 'no-such-url-dir')
+  assertOneLineRefusal(t, await runCommand(['--listen', 'ws://127.0.0.1:0', '--home', fresh, '--url-file', join(missing, 'url')], { refused: true }), `--url-file directory ${missing} does not exist`)
+  t.equal(statSync(fresh).mode & 0o777, 0o700, 'the missing home was created 0700')
 })
 
 t.test('a blank environment or .env value is unset: every setting, and APP_SERVER_WS_AUTH= in particular', async (t) => {
@@ -134,9 +138,10 @@ t.test('unknown APP_SERVER_* names are warned about by name, from the environmen
     { name: 'APP_SERVER_RPC_RTAE', source: 'env' },
     { name: 'APP_SERVER_LISTN', source: '.env' },
   ])
-  const r = await runCommand(['status'], { env: { APP_SERVER_RPC_RTAE: '5' } })
+  // `list` warns like every command, and loads nothing more.
+  const r = await runCommand(['list'], { env: { APP_SERVER_RPC_RTAE: '5' } })
   t.match(r.stderr, /^warning: APP_SERVER_RPC_RTAE is not an app-server setting \(environment\); ignored$/m)
-  const clean = await runCommand(['status'])
+  const clean = await runCommand(['list'])
   t.notMatch(clean.stderr, /warning:/, 'no warning without one')
 })
 
@@ -179,37 +184,17 @@ t.test('runtime file: the credential is named, never given', async (t) => {
   t.match(authSummary(query.auth, null).credential.how, /banner only/)
 })
 
-t.test('runtime file: written 0600 in a 0700 HOME/run while serving, listed, stale ones pruned, removed with the url file on SIGTERM', async (t) => {
-  const home = join(tmp, 'serving-home')
-  mkdirSync(join(home, 'run'), { recursive: true })
-  // A pid that ran and has ended: its leftover file is stale.
-  const ended = await runNode(['-e', 'process.stdout.write(String(process.pid))'])
-  const stale = join(home, 'run', `server-${ended.stdout}.json`)
-  writeFileSync(stale, '{}')
+t.test('list: one line per running server on a terminal, JSON when piped or asked', async (t) => {
+  const home = join(tmp, 'list-home')
   const urlFile = join(tmp, 'url')
-
-  const srv = await startCli(['--listen', 'ws://127.0.0.1:0', '--url-file', urlFile], { env: { APP_SERVER_HOME: home } })
-  t.teardown(() => srv.stop('SIGKILL').then(() => undefined))
-  const pid = srv.child.pid!
-  const path = join(home, 'run', `server-${pid}.json`)
-  t.same(readdirSync(join(home, 'run')), [`server-${pid}.json`], 'the stale file is gone; this server’s is there')
-  t.equal(statSync(join(home, 'run')).mode & 0o777, 0o700)
-  t.equal(statSync(path).mode & 0o777, 0o600)
-  const text = readFileSync(path, 'utf8')
-  const info = JSON.parse(text) as RuntimeInfo
-  t.same(info, {
-    url: `ws://127.0.0.1:${srv.port}/`,
-    pid,
-    version: VERSION,
-    auth: 'query-token',
-    credential: { how: 'the connection URL with its token is in the --url-file', path: urlFile },
-  })
-  const token = new URL(srv.url).searchParams.get('token')!
-  t.notOk(text.includes(token), 'no token in the runtime file')
-
+  // This process stands for the running server (its pid is alive); the real server's own file
+  // is checked by banner.test.ts.
+  const info: RuntimeInfo = { url: 'ws://127.0.0.1:4500/', pid: process.pid, version: VERSION, auth: 'query-token', credential: { how: 'the connection URL with its token is in the --url-file', path: urlFile } }
+  writeRuntimeFile(home, info)
   const listed = await runCommand(['list', '--home', home])
   t.equal(listed.code, 0)
   t.same(JSON.parse(listed.stdout), [info], 'list prints JSON when piped')
+  t.same(JSON.parse((await runCommand(['list', '--json', '--home', home], { tty: true })).stdout), [info], 'and with --json on a terminal')
   let human = ''
   const terminal = Object.assign(
     new Writable({
@@ -221,12 +206,5 @@ t.test('runtime file: written 0600 in a 0700 HOME/run while serving, listed, sta
     { isTTY: true },
   ) as unknown as NodeJS.WriteStream
   t.equal(runListCommand(home, { json: false, stdout: terminal }), 0)
-  t.equal(human, `ws://127.0.0.1:${srv.port}/  pid ${pid}  app-server ${VERSION}  auth query-token (the connection URL with its token is in the --url-file: ${urlFile})\n`, 'one line per server on a terminal')
-
-  const exit = await withTimeout(srv.stop('SIGTERM'), 30_000, 'exit after SIGTERM')
-  t.same(exit, { code: 0, signal: null })
-  t.same(readdirSync(join(home, 'run')), [], 'the runtime file is removed on exit')
-  t.throws(() => statSync(urlFile), { code: 'ENOENT' }, 'the url file is removed on exit')
-  t.same(JSON.parse((await runCommand(['list', '--home', home])).stdout), [], 'list shows nothing once it has stopped')
-  t.same(leakedCanaries(srv.stdout()), [])
+  t.equal(human, `ws://127.0.0.1:4500/  pid ${process.pid}  app-server ${VERSION}  auth query-token (the connection URL with its token is in the --url-file: ${urlFile})\n`, 'one line per server on a terminal')
 })

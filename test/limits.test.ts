@@ -7,7 +7,7 @@ import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { request as httpRequest } from 'node:http'
-import { connect as netConnect } from 'node:net'
+import { connect as netConnect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { clientKey } from '../src/auth/client-key.js'
 import { connectionCap } from '../src/auth/socket-guard.js'
@@ -606,26 +606,29 @@ t.test('the failed-upgrade budget holds under concurrency, in every mode, and ca
   }
 })
 
+/** A socket that connects from `localAddress` and sends part of a request head, never the rest. */
+function stalledSocket(t: Test, port: number, localAddress = '127.0.0.1'): Promise<{ socket: Socket; closed: Promise<void> }> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host: '127.0.0.1', port, localAddress }, () => {
+      socket.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n')
+      resolve({ socket, closed })
+    })
+    const closed = new Promise<void>((done) => socket.once('close', () => done()))
+    // Read what the server answers (a 408 at the header timeout), so its end is seen.
+    socket.resume()
+    socket.on('error', () => undefined)
+    socket.once('error', reject)
+    t.teardown(() => socket.destroy())
+  })
+}
+
 t.test('pre-auth resources are bounded: stalled sockets, the connection cap, health kept reachable', async (t) => {
-  const server = await start(t, { argv: ['--max-connections', '5', '--max-pending-per-client', '10', '--header-timeout-ms', '2000'] })
+  // A header timeout far beyond the test: every socket the guard leaves open stays open until
+  // this side closes it (the timeout itself is the next test's).
+  const server = await start(t, { argv: ['--max-connections', '5', '--max-pending-per-client', '10', '--header-timeout-ms', '120000'] })
   t.equal(server.app.connectionCap, 5)
   // 300 sockets that never finish their request headers, from one (loopback) client.
-  const stalled = await Promise.all(
-    Array.from({ length: 300 }, (_, i) =>
-      new Promise<{ closed: Promise<void> }>((resolve, reject) => {
-        const socket = netConnect({ host: '127.0.0.1', port: server.port, localAddress: `127.0.0.${1 + (i % 3)}` }, () => {
-          socket.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n')
-          resolve({ closed })
-        })
-        const closed = new Promise<void>((done) => socket.once('close', () => done()))
-        // Read what the server answers (a 408 at the header timeout), so its end is seen.
-        socket.resume()
-        socket.on('error', () => undefined)
-        socket.once('error', reject)
-        t.teardown(() => socket.destroy())
-      }),
-    ),
-  )
+  const stalled = await Promise.all(Array.from({ length: 300 }, (_, i) => stalledSocket(t, server.port, `127.0.0.${1 + (i % 3)}`)))
   // The server accepts from its backlog after the clients see their connects: wait for all 300.
   await until(() => server.app.socketGuard.closedCount + server.app.socketGuard.size >= 300, 'the server to accept every socket', 30_000)
   t.ok(server.app.socketGuard.pendingCount <= 10, `one client holds at most 10 pending sockets (${server.app.socketGuard.pendingCount}), whichever loopback address it uses`)
@@ -646,9 +649,19 @@ t.test('pre-auth resources are bounded: stalled sockets, the connection cap, hea
   t.ok('ws' in again, 'a freed slot is used again')
   if ('ws' in again) again.ws.terminate()
 
-  // Node's header timeout closes the rest, without anyone sending anything.
+  // The guard's survivors are still pending: this side ends them, so the server can close.
+  t.ok(server.app.socketGuard.pendingCount > 0, 'the stalled sockets the guard kept are still waiting')
+  for (const s of stalled) s.socket.destroy()
+  await Promise.all(stalled.map((s) => s.closed))
+  await until(() => server.app.socketGuard.pendingCount === 0, 'the server to see them go')
+})
+
+t.test('the header timeout closes stalled sockets without anyone sending anything', async (t) => {
+  const server = await start(t, { argv: ['--max-pending-per-client', '10', '--header-timeout-ms', '100'] })
+  const stalled = await Promise.all(Array.from({ length: 5 }, () => stalledSocket(t, server.port)))
   await Promise.all(stalled.map((s) => s.closed))
   t.equal(server.app.socketGuard.pendingCount, 0, 'every stalled socket was closed by the header timeout')
+  t.equal(server.app.socketGuard.closedCount, 0, 'by the timeout, not by the guard')
 })
 
 t.test('connectionCap and openFileLimit', async (t) => {

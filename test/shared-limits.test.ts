@@ -26,7 +26,7 @@ if (redis !== null) {
   const flush = () => admin.flushall()
   /** Two separate gateway apps on the one Redis, with the same limits, closed when the test ends. */
   const replicas = async (t: Test, limits: string[]): Promise<[TestServer, TestServer]> => {
-    const pair: [TestServer, TestServer] = [await replica(limits), await replica(limits)]
+    const pair = await Promise.all([replica(limits), replica(limits)])
     t.teardown(async () => {
       for (const server of pair) await server.close()
     })

@@ -66,15 +66,16 @@ export async function runChatgptLogin(
     timeoutMs = LOGIN_TIMEOUT_MS
     io.stderr.write(`Open this URL in your browser to sign in to ChatGPT:\n\n  ${started.authUrl}\n\n`)
   }
-  io.stderr.write(`Waiting up to ${minutes(timeoutMs)} for the sign-in to complete (Ctrl-C to cancel)...\n`)
-
-  const countdown = io.stderr.isTTY ? new Countdown(io.stderr, io.clock, timeoutMs) : null
   let interrupted = false
   const onInterrupt = () => {
     interrupted = true
     void accounts.cancelLogin(loginId)
   }
+  // Listening before saying so: a Ctrl-C the moment the line is read must cancel, not kill.
   io.interrupts.once('SIGINT', onInterrupt)
+  io.stderr.write(`Waiting up to ${minutes(timeoutMs)} for the sign-in to complete (Ctrl-C to cancel)...\n`)
+
+  const countdown = io.stderr.isTTY ? new Countdown(io.stderr, io.clock, timeoutMs) : null
   // The login's own timers are unref'd (they never hold a server open) and a device login has
   // no socket open between polls: this is what keeps the command alive while it waits.
   const keepAlive = setInterval(() => {}, 2 ** 30)

@@ -250,6 +250,21 @@ export class TestOAuthServer {
   }
 }
 
+let processKey: JWK | undefined
+
+/**
+ * The issuers' signing key, made once per process: an RSA key takes a few hundred ms of CPU to
+ * generate, and issuers in one test file are told apart by their URL (`iss`), not their key.
+ */
+function signingKey(): JWK {
+  if (processKey === undefined) {
+    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
+    processKey = { ...(privateKey.export({ format: 'jwk' }) as JWK), kid: 'test-key', alg: 'RS256', use: 'sig' }
+  }
+  // A copy each time: the provider owns what it is given.
+  return { ...processKey }
+}
+
 function configuration(
   issuer: string,
   clientId: string,
@@ -257,8 +272,7 @@ function configuration(
   storage: AdapterStorage,
   lookup: (sub: string) => TestAccount | undefined,
 ): Configuration {
-  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
-  const jwk = { ...(privateKey.export({ format: 'jwk' }) as JWK), kid: 'test-key', alg: 'RS256', use: 'sig' }
+  const jwk = signingKey()
   const accessTokenTTL = options.accessTokenTtlSeconds ?? 3600
   const authClaim = (a: TestAccount) => ({ chatgpt_account_id: a.accountId, chatgpt_plan_type: a.planType })
   return {
