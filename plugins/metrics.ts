@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import { classifiedMethods, GATEWAY_OWNED_METHODS } from '../src/engine/scopes.js'
-import { GatewayMetrics } from '../src/metrics/gateway-metrics.js'
+import type { GatewayMetrics } from '../src/metrics/gateway-metrics.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -13,6 +13,7 @@ declare module 'fastify' {
  * Decorates the app with its metrics (`--metrics`), registered before the plugins that count
  * into them. The gauges read the services (engine, sessions, remote control) only when
  * scraped, so those may be registered later. HTTP answers are timed by route pattern.
+ * prom-client (and the ~90 modules it loads) is imported only when metrics are on.
  */
 export default fp(
   async (app) => {
@@ -20,6 +21,7 @@ export default fp(
       app.decorate('metrics', null)
       return
     }
+    const { GatewayMetrics } = await import('../src/metrics/gateway-metrics.js')
     // The method→scope table (engine methods and the gateway's own): any other name is `other`.
     const known = new Set([...classifiedMethods(), ...GATEWAY_OWNED_METHODS])
     const metrics = new GatewayMetrics(
