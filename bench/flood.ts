@@ -6,18 +6,12 @@
  * Meanwhile, every `PROBE_INTERVAL_MS`, a `/healthz` probe (a new HTTP connection each) and an
  * `account/read` from a client opened after the flood began are timed.
  *
- * The flooding process runs at niceness `flooderNice` (19 unless `--flood-nice` says otherwise).
- * Flooders stand for other machines: on this 2-core box, at equal priority they also take the
- * CPU the gateway and the probes need, and the probes then time the load generator as much as
- * the server. `--flood-nice 0` measures that case too.
- *
  * Goals: `/healthz` p99 under `HEALTH_GOAL_MS`, the fresh client's `account/read` p99 under
  * `READ_GOAL_MS`. A probe that fails or gets no answer within `PROBE_TIMEOUT_MS` counts at
  * that timeout.
  */
 import { spawn } from 'node:child_process'
 import { get } from 'node:http'
-import { setPriority } from 'node:os'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import type WebSocket from 'ws'
@@ -27,8 +21,6 @@ import { benchTempDir, startTarget, trackProcess } from './targets.js'
 export interface FloodOptions {
   readonly connections: number
   readonly durationMs: number
-  /** The flooding process's niceness (0 = the same priority as the gateway and the probes). */
-  readonly flooderNice: number
 }
 
 const HEALTH_GOAL_MS = 100
@@ -51,7 +43,6 @@ export async function runFloodBench(options: FloodOptions): Promise<void> {
     const healthz = `http://${url.host}/healthz`
     const flooders = spawn(process.execPath, [floodClientsJs, target.url, String(options.connections)], { stdio: ['ignore', 'pipe', 'inherit'] })
     const untrack = trackProcess(flooders.pid!)
-    setPriority(flooders.pid!, options.flooderNice)
     let sent = 0
     const lines = createInterface({ input: flooders.stdout })
     const ready = new Promise<void>((resolve) =>
@@ -83,7 +74,7 @@ export async function runFloodBench(options: FloodOptions): Promise<void> {
     const p = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((q / 100) * xs.length) - 1)] ?? NaN
     const f1 = (n: number) => n.toFixed(1)
     const verdict = (v: number, goal: number) => (v < goal ? 'ok' : 'OVER GOAL')
-    console.log(`\nflood: ${options.connections} connections sending account/read as fast as the gateway takes it, default limits, ${f1(seconds)} s, flooders at nice ${options.flooderNice}`)
+    console.log(`\nflood: ${options.connections} connections sending account/read as fast as the gateway takes it, default limits, ${f1(seconds)} s`)
     console.log(`frames sent by the flooders (another process): ${sent} (${(sent / seconds).toFixed(0)}/s); probes: ${health.length}, one every ${PROBE_INTERVAL_MS} ms`)
     console.log(`/healthz          p50 ${f1(p(health, 50))} ms  p99 ${f1(p(health, 99))} ms  max ${f1(Math.max(...health))} ms  (goal p99 < ${HEALTH_GOAL_MS} ms): ${verdict(p(health, 99), HEALTH_GOAL_MS)}`)
     console.log(`fresh account/read p50 ${f1(p(reads, 50))} ms  p99 ${f1(p(reads, 99))} ms  max ${f1(Math.max(...reads))} ms  (goal p99 < ${READ_GOAL_MS} ms): ${verdict(p(reads, 99), READ_GOAL_MS)}`)

@@ -21,7 +21,7 @@
  * `--flood` runs only flood.ts: `--connections` (200 here) clients flooding a gateway with its
  * default limits, while `/healthz` and a fresh client's `account/read` are timed.
  *
- *   npm run bench -- --flood [--connections 200] [--duration 10] [--flood-nice 19]
+ *   npm run bench -- --flood [--connections 200] [--duration 10]
  */
 import { parseArgs } from 'node:util'
 import { runEngineMemoryBench } from './engine-memory.js'
@@ -46,7 +46,6 @@ const { values } = parseArgs({
     deltas: { type: 'string', default: '8000' },
     'slow-readers': { type: 'boolean', default: false },
     flood: { type: 'boolean', default: false },
-    'flood-nice': { type: 'string', default: '19' },
     clients: { type: 'string', default: '10' },
     'max-outbound-buffer': { type: 'string', default: String(16 * 1024 * 1024) },
   },
@@ -124,12 +123,10 @@ async function gatewaySection(): Promise<void> {
   if (codex) ratios('app-server / codex  ', project, codex)
 }
 
-const flooderNice = Number(values['flood-nice'])
-if (!Number.isInteger(flooderNice) || flooderNice < 0 || flooderNice > 19) throw new Error('--flood-nice must be an integer from 0 to 19')
 if (values['engine-only'] && values['no-engine']) throw new Error('--engine-only and --no-engine exclude each other')
 const onlyOne = values['engine-memory'] || values['slow-readers'] || values.flood
 if (values['engine-memory']) await runEngineMemoryBench({ binaryPath: values['engine-bin'] ?? null, connections })
-else if (values.flood) await runFloodBench({ connections, durationMs, flooderNice })
+else if (values.flood) await runFloodBench({ connections, durationMs })
 else if (values['slow-readers']) await runSlowReadersBench({ clients: Number(values.clients), maxOutboundBytes: Number(values['max-outbound-buffer']) })
 else if (!values['engine-only']) await gatewaySection()
 if (!values['no-engine'] && !onlyOne) {
