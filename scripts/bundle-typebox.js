@@ -16,6 +16,11 @@ const ROOT = new URL('..', import.meta.url).pathname
 const COMPILED = join(ROOT, 'dist', 'src', 'util', 'typebox.js')
 const MARKER = '// Bundled by scripts/bundle-typebox.js'
 
+if (!existsSync(COMPILED)) {
+  // tsc's incremental build does not notice a deleted output: it only re-emits changed sources.
+  process.stderr.write(`bundle-typebox: ${COMPILED} is missing; delete dist/.tsbuildinfo (or dist/) and build again\n`)
+  process.exit(1)
+}
 const compiled = readFileSync(COMPILED, 'utf8')
 if (compiled.startsWith(MARKER)) process.exit(0)
 
