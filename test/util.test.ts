@@ -1,13 +1,15 @@
 /**
  * The small shared helpers in src/util, each against the inputs its callers meet: error codes
  * of any shape, header values, response headers, previews, JSON text, digests, UUIDs, Rust's
- * platform names, TypeBox nullables, and removing a file only while it is unchanged.
+ * platform names, TypeBox (one bundled file at run time) and its nullables, and removing a file
+ * only while it is unchanged.
  */
 import t from 'tap'
 import { createHash } from 'node:crypto'
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { Compile, Type } from '../src/util/typebox.js'
 import { byteCappedPreview, oneLinePreview } from '../src/util/body-preview.js'
 import { errorCode, printableErrorCode } from '../src/util/error-code.js'
@@ -21,6 +23,18 @@ import { rustArch, rustOs } from '../src/util/rust-platform.js'
 import { sha256 } from '../src/util/sha256.js'
 import { Nullable, OptionalNullable } from '../src/util/typebox-nullable.js'
 import { isUuid } from '../src/util/uuid.js'
+
+t.test('TypeBox runs from the one file the build bundled, licence included, and validates', async (t) => {
+  const compiled = await readFile(fileURLToPath(new URL('../src/util/typebox.js', import.meta.url)), 'utf8')
+  t.match(compiled, /^\/\/ Bundled by scripts\/bundle-typebox\.js from typebox@\d+\.\d+\.\d+ /, 'the build replaced the re-export with the bundle')
+  t.notMatch(compiled, /(from|import\()\s*['"]typebox/, 'nothing is loaded from the package itself (its ~700 modules)')
+  t.notMatch(compiled, /sourceMappingURL/, "no source map (tsc's would describe the re-export)")
+  t.match(compiled, /\/\/ The MIT License \(MIT\)\n\/\/\n\/\/ Copyright \(c\) 2017-\d+ Haydn Paterson/, "TypeBox's licence heads the copy")
+  const validator = Compile(Type.Object({ name: Type.String(), size: Type.Integer({ minimum: 0 }) }))
+  t.ok(validator.Check({ name: 'a', size: 1 }))
+  t.notOk(validator.Check({ name: 'a', size: -1 }), 'a bound is checked')
+  t.notOk(validator.Check({ name: 1, size: 1 }), 'a type is checked')
+})
 
 t.test('error codes: any string code for branching; only code-shaped ones for messages', async (t) => {
   t.equal(errorCode(Object.assign(new Error('x'), { code: 'ENOENT' })), 'ENOENT')
