@@ -7,6 +7,7 @@ import { ENV_ONLY, envName, FLAGS } from '../src/config/flags.js'
 import { ConfigError, loadConfig } from '../src/config/load.js'
 import type { Config, LogLevel } from '../src/config/types.js'
 import { canary } from './helpers/canary.js'
+import { runCommand } from './helpers/cli.js'
 import { runCli } from './helpers/process.js'
 
 // ---------------------------------------------------------------------------------------------
@@ -623,26 +624,29 @@ t.test('refusals never echo secrets', async (t) => {
 // The real CLI
 
 t.test('CLI refusal: exit 2, exactly one line on stderr, nothing else', async (t) => {
+  // The process boundary once: the real binary's exit status, signal and streams.
   const cwd = mkdtempSync(join(tmp, 'cwd-'))
+  const r = await runCli(['--listen', 'ws://localhost:4500'], { cwd })
+  t.equal(r.code, 2, 'the process exits 2')
+  t.equal(r.signal, null)
+  t.equal(r.stderr, MSG.badListen('ws://localhost:4500') + '\n', 'exactly the message on stderr')
+  t.equal(r.stdout, '', 'nothing on stdout')
+
+  // The other refusals in process: the same runCli main.js calls, the same exit code and streams.
   const cases: { args: string[]; message: string; env?: Record<string, string> }[] = [
-    { args: ['--listen', 'ws://localhost:4500'], message: MSG.badListen('ws://localhost:4500') },
     { args: ['--no-token-check', '--listen', 'ws://0.0.0.0:0'], message: MSG.noTokenCheckLoopback },
     { args: [], env: { APP_SERVER_WS_AUTH: 'signed-bearer-token' }, message: MSG.secretRequired },
   ]
-  await Promise.all(
-    cases.map(async ({ args, message, env }) => {
-      const r = await runCli(args, { cwd, ...(env ? { env } : {}) })
-      t.equal(r.code, 2, `exit code 2 for ${message}`)
-      t.equal(r.signal, null)
-      t.equal(r.stderr, message + '\n', 'exactly the message on stderr')
-      t.equal(r.stdout, '', 'nothing on stdout')
-    }),
-  )
+  for (const { args, message, env } of cases) {
+    const c = await runCommand(args, { refused: true, ...(env ? { env } : {}) })
+    t.equal(c.code, 2, `exit code 2 for ${message}`)
+    t.equal(c.stderr, message + '\n', 'exactly the message on stderr')
+    t.equal(c.stdout, '', 'nothing on stdout')
+  }
 })
 
 t.test('CLI refusal stays one line even for a value with a newline', async (t) => {
-  const cwd = mkdtempSync(join(tmp, 'cwd-'))
-  const r = await runCli(['--listen', 'ws://127.0.0.1:1\nINJECTED line'], { cwd })
+  const r = await runCommand(['--listen', 'ws://127.0.0.1:1\nINJECTED line'], { refused: true })
   t.equal(r.code, 2)
   t.equal(r.stdout, '')
   t.ok(r.stderr.startsWith('invalid websocket --listen URL `'), r.stderr)
@@ -658,8 +662,7 @@ t.test('CLI refusal from a .env in the working directory', async (t) => {
 })
 
 t.test('--help lists every flag with its environment name and default', async (t) => {
-  const cwd = mkdtempSync(join(tmp, 'cwd-'))
-  const r = await runCli(['--help'], { cwd })
+  const r = await runCommand(['--help'])
   t.equal(r.code, 0)
   const text = r.stdout
   t.ok(text.length > 0, 'help printed on stdout')

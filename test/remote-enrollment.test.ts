@@ -35,6 +35,7 @@ import {
 import { RemoteControlHttpError, type ChatgptAuth } from '../src/remote-control/types.js'
 import { canary, leakedCanaries, record } from './helpers/canary.js'
 import { ManualClock } from './helpers/manual-clock.js'
+import { gate } from './helpers/wait.js'
 
 type TestT = Parameters<Parameters<typeof t.test>[0]>[0]
 
@@ -62,8 +63,8 @@ interface Answer {
   readonly headers?: Record<string, string>
   /** An object is sent as JSON; a string or Buffer as is (text/plain). */
   readonly body?: unknown
-  /** Wait this long before answering (for timeouts). */
-  readonly delayMs?: number
+  /** Answer only once this settles (for timeouts: the client gives up first). */
+  readonly hold?: Promise<void>
 }
 
 type Script = (request: SeenRequest) => Answer
@@ -96,7 +97,7 @@ class FakeBackend {
     for (const path of [ENROLL_PATH, REFRESH_PATH, '/backend-api/elsewhere']) {
       app.post(path, async (request, reply) => {
         const answer = await handle(path, request.headers, request.body)
-        if (answer.delayMs !== undefined) await new Promise((r) => setTimeout(r, answer.delayMs))
+        if (answer.hold !== undefined) await answer.hold
         reply.code(answer.status).headers(answer.headers ?? {})
         if (typeof answer.body === 'string' || Buffer.isBuffer(answer.body)) {
           reply.type(answer.headers?.['content-type'] ?? 'text/plain; charset=utf-8')
@@ -399,8 +400,11 @@ t.test('redirects are not followed (the ChatGPT token stays put)', async (t) => 
 })
 
 t.test('network failures are transient and say nothing secret', async (t) => {
-  backend.queue.push(() => ({ status: 200, body: grantBody(T0), delayMs: 1500 }))
+  // The answer is held until the client has timed out, then released: no timer outlives the test.
+  const held = gate()
+  backend.queue.push(() => ({ status: 200, body: grantBody(T0), hold: held.opened }))
   let err = await failure(t, client(200).refresh(auth, refreshRequest))
+  held.open()
   t.type(err, RemoteControlNetworkError)
   t.equal((err as RemoteControlNetworkError).timedOut, true)
   t.match(err.message, /^failed to refresh remote control server at `.*\/refresh`: timed out after 200 ms$/)
@@ -595,8 +599,10 @@ t.test('cache: a timeout is transient: deferred; proactive keeps the token', asy
   grantsFor(clock)
   const first = await cache.get()
   clock.advanceToWall(T0 + HOUR_MS - 100_000)
-  backend.queue.push(() => ({ status: 200, body: grantBody(T0 + 2 * HOUR_MS), delayMs: 1000 }))
+  const held = gate()
+  backend.queue.push(() => ({ status: 200, body: grantBody(T0 + 2 * HOUR_MS), hold: held.opened }))
   t.equal(await cache.get(), first)
+  held.open()
   t.equal(cache.nextRefreshAt, clock.wallMs() + DEFERRAL_MIN_SECONDS * 1000)
 })
 
@@ -668,16 +674,27 @@ t.test('cache: clearIfSame keeps a deferral; clear() forgets it', async (t) => {
 
 t.test('cache: concurrent callers share one refresh; clear() during a refresh discards it', async (t) => {
   const { clock, cache } = cacheSetup()
-  backend.queue.push(() => ({ status: 200, body: grantBody(clock.wallMs() + HOUR_MS), delayMs: 100 }))
-  const [g1, g2, g3] = await Promise.all([cache.get(), cache.get(), cache.get()])
+  // The answer waits until the request has arrived, so all three callers overlap one refresh in flight.
+  const arrived = gate()
+  const release = gate()
+  backend.queue.push(() => {
+    arrived.open()
+    return { status: 200, body: grantBody(clock.wallMs() + HOUR_MS), hold: release.opened }
+  })
+  const all = Promise.all([cache.get(), cache.get(), cache.get()])
+  await arrived.opened
+  release.open()
+  const [g1, g2, g3] = await all
   t.equal(backend.hits(), 1)
   t.equal(g1, g2)
   t.equal(g2, g3)
 
   clock.advanceToWall(T0 + HOUR_MS)
-  backend.queue.push(() => ({ status: 200, body: grantBody(clock.wallMs() + HOUR_MS), delayMs: 100 }))
+  const releaseCleared = gate()
+  backend.queue.push(() => ({ status: 200, body: grantBody(clock.wallMs() + HOUR_MS), hold: releaseCleared.opened }))
   const pending = cache.get()
   cache.clear()
+  releaseCleared.open()
   const err = await failure(t, pending)
   t.type(err, RemoteControlTokenCacheClearedError)
   t.equal(cache.current, null)
