@@ -508,6 +508,8 @@ t.test('every flag default is a value its own parser accepts, within its bounds'
   t.equal(c.maxPayloadBytes, 16 * 1024 * 1024)
   t.equal(c.pingIntervalMs, 0)
   t.equal(c.remoteControlWaitMs, 30_000)
+  t.equal(loadConfig(['--remote-control-wait-seconds', '1'], { env: {}, dotenvPath: null }).remoteControlWaitMs, 1_000, '--remote-control-wait-seconds is read in seconds')
+  t.equal(loadConfig([], { env: { APP_SERVER_REMOTE_CONTROL_WAIT_SECONDS: '7' }, dotenvPath: null }).remoteControlWaitMs, 7_000, 'and so is its environment twin')
   t.same(c.accounts, { credentialsStore: 'file', forcedLoginMethod: null, forcedWorkspaceIds: null, loginCallbackPort: 1455, loginClientId: 'app_EMoamEEZ73f0CkXaXp7hrann' })
   t.equal(c.logLevel, 'info')
   t.equal(c.chatgptBaseUrl, 'https://chatgpt.com/backend-api')
