@@ -26,7 +26,10 @@ if (compiled.startsWith(MARKER)) process.exit(0)
 
 // The package's exports hide its package.json: walk up from its entry point instead.
 let typeboxDir = dirname(fileURLToPath(import.meta.resolve('typebox')))
-while (!existsSync(join(typeboxDir, 'license'))) typeboxDir = dirname(typeboxDir)
+while (!existsSync(join(typeboxDir, 'license'))) {
+  if (dirname(typeboxDir) === typeboxDir) throw new Error('bundle-typebox: no licence file above the typebox package entry point')
+  typeboxDir = dirname(typeboxDir)
+}
 const { version } = JSON.parse(readFileSync(join(typeboxDir, 'package.json'), 'utf8'))
 const licence = readFileSync(join(typeboxDir, 'license'), 'utf8').trim()
 

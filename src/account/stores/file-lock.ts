@@ -20,7 +20,6 @@ import { AsyncLocalStorage } from 'node:async_hooks'
 import { randomBytes } from 'node:crypto'
 import { mkdir, open, readFile, stat, unlink, utimes } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { systemClock, type Clock } from '../../clock.js'
 import { StoreError } from '../types.js'
 import { errorCode } from '../../util/error-code.js'
@@ -62,10 +61,7 @@ export async function withFileLock<T>(home: string, fn: () => Promise<T>, option
   await ensureDir(dir)
   const staleMs = options.staleMs ?? DEFAULT_STALE_MS
   const clock = options.clock ?? systemClock
-  // The system clock's timers do not keep the process alive, and a waiter is all a process
-  // (a CLI login behind a server's refresh) may be doing: its retries wait on a timer that does.
-  const pause = options.clock ? (ms: number) => new Promise<void>((wake) => clock.setTimeout(wake, ms)) : (ms: number) => sleep(ms)
-  const token = await acquire(lockPath, options.timeoutMs ?? DEFAULT_TIMEOUT_MS, staleMs, clock, pause)
+  const token = await acquire(lockPath, options.timeoutMs ?? DEFAULT_TIMEOUT_MS, staleMs, clock)
   // Keep the lock's mtime fresh while held, so a slow holder (a refresh waiting on the
   // network) is not mistaken for a crashed one by a waiter that can only judge its age.
   const beatMs = Math.max(50, Math.floor(staleMs / 3))
@@ -82,19 +78,28 @@ export async function withFileLock<T>(home: string, fn: () => Promise<T>, option
   }
 }
 
-async function acquire(lockPath: string, timeoutMs: number, staleMs: number, clock: Clock, pause: (ms: number) => Promise<void>): Promise<string> {
+async function acquire(lockPath: string, timeoutMs: number, staleMs: number, clock: Clock): Promise<string> {
   const token = randomBytes(12).toString('hex')
   const body = JSON.stringify({ ...(await currentHolder()), createdAt: clock.wallMs(), token })
   const deadline = clock.monotonicMs() + timeoutMs
   let delay = 5
-  for (;;) {
-    if (await tryCreate(lockPath, body)) return token
-    // Broken: try again at once, before any deadline, so a dead holder never costs a wait.
-    if (await breakIfAbandoned(lockPath, staleMs, clock)) continue
-    if (clock.monotonicMs() >= deadline) throw new StoreError(LOCKED_REASON, `timed out after ${timeoutMs} ms waiting for lock ${lockPath}`)
-    // Jittered exponential backoff: two waiters do not retry in lockstep.
-    await pause(delay + Math.floor(Math.random() * delay))
-    delay = Math.min(delay * 2, 100)
+  // The clock's timers do not keep the process alive, and waiting may be all a process (a CLI
+  // login behind a server's refresh) is doing: this handle does, while it waits.
+  let keepAlive: NodeJS.Timeout | undefined
+  try {
+    for (;;) {
+      if (await tryCreate(lockPath, body)) return token
+      // Broken: try again at once, before any deadline, so a dead holder never costs a wait.
+      if (await breakIfAbandoned(lockPath, staleMs, clock)) continue
+      if (clock.monotonicMs() >= deadline) throw new StoreError(LOCKED_REASON, `timed out after ${timeoutMs} ms waiting for lock ${lockPath}`)
+      keepAlive ??= setInterval(() => {}, 2 ** 30)
+      // Jittered exponential backoff: two waiters do not retry in lockstep.
+      const ms = delay + Math.floor(Math.random() * delay)
+      await new Promise<void>((wake) => clock.setTimeout(wake, ms))
+      delay = Math.min(delay * 2, 100)
+    }
+  } finally {
+    clearInterval(keepAlive)
   }
 }
 
