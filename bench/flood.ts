@@ -9,6 +9,11 @@
  * Goals: `/healthz` p99 under `HEALTH_GOAL_MS`, the fresh client's `account/read` p99 under
  * `READ_GOAL_MS`. A probe that fails or gets no answer within `PROBE_TIMEOUT_MS` counts at
  * that timeout.
+ *
+ * `rounds` rounds, each with a gateway and flooders of its own; every round's figures are
+ * printed, and the goals are judged on their medians: a p99 of ~190 probes is the second
+ * slowest one, and on a shared 2-core machine one burst of load from elsewhere moves it by
+ * tens of milliseconds (measured: 44–154 ms across five rounds of one build).
  */
 import { spawn } from 'node:child_process'
 import { get } from 'node:http'
@@ -21,6 +26,14 @@ import { benchTempDir, startTarget, trackProcess } from './targets.js'
 export interface FloodOptions {
   readonly connections: number
   readonly durationMs: number
+  readonly rounds: number
+}
+
+interface RoundResult {
+  readonly seconds: number
+  readonly sent: number
+  readonly health: readonly number[]
+  readonly reads: readonly number[]
 }
 
 const HEALTH_GOAL_MS = 100
@@ -31,6 +44,30 @@ const mainJs = fileURLToPath(new URL('../src/main.js', import.meta.url))
 const floodClientsJs = fileURLToPath(new URL('./flood-clients.js', import.meta.url))
 
 export async function runFloodBench(options: FloodOptions): Promise<void> {
+  const p = (xs: readonly number[], q: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((q / 100) * xs.length) - 1)] ?? NaN
+  const median = (xs: readonly number[]) => p(xs, 50)
+  const f1 = (n: number) => n.toFixed(1)
+  const verdict = (v: number, goal: number) => (v < goal ? 'ok' : 'OVER GOAL')
+  console.log(`\nflood: ${options.connections} connections sending account/read as fast as the gateway takes it, default limits, ${f1(options.durationMs / 1000)} s a round, ${options.rounds} rounds`)
+  console.log(`probes: a /healthz and a fresh client's account/read every ${PROBE_INTERVAL_MS} ms`)
+  console.log('round  flood frames/s  /healthz p50  p99       max       account/read p50  p99       max')
+  const healthP99: number[] = []
+  const readP99: number[] = []
+  for (let round = 1; round <= options.rounds; round++) {
+    const r = await floodRound(options)
+    const [h99, r99] = [p(r.health, 99), p(r.reads, 99)]
+    healthP99.push(h99)
+    readP99.push(r99)
+    const ms = (n: number) => `${f1(n)} ms`.padEnd(10)
+    console.log(
+      `${String(round).padEnd(7)}${String(Math.round(r.sent / r.seconds)).padEnd(16)}${ms(p(r.health, 50)).padEnd(14)}${ms(h99)}${ms(Math.max(...r.health))}${ms(p(r.reads, 50)).padEnd(18)}${ms(r99)}${ms(Math.max(...r.reads))}`,
+    )
+  }
+  console.log(`/healthz p99, median of rounds: ${f1(median(healthP99))} ms (goal < ${HEALTH_GOAL_MS} ms): ${verdict(median(healthP99), HEALTH_GOAL_MS)}`)
+  console.log(`fresh account/read p99, median of rounds: ${f1(median(readP99))} ms (goal < ${READ_GOAL_MS} ms): ${verdict(median(readP99), READ_GOAL_MS)}`)
+}
+
+async function floodRound(options: FloodOptions): Promise<RoundResult> {
   const home = benchTempDir('flood')
   const target = await startTarget({
     name: 'app-server',
@@ -70,14 +107,7 @@ export async function runFloodBench(options: FloodOptions): Promise<void> {
     await exited
     untrack()
     fresh.terminate()
-
-    const p = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((q / 100) * xs.length) - 1)] ?? NaN
-    const f1 = (n: number) => n.toFixed(1)
-    const verdict = (v: number, goal: number) => (v < goal ? 'ok' : 'OVER GOAL')
-    console.log(`\nflood: ${options.connections} connections sending account/read as fast as the gateway takes it, default limits, ${f1(seconds)} s`)
-    console.log(`frames sent by the flooders (another process): ${sent} (${(sent / seconds).toFixed(0)}/s); probes: ${health.length}, one every ${PROBE_INTERVAL_MS} ms`)
-    console.log(`/healthz          p50 ${f1(p(health, 50))} ms  p99 ${f1(p(health, 99))} ms  max ${f1(Math.max(...health))} ms  (goal p99 < ${HEALTH_GOAL_MS} ms): ${verdict(p(health, 99), HEALTH_GOAL_MS)}`)
-    console.log(`fresh account/read p50 ${f1(p(reads, 50))} ms  p99 ${f1(p(reads, 99))} ms  max ${f1(Math.max(...reads))} ms  (goal p99 < ${READ_GOAL_MS} ms): ${verdict(p(reads, 99), READ_GOAL_MS)}`)
+    return { seconds, sent, health, reads }
   } finally {
     await target.stop()
     home.remove()

@@ -21,7 +21,9 @@
  * `--flood` runs only flood.ts: `--connections` (200 here) clients flooding a gateway with its
  * default limits, while `/healthz` and a fresh client's `account/read` are timed.
  *
- *   npm run bench -- --flood [--connections 200] [--duration 10]
+ *   npm run bench -- --flood [--connections 200] [--duration 10] [--flood-rounds 3]
+ *
+ * A number option that is not a positive number is refused with its name, before anything starts.
  */
 import { parseArgs } from 'node:util'
 import { runEngineMemoryBench } from './engine-memory.js'
@@ -46,10 +48,24 @@ const { values } = parseArgs({
     deltas: { type: 'string', default: '8000' },
     'slow-readers': { type: 'boolean', default: false },
     flood: { type: 'boolean', default: false },
+    'flood-rounds': { type: 'string', default: '3' },
     clients: { type: 'string', default: '10' },
     'max-outbound-buffer': { type: 'string', default: String(16 * 1024 * 1024) },
   },
 })
+/** A number option's value; a missing, malformed or non-positive one ends the run with its name. */
+function positive(name: string, text: string): number {
+  const n = Number(text)
+  if (text.trim() === '' || !Number.isFinite(n) || n <= 0) {
+    console.error(`bench: --${name} must be a positive number, got ${JSON.stringify(text.slice(0, 40))}`)
+    process.exit(2)
+  }
+  return n
+}
+for (const name of ['duration', 'concurrency', 'connections', 'engine-duration', 'engine-rounds', 'deltas', 'flood-rounds', 'clients', 'max-outbound-buffer'] as const) {
+  const text = values[name]
+  if (text !== undefined) positive(name, text)
+}
 const durationMs = Number(values.duration ?? (values.flood ? '10' : '5')) * 1000
 const concurrency = Number(values.concurrency)
 const connections = Number(values.connections ?? (values.flood ? '200' : '1000'))
@@ -126,7 +142,7 @@ async function gatewaySection(): Promise<void> {
 if (values['engine-only'] && values['no-engine']) throw new Error('--engine-only and --no-engine exclude each other')
 const onlyOne = values['engine-memory'] || values['slow-readers'] || values.flood
 if (values['engine-memory']) await runEngineMemoryBench({ binaryPath: values['engine-bin'] ?? null, connections })
-else if (values.flood) await runFloodBench({ connections, durationMs })
+else if (values.flood) await runFloodBench({ connections, durationMs, rounds: Number(values['flood-rounds']) })
 else if (values['slow-readers']) await runSlowReadersBench({ clients: Number(values.clients), maxOutboundBytes: Number(values['max-outbound-buffer']) })
 else if (!values['engine-only']) await gatewaySection()
 if (!values['no-engine'] && !onlyOne) {

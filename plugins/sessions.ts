@@ -4,6 +4,8 @@ import { ReadGovernor } from '../src/rpc/read-governor.js'
 import { SessionRegistry } from '../src/rpc/registry.js'
 import { RequestIdAllocator } from '../src/rpc/server-requests.js'
 import { SessionFactory } from '../src/rpc/session-factory.js'
+import { DEFAULT_TURN_BUDGET_MS, TurnBudget } from '../src/rpc/turn-budget.js'
+import type { InboundFrame } from '../src/rpc/websocket-transport.js'
 import { systemClock, type Clock } from '../src/clock.js'
 
 declare module 'fastify' {
@@ -16,12 +18,16 @@ declare module 'fastify' {
     sessionFactory: SessionFactory
     /** Ids of every server→client request, the gateway's own and the engine's alike. */
     serverRequestIds: RequestIdAllocator
+    /** How long client frames may run per turn of the event loop (every local socket's frames go through it). */
+    turnBudget: TurnBudget<InboundFrame>
   }
 }
 
 export interface SessionsPluginOptions {
   /** Timers for server requests and rate limits (tests drive time). */
   readonly timers?: Clock
+  /** Tests: the turn budget in ms (0: every frame after a turn's first waits for the next turn). */
+  readonly turnBudgetMs?: number
 }
 
 /**
@@ -41,6 +47,8 @@ export default fp<SessionsPluginOptions>(
     const governor = new ReadGovernor(() => registry, systemClock)
     app.addHook('onReady', async () => governor.start())
     app.addHook('preClose', async () => governor.stop())
+    // Real time too: a turn is as long as it really runs.
+    app.decorate('turnBudget', new TurnBudget<InboundFrame>(systemClock, opts.turnBudgetMs ?? DEFAULT_TURN_BUDGET_MS))
     app.decorate('inFlight', inFlight)
     app.decorate('serverRequestIds', serverRequestIds)
     app.decorate(

@@ -78,7 +78,7 @@ export default async function websocketRoutes(app: FastifyInstance): Promise<voi
       if (admission === null) return socket.close(1011, 'not admitted')
       const log = lazyChild(app.log, { connectionId: admission.connectionId })
       const session = app.sessionFactory.open(admission.connectionId, admission.principal, boundedTransport(socket, maxOutbound, log, clock, slowConsumer), log)
-      serveSocket(socket, session, log, heartbeat, clock, () => app.sessionFactory.ended(session))
+      serveSocket(socket, session, log, heartbeat, clock, app.turnBudget, () => app.sessionFactory.ended(session))
     },
   })
 }

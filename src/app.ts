@@ -48,6 +48,8 @@ export interface BuildOptions {
   readonly remoteControl?: RemoteControlPluginOptions
   /** Tests: an engine already listening instead of the one the config resolves. */
   readonly engine?: EnginePluginOptions
+  /** Tests: how long client frames may run per turn of the event loop (see src/rpc/turn-budget.ts). */
+  readonly turnBudgetMs?: number
 }
 
 const PLAIN_TEXT = 'text/plain; charset=utf-8'
@@ -97,7 +99,7 @@ export async function buildApp(config: Config, options: BuildOptions): Promise<F
   await app.register(requestShape)
   await app.register(browserGuard)
   await app.register(rateLimits, options.now ? { now: options.now } : {})
-  await app.register(sessions, options.timers ? { timers: options.timers } : {})
+  await app.register(sessions, { ...(options.timers ? { timers: options.timers } : {}), ...(options.turnBudgetMs !== undefined ? { turnBudgetMs: options.turnBudgetMs } : {}) })
   await app.register(account, options.account ?? {})
   await app.register(engine, { ...(options.timers ? { clock: options.timers } : {}), ...options.engine })
   await app.register(remoteControl, options.remoteControl ?? {})

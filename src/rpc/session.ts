@@ -37,7 +37,7 @@ export interface SessionTransport {
 }
 
 /** Why a client's socket is not read: over its rate, waiting for an in-flight slot, or held by the read governor. */
-export type PauseReason = 'rate' | 'slot' | 'governor'
+export type PauseReason = 'rate' | 'slot' | 'governor' | 'turn'
 
 export interface ClientInfo {
   readonly name: string
@@ -96,6 +96,9 @@ const FRAME_OVER_RATE = 'frame over the connection rate limit dropped'
 const NO_OPT_OUT: ReadonlySet<string> = new Set()
 /** Requests refused in a row (over the rate, or the in-flight bound) that make a connection a flooder, whose socket is then not read. */
 export const FLOOD_FRAMES = 32
+
+/** The transport's safety net for a turn hold: frames that waited this long would mean a stuck loop, not a busy one. */
+export const TURN_HOLD_MAX_MS = 60_000
 /** The longest a flooder goes unread at a time: the time its bucket takes to refill, at most this. */
 export const FLOOD_PAUSE_MAX_MS = 1_000
 
@@ -173,6 +176,16 @@ export class Session {
   /** Ends the governor's hold. */
   releaseReading(): void {
     this.transport.resumeReading?.('governor')
+  }
+
+  /** Stops reading the client's socket while its frames wait their turn (see turn-budget.ts); false when it cannot. */
+  holdForTurn(): boolean {
+    return this.transport.pauseReading?.(TURN_HOLD_MAX_MS, 'turn') ?? false
+  }
+
+  /** Its frames have all had their turn: read it again. */
+  releaseForTurn(): void {
+    this.transport.resumeReading?.('turn')
   }
 
   /** Frames received from the client so far (read by the read governor every tick: no allocation). */

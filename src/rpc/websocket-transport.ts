@@ -22,6 +22,10 @@ import { withheldError, type AppLogger } from '../log/logger.js'
 import type { PauseReason, Session, SessionTransport } from './session.js'
 import { systemClock, type Clock, type TimerHandle } from '../clock.js'
 import { OutboundQueue } from './outbound-queue.js'
+import type { TurnBudget } from './turn-budget.js'
+
+/** A client frame as the turn budget keeps it: ws's text bytes, or null for a binary frame (only counted). */
+export type InboundFrame = RawData | null
 
 /**
  * How long a close handshake the server began may take before the socket is destroyed (a
@@ -134,10 +138,19 @@ export function boundedTransport(
 }
 
 /**
- * Feeds the socket's frames to its session until it closes, then calls `onClosed` (once).
- * The session must already send through a transport over this socket.
+ * Feeds the socket's frames to its session, each in its turn (`budget`, see turn-budget.ts),
+ * until it closes; then runs what still waits, and calls `onClosed` (once). The session must
+ * already send through a transport over this socket.
  */
-export function serveSocket(socket: WebSocket, session: Session, log: AppLogger, heartbeat: Heartbeat | null, clock: Pick<Clock, 'monotonicMs'>, onClosed: () => void): void {
+export function serveSocket(
+  socket: WebSocket,
+  session: Session,
+  log: AppLogger,
+  heartbeat: Heartbeat | null,
+  clock: Pick<Clock, 'monotonicMs'>,
+  budget: TurnBudget<InboundFrame>,
+  onClosed: () => void,
+): void {
   heartbeat?.track(socket)
   // @fastify/websocket's own error listener holds the Fastify request and reply for the
   // socket's whole life; this one holds neither (same handling: log, then terminate).
@@ -146,13 +159,17 @@ export function serveSocket(socket: WebSocket, session: Session, log: AppLogger,
     log.debug({ error: withheldError(err) }, 'websocket error')
     socket.terminate()
   })
-  socket.on('message', (data: RawData, isBinary: boolean) => {
-    if (isBinary) session.handleBinary()
-    else session.handleText(data.toString())
+  const budgeted = budget.track({
+    run: (frame) => (frame === null ? session.handleBinary() : session.handleText(frame.toString())),
+    pause: () => session.holdForTurn(),
+    resume: () => session.releaseForTurn(),
   })
+  socket.on('message', (data: RawData, isBinary: boolean) => budget.deliver(budgeted, isBinary ? null : data))
   // The connection's one closing line: how long, how it ended, how much went each way, and
   // what kind of credential it held (never the credential).
   socket.on('close', (code: number) => {
+    // Received before the close: handled as ws would have (see turn-budget.ts).
+    budget.flush(budgeted)
     session.detach()
     heartbeat?.untrack(socket)
     onClosed()

@@ -76,6 +76,7 @@ export interface StartOptions {
   readonly remoteControl?: BuildOptions['remoteControl']
   /** An engine already listening (a fake engine's socket); without it and without `--engine`, the engine is off. */
   readonly engine?: BuildOptions['engine']
+  readonly turnBudgetMs?: BuildOptions['turnBudgetMs']
 }
 
 export async function startServer(options: StartOptions = {}): Promise<TestServer> {
@@ -101,6 +102,7 @@ export async function startServer(options: StartOptions = {}): Promise<TestServe
     ...(options.account ? { account: options.account } : {}),
     ...(options.remoteControl ? { remoteControl: options.remoteControl } : {}),
     ...(options.engine ? { engine: options.engine } : {}),
+    ...(options.turnBudgetMs !== undefined ? { turnBudgetMs: options.turnBudgetMs } : {}),
   })
   await app.listen({ host: config.listen.host, port: config.listen.port })
   const port = (app.server.address() as AddressInfo).port
