@@ -1,10 +1,13 @@
 /**
- * The two ways the benchmark reaches the codex engine, each started fresh and stopped by the
+ * The ways the benchmark reaches the codex engine, each started fresh and stopped by the
  * caller (and killed with the run's other processes should the run end early):
  * - direct: the engine started by the project's own `EngineSupervisor` on a private unix
  *   socket, reached at `ws+unix://SOCKET:/` — the floor the gateway is measured against;
+ * - relay: relay-floor.ts in front of the direct engine — a hop with no logic, what any Node
+ *   relay on `ws` costs;
  * - gateway: `app-server --engine on` as a subprocess, which starts its own engine with the
  *   same binary and the same `-c` overrides (`--engine-config`), reached at its token URL.
+ * Each says which processes serve it (`processes`), so their CPU can be counted.
  *
  * The gateway half is "available" only once a client can have a cheap engine method answered
  * through it; until then the caller gets the reason (a refused flag, an engine that never came
@@ -18,12 +21,20 @@ import { systemClock } from '../src/clock.js'
 import { VERSION } from '../src/version.js'
 import { INTERNAL_ERROR } from '../src/rpc/errors.js'
 import { roundTrips } from './measure.js'
+import { childrenOf } from './cpu.js'
 import { benchTempDir, startTarget, trackProcess } from './targets.js'
 
 export interface EngineEndpoint {
   readonly name: string
   readonly url: string
+  /** The processes serving this side now: the hop in front of the engine (none for direct), and the engine. */
+  processes(): { readonly hop: readonly number[]; readonly engine: readonly number[] }
   stop(): Promise<void>
+}
+
+/** The direct engine, with what a relay in front of it needs. */
+export interface DirectEngine extends EngineEndpoint {
+  readonly socketPath: string
 }
 
 export type GatewayStart = { readonly ok: true; readonly endpoint: EngineEndpoint } | { readonly ok: false; readonly reason: string }
@@ -36,9 +47,10 @@ const PROBE_RETRY_MS = 250
 const MAX_REASON_CHARS = 200
 
 const mainJs = fileURLToPath(new URL('../src/main.js', import.meta.url))
+const relayJs = fileURLToPath(new URL('./relay-floor.js', import.meta.url))
 
 /** The engine straight from the supervisor; its log lines (errors only) go to stderr. */
-export async function startDirectEngine(binary: EngineBinary, configOverrides: readonly string[]): Promise<EngineEndpoint> {
+export async function startDirectEngine(binary: EngineBinary, configOverrides: readonly string[]): Promise<DirectEngine> {
   const gatewayHome = benchTempDir('direct-home')
   const engineHome = benchTempDir('direct-codex')
   const supervisor = new EngineSupervisor({
@@ -66,7 +78,19 @@ export async function startDirectEngine(binary: EngineBinary, configOverrides: r
     await stop()
     throw new Error(`the engine did not start: ${status.reason ?? status.state}`)
   }
-  return { name: 'direct', url: `ws+unix://${supervisor.socketPath}:/`, stop }
+  return {
+    name: 'direct',
+    url: `ws+unix://${supervisor.socketPath}:/`,
+    socketPath: supervisor.socketPath,
+    processes: () => ({ hop: [], engine: supervisor.pid === null ? [] : [supervisor.pid] }),
+    stop,
+  }
+}
+
+/** relay-floor.ts in front of `direct`'s engine. */
+export async function startRelayFloor(direct: DirectEngine): Promise<EngineEndpoint> {
+  const running = await startTarget({ name: 'relay', command: process.execPath, args: () => [relayJs, direct.socketPath] })
+  return { name: 'relay', url: running.url, processes: () => ({ hop: [running.pid], engine: direct.processes().engine }), stop: () => running.stop() }
 }
 
 /**
@@ -101,7 +125,8 @@ export async function startGatewayEngine(binary: EngineBinary, configOverrides: 
     await stop()
     return { ok: false, reason: problem }
   }
-  return { ok: true, endpoint: { name: 'gateway', url: running.url, stop } }
+  // The gateway's one child is its engine.
+  return { ok: true, endpoint: { name: 'gateway', url: running.url, processes: () => ({ hop: [running.pid], engine: childrenOf(running.pid) }), stop } }
 }
 
 /**
