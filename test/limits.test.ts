@@ -390,6 +390,36 @@ t.test('a flooding connection is not read until its bucket refills: its own send
   flooder.ws.terminate()
 })
 
+t.test('a connection flooding junk over its rate is not read either (junk has no answer to refuse, but costs a read)', async (t) => {
+  const clock = new ManualClock({ monotonicMs: 9_500_000 })
+  const server = await start(t, { argv: ['--rpc-rate', '10', '--rpc-burst', '10'], timers: clock, extraMethods: [echo] })
+  const flooder = await open(t, server)
+  await flooder.initialize('junk', '1.0.0')
+  const junk = `not json ${'j'.repeat(1000)}`
+  let sent = 0
+  while (flooder.ws.bufferedAmount < 1024 * 1024 && sent < 200_000) {
+    for (let i = 0; i < 500; i++) flooder.sendRaw(junk)
+    sent += 500
+    await new Promise<void>((resolve) => setImmediate(resolve))
+  }
+  t.ok(flooder.ws.bufferedAmount >= 1024 * 1024, `the server stopped reading the junk: ${flooder.ws.bufferedAmount} bytes wait in the flooder's own buffer after ${sent} frames`)
+  t.ok(clock.pendingDelays().includes(1000), 'until its bucket has refilled')
+  // Behind the junk, one request: each refill lets a bucket's worth and `FLOOD_FRAMES` more be
+  // read, so it is reached after the junk ahead of it, refill after refill, and answered.
+  flooder.sendRaw(JSON.stringify({ id: 'after-junk', method: 'test/echo' }))
+  const answered = () => flooder.frames.some((f) => f.includes('"after-junk"'))
+  let refills = 0
+  while (!answered() && refills < 1_000) {
+    clock.advance(1000)
+    refills++
+    await until(() => answered() || clock.pendingDelays().includes(1000), 'the next pause or the answer')
+  }
+  t.ok(answered(), `the request behind the junk was answered after ${refills} refills`)
+  t.ok(refills > 1, 'the junk was read a bucket at a time, not all at once')
+  t.equal(flooder.ws.readyState, flooder.ws.OPEN, 'junk over the rate never closes the connection')
+  flooder.ws.terminate()
+})
+
 t.test('--rpc-rate 10 --rpc-burst 5: requests over the bucket get -32001, notifications are dropped', async (t) => {
   const clock = new ManualClock({ monotonicMs: 5_000_000 })
   const server = await start(t, { argv: ['--rpc-rate', '10', '--rpc-burst', '5'], timers: clock, extraMethods: [echo] })

@@ -120,7 +120,8 @@ export const FLOOD_PAUSE_MAX_MS = 1_000
  *
  * Every inbound frame is charged to the rate limit, junk included: over it, a request is
  * answered -32001 and anything else is dropped (cheaply: no answer); after `FLOOD_FRAMES`
- * requests in a row refused for the rate the socket is not read until the bucket has refilled (at most `FLOOD_PAUSE_MAX_MS`): what was
+ * frames in a row refused or dropped for the rate (junk counts: a flood of it must not keep
+ * its socket read) the socket is not read until the bucket has refilled (at most `FLOOD_PAUSE_MAX_MS`): what was
  * already read is still answered, the rest waits in TCP, so a flood costs the process a few
  * refusals per refill, not one per frame sent. Likewise after `FLOOD_FRAMES` requests in a row
  * refused for the connection's in-flight bound, it is not read until one of its requests is
@@ -236,7 +237,7 @@ export class Session {
     if (typeof msg === 'string') {
       // Never the frame itself: it may hold a credential the client meant for a method.
       if (withinRate) this.warns.warn({ bytes: text.length, problem: msg }, 'dropped malformed JSON-RPC frame')
-      else this.warnDropped(FRAME_OVER_RATE)
+      else this.droppedOverRate(FRAME_OVER_RATE)
       return
     }
     switch (msg.kind) {
@@ -269,7 +270,7 @@ export class Session {
         return
       case 'notification':
         if (!withinRate) {
-          this.warnDropped('notification over the connection rate limit dropped')
+          this.droppedOverRate('notification over the connection rate limit dropped')
           return
         }
         // `initialized` needs no reply from the gateway; without an engine, codex drops other
@@ -281,19 +282,19 @@ export class Session {
       case 'response':
         if (this.forwardReply(msg.id, text, value as JsonObject)) return
         if (withinRate || this.serverRequests.awaits(msg.id)) this.serverRequests.resolve(msg.id, msg.result)
-        else this.warnDropped(FRAME_OVER_RATE)
+        else this.droppedOverRate(FRAME_OVER_RATE)
         return
       case 'error':
         if (this.forwardReply(msg.id, text, value as JsonObject)) return
         if (withinRate || this.serverRequests.awaits(msg.id)) this.serverRequests.reject(msg.id, msg.error)
-        else this.warnDropped(FRAME_OVER_RATE)
+        else this.droppedOverRate(FRAME_OVER_RATE)
         return
     }
   }
 
   handleBinary(): void {
     this.framesIn++
-    if (!this.takeToken()) this.warnDropped(FRAME_OVER_RATE)
+    if (!this.takeToken()) this.droppedOverRate(FRAME_OVER_RATE)
     else this.warns.warn({}, 'ignored binary WebSocket frame')
   }
 
@@ -382,7 +383,13 @@ export class Session {
     return this.bucket === null || this.bucket.take()
   }
 
-  /** A request refused over the rate: past `FLOOD_FRAMES` in a row, the socket waits for the refill. */
+  /** A frame dropped over the rate (junk, a notification, a stray reply): counted as a refused request is. */
+  private droppedOverRate(warning: string): void {
+    this.warnDropped(warning)
+    this.refusedOverRate()
+  }
+
+  /** A frame refused over the rate: past `FLOOD_FRAMES` in a row, the socket waits for the refill. */
   private refusedOverRate(): void {
     if (this.bucket === null || ++this.overRateInARow < FLOOD_FRAMES) return
     this.overRateInARow = 0
