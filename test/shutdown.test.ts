@@ -108,6 +108,35 @@ t.test('in-process: during a drain new requests are refused at once; at the dead
   t.same(leakedCanaries(server.logs.text()), [])
 })
 
+t.test('in-process: a request answered -32603 at the deadline is logged and counted as such, even when its handler finishes later', async (t) => {
+  const clock = new ManualClock()
+  let finish: () => void = () => {}
+  const late = defineMethod<AppServices, null>({
+    name: 'test/late',
+    scope: 'session',
+    params: null,
+    handler: () => new Promise<{ ok: true }>((resolve) => (finish = () => resolve({ ok: true }))),
+  })
+  const server = await startServer({ timers: clock, extraMethods: [late], argv: ['--metrics'] })
+  t.teardown(() => server.close())
+  const client = await connect(server.wsUrl)
+  t.teardown(() => client.ws.terminate())
+  await client.initialize('late-handler', '1')
+  const reply = client.request('test/late', undefined, 'late-1')
+  await until(() => server.app.inFlight.current === 1, 'the request to be in flight')
+  const drained = server.drainAndClose()
+  clock.advance(DEFAULT_DEADLINE_MS)
+  t.same(await withTimeout(reply, 5000, 'the answer at the deadline'), { id: 'late-1', error: UNANSWERED })
+  finish() // the handler ends with a result the client never gets
+  await withTimeout(drained, 5000, 'drainAndClose')
+  await until(() => server.logs.lines.some((l) => l.msg === 'request answered' && l.id === 'late-1'), 'the request line')
+  const line = server.logs.lines.find((l) => l.msg === 'request answered' && l.id === 'late-1')!
+  t.equal(line.outcome, UNANSWERED.code, 'its line says what the client got: -32603')
+  const counted = await server.app.metrics!.registry.metrics()
+  t.match(counted, /app_server_rpc_requests_total\{method="(?:test\/late|other)",outcome="-32603"\} 1\n/, 'and so does its metric')
+  t.notMatch(counted, /app_server_rpc_requests_total\{method="(?:test\/late|other)",outcome="result"\} [1-9]/, 'never as a result')
+})
+
 t.test('in-process: an engine request in flight at the deadline is answered -32603 before the 1001', async (t) => {
   const clock = new ManualClock()
   const engine = await FakeEngine.start()

@@ -140,6 +140,8 @@ export class Session {
   /** Ids of the requests in flight (with a count: a client may reuse an id still in flight). */
   private readonly unanswered = new Map<RequestId, number>()
   private idleWaiters: (() => void)[] = []
+  /** Requests the drain's deadline answered (see `answerUnanswered`), with the error they got. */
+  private answeredAtDeadline: { readonly error: RpcErrorBody; readonly ids: Map<RequestId, number> } | null = null
   private closed = false
   private readonly bucket: TokenBucket | null
   private readonly serverRequests: ServerRequests
@@ -338,6 +340,8 @@ export class Session {
     for (const [id, count] of this.unanswered) {
       for (let i = 0; i < count; i++) this.send(encodeError(id, error))
     }
+    // What the client got is what its request's line and metrics say, whatever the handler ends with.
+    this.answeredAtDeadline = { error, ids: new Map(this.unanswered) }
     this.unanswered.clear()
   }
 
@@ -371,11 +375,22 @@ export class Session {
   }
 
   /** The request's one DEBUG line and its observation. */
-  private answered(id: RequestId, method: string, startedMs: number, outcome: RequestOutcome): void {
+  private answered(id: RequestId, method: string, startedMs: number, handlerOutcome: RequestOutcome): void {
+    const outcome = this.outcomeSent(id, handlerOutcome)
     const ms = this.deps.clock.monotonicMs() - startedMs
     const code = outcome.kind === 'error' ? outcome.code : outcome.kind
     this.log.debug({ method: boundedClientText(method), id: typeof id === 'string' ? boundedClientText(id) : id, ms, outcome: code }, 'request answered')
     this.deps.observer?.requestAnswered(method, outcome, ms)
+  }
+
+  /** The handler's outcome, unless the drain's deadline answered the request first (`answerUnanswered`). */
+  private outcomeSent(id: RequestId, handlerOutcome: RequestOutcome): RequestOutcome {
+    const atDeadline = this.answeredAtDeadline
+    const count = atDeadline?.ids.get(id)
+    if (atDeadline === null || count === undefined) return handlerOutcome
+    if (count === 1) atDeadline.ids.delete(id)
+    else atDeadline.ids.set(id, count - 1)
+    return { kind: 'error', code: atDeadline.error.code }
   }
 
   /** Charges one inbound frame to the connection's bucket; false when it is over the limit. */

@@ -25,6 +25,7 @@ import { CorruptStoreError, StoreError, type AuthDotJson, type CredentialStore, 
 import type { Clock } from '../../clock.js'
 import { errorCode } from '../../util/error-code.js'
 import { fsReason } from '../../util/fs-reason.js'
+import { removeIfUnchanged } from '../../util/remove-if-unchanged.js'
 import { withFileLock } from './file-lock.js'
 
 export { LOCK_FILE, withFileLock, type FileLockOptions } from './file-lock.js'
@@ -125,10 +126,13 @@ export class FileStore implements CredentialStore {
     } catch (err) {
       if (!(err instanceof CorruptStoreError)) throw err
       const aside = await this.linkAside()
-      await unlink(this.path).catch((e: unknown) => {
+      // Only the file judged corrupt is removed: one written meanwhile by a process that takes no
+      // lock (a codex CLI sharing the home) stays, for the write or removal that follows to decide.
+      const removed = await removeIfUnchanged(this.path, text, 'judged').catch((e: unknown) => {
         throw new StoreError(fsReason(e), `cannot remove ${this.path} after keeping it as ${aside}: ${errorCode(e) ?? 'unknown error'}`)
       })
-      this.log?.warn({ store: 'file', kept: aside, reason: err.message }, 'kept the unreadable auth.json aside before replacing it')
+      if (removed) this.log?.warn({ store: 'file', kept: aside, reason: err.message }, 'kept the unreadable auth.json aside before replacing it')
+      else this.log?.warn({ store: 'file', kept: aside, reason: err.message }, 'kept the unreadable auth.json aside; it had already been replaced')
     }
   }
 
