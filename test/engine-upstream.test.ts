@@ -4,6 +4,7 @@
  * and what happens when either side goes away.
  */
 import t from 'tap'
+import { Socket } from 'node:net'
 import { createLogger } from '../src/log/logger.js'
 import { ENGINE_RESTARTED_CLOSE_CODE, ENGINE_RESTARTED_REASON, EngineUpstream, type TokenRefreshHandler } from '../src/engine/upstream.js'
 import { RpcError } from '../src/rpc/errors.js'
@@ -169,6 +170,29 @@ t.test('client frames reach the engine as written; engine replies reach the clie
   const note = '{"method":"item/agentMessage/delta","params":{"threadId":"thr_1","delta":"hé \\u00e9"}}'
   link.engineSide.sendRaw(note)
   t.equal(await link.client.waitFor((f) => f.method === 'item/agentMessage/delta'), note, 'notification text byte for byte')
+})
+
+t.test('requests forwarded in one burst reach the engine in order, in one write (not a syscall each)', async (t) => {
+  const h = await harness(t)
+  const link = await h.link()
+  // Socket writes this process makes while the burst is sent (each is a write or writev syscall).
+  const proto = Socket.prototype as unknown as { _writeGeneric: (...args: unknown[]) => unknown }
+  const original = proto._writeGeneric
+  let writes = 0
+  proto._writeGeneric = function (this: unknown, ...args: unknown[]) {
+    writes++
+    return original.apply(this, args)
+  }
+  t.teardown(() => {
+    proto._writeGeneric = original
+  })
+  const burst = 50
+  for (let i = 0; i < burst; i++) void link.upstream.forwardRequest(`b${i}`, JSON.stringify({ id: `b${i}`, method: 'thread/loaded/list', params: {} }))
+  await link.engineSide.waitFor((f) => f.id === `b${burst - 1}`)
+  proto._writeGeneric = original
+  const ids = link.engineSide.frames.map((f) => (JSON.parse(f) as { id?: unknown }).id).filter((id) => typeof id === 'string' && id.startsWith('b'))
+  t.same(ids, Array.from({ length: burst }, (_, i) => `b${i}`), 'every request, in order')
+  t.ok(writes >= 1 && writes < 5, `the burst left in ${writes} write(s), not ${burst}`)
 })
 
 t.test('engine account and remote-control notifications are dropped; the rest relayed', async (t) => {

@@ -112,6 +112,8 @@ type State = 'new' | 'opening' | 'open' | 'closed'
 export class EngineUpstream {
   private state: State = 'new'
   private ws: WebSocket | null = null
+  /** The engine socket is corked until the next tick (see `corkForBurst`). */
+  private corked = false
   /** Client requests forwarded and not yet answered, each with what settles its `forwardRequest`. */
   private readonly inFlight = new Map<RequestId, (outcome: RequestOutcome) => void>()
   private readonly engineRequests: ServerRequestMap
@@ -363,7 +365,25 @@ export class EngineUpstream {
   private sendRaw(text: string): boolean {
     const ws = this.ws
     if (ws === null || ws.readyState !== WebSocket.OPEN) return false
+    this.corkForBurst(ws)
     ws.send(text)
     return true
+  }
+
+  /**
+   * Frames sent in one burst (a client read's worth of requests) leave in one write: the first
+   * corks the engine socket and the next tick uncorks it, as the client side does
+   * (outbound-queue.ts). Each uncorked frame is a syscall of its own, for the engine too.
+   */
+  private corkForBurst(ws: WebSocket): void {
+    if (this.corked) return
+    const raw = (ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket
+    if (raw === undefined) return
+    this.corked = true
+    raw.cork()
+    process.nextTick(() => {
+      this.corked = false
+      raw.uncork()
+    })
   }
 }
