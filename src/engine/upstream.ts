@@ -45,6 +45,7 @@ import { DUPLICATE_MEMBER } from './frame-check.js'
 import { frameHead } from './frame-head.js'
 import { withFrameId } from './frame-id.js'
 import { ServerRequestMap } from './server-request-map.js'
+import { BurstCork } from '../util/burst-cork.js'
 
 /** The client-facing side, as the gateway's session offers it. */
 export interface UpstreamClient {
@@ -112,8 +113,8 @@ type State = 'new' | 'opening' | 'open' | 'closed'
 export class EngineUpstream {
   private state: State = 'new'
   private ws: WebSocket | null = null
-  /** The engine socket is corked until the next tick (see `corkForBurst`). */
-  private corked = false
+  /** Set once open: requests of one burst leave in one write. */
+  private burst: BurstCork | null = null
   /** Client requests forwarded and not yet answered, each with what settles its `forwardRequest`. */
   private readonly inFlight = new Map<RequestId, (outcome: RequestOutcome) => void>()
   private readonly engineRequests: ServerRequestMap
@@ -183,6 +184,7 @@ export class EngineUpstream {
         settled = true
         timers.clearTimeout(timer)
         this.state = 'open'
+        this.burst = new BurstCork(ws)
         ws.on('message', (frame, isBinary) => {
           if (!isBinary) this.fromEngine(frame.toString())
         })
@@ -365,25 +367,8 @@ export class EngineUpstream {
   private sendRaw(text: string): boolean {
     const ws = this.ws
     if (ws === null || ws.readyState !== WebSocket.OPEN) return false
-    this.corkForBurst(ws)
+    this.burst?.cork()
     ws.send(text)
     return true
-  }
-
-  /**
-   * Frames sent in one burst (a client read's worth of requests) leave in one write: the first
-   * corks the engine socket and the next tick uncorks it, as the client side does
-   * (outbound-queue.ts). Each uncorked frame is a syscall of its own, for the engine too.
-   */
-  private corkForBurst(ws: WebSocket): void {
-    if (this.corked) return
-    const raw = (ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket
-    if (raw === undefined) return
-    this.corked = true
-    raw.cork()
-    process.nextTick(() => {
-      this.corked = false
-      raw.uncork()
-    })
   }
 }

@@ -7,24 +7,20 @@
  * counted with one shared write callback (writes complete in order), not a closure each.
  *
  * Frames sent in one burst (the replies to a socket read's worth of requests, an engine
- * read's worth of notifications) leave in one write: the first send corks the TCP socket and
- * the next tick uncorks it. Uncorked, ws writes every frame with a syscall of its own, which
- * under a flood was a third of the process's time.
+ * read's worth of notifications) leave in one write (`BurstCork`).
  */
-import type { Duplex } from 'node:stream'
 import type { WebSocket } from 'ws'
+import { BurstCork } from '../util/burst-cork.js'
 
 /** Measured: ~520 bytes of memory per queued 259-byte frame beyond its text, rounded down. */
 export const FRAME_OVERHEAD_BYTES = 512
 
 export class OutboundQueue {
   private frames = 0
-  private corked = false
-  /** ws's TCP socket (ws keeps it as `_socket` and offers no cork of its own). */
-  private readonly raw: Duplex | undefined
+  private readonly burst: BurstCork
 
   constructor(private readonly socket: WebSocket) {
-    this.raw = (socket as unknown as { _socket?: Duplex })._socket
+    this.burst = new BurstCork(socket)
   }
 
   /** Bytes the gateway holds for the client, each frame's overhead included. */
@@ -35,7 +31,7 @@ export class OutboundQueue {
   /** Sends `text`; `written`, if given, is called once it has left (or the socket failed). */
   send(text: string, written?: () => void): void {
     this.frames++
-    this.corkForBurst()
+    this.burst.cork()
     if (written === undefined) this.socket.send(text, this.onWritten)
     else
       this.socket.send(text, () => {
@@ -47,19 +43,6 @@ export class OutboundQueue {
   /** The socket is gone: nothing it held is charged any more (its buffers go with it). */
   release(): void {
     this.frames = 0
-  }
-
-  private corkForBurst(): void {
-    const raw = this.raw
-    if (this.corked || raw === undefined) return
-    this.corked = true
-    raw.cork()
-    process.nextTick(this.uncork)
-  }
-
-  private readonly uncork = (): void => {
-    this.corked = false
-    this.raw?.uncork()
   }
 
   private readonly onWritten = (): void => {

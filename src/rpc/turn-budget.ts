@@ -14,9 +14,8 @@
  *    frames always run in the order they came;
  * 2. the turn has run for less than `budgetMs` (on the injected clock, from its first frame)
  *    and fewer than `MAX_TURN_FRAMES` frames, or the connection has run fewer than
- *    `FREE_FRAMES` frames in this turn: the frame runs
- *    now (so a light client — a probe's `account/read`, an IDE's request — never waits in
- *    line behind a flood);
+ *    `FREE_FRAMES` frames in this turn: the frame runs now (so a light client — a probe's
+ *    `account/read`, an IDE's request — never waits in line behind a flood);
  * 3. otherwise it waits, kept as ws gave it (not parsed), the connection stops being read (TCP
  *    pushes back on its sender), and it joins the back of the line of waiting connections.
  * Each later turn (`defer`: setImmediate, after the poll phase) runs waiting frames: the
@@ -50,7 +49,7 @@ export const QUANTUM = 32
  * runs after the frame (its awaits resolve once the turn's synchronous part is over), where
  * the clock cannot see it from here: measured under the flood, a drain the clock let run for
  * 5 ms started 2,100 requests whose handlers then ran another 15 ms (about 10 µs each). 128
- * is about a millisecond of them; 64 and 256 measured no better (README, "Floods").
+ * is about a millisecond of them; 64 and 256 measured no better (README, Benchmarks, "Flood").
  */
 export const MAX_TURN_FRAMES = 128
 
