@@ -49,7 +49,8 @@ export const QUANTUM = 32
  * runs after the frame (its awaits resolve once the turn's synchronous part is over), where
  * the clock cannot see it from here: measured under the flood, a drain the clock let run for
  * 5 ms started 2,100 requests whose handlers then ran another 15 ms (about 10 µs each). 128
- * is about a millisecond of them; 64 and 256 measured no better (README, Benchmarks, "Flood").
+ * is about a millisecond of them; 64 and 256 measured the same within the noise (README,
+ * Benchmarks, "Flood").
  */
 export const MAX_TURN_FRAMES = 128
 
