@@ -41,7 +41,7 @@ t.test('an unusable enrollment store: enable says why without a path; the log ke
   const enable = await client.request('remoteControl/enable', undefined, 'enable')
   const message = (enable.error as { message: string }).message
   t.equal((enable.error as { code: number }).code, INTERNAL_ERROR)
-  t.equal(message, 'remote control unavailable: its enrollment store cannot be used: the file cannot be opened for reading and writing')
+  t.equal(message, 'remote control unavailable: its enrollment store cannot be used: a directory is in the way')
   t.notOk(message.includes(home), 'no path reaches the client')
   const warn = server.logs.lines.find((l) => l.msg === 'remote control unavailable')
   t.ok(warn && typeof warn.detail === 'string' && warn.detail.includes(home), 'the log names the file')

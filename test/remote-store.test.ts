@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url'
 import {
   ENROLLMENT_DB_FILE,
   EnrollmentStore,
+  enrollmentStoreReason,
   EnrollmentStoreError,
   MIGRATIONS,
   SCHEMA_VERSION,
@@ -333,7 +334,7 @@ t.test('files: a corrupt or unreadable database is a clear error without its con
   await rm(path)
   await mkdir(path)
   err = storeError(t, () => EnrollmentStore.open(home), 'a directory in the way')
-  t.match(err?.message, /cannot be opened|not a regular file/, 'says it cannot be opened')
+  t.match(err?.message, /a directory is in the way|not a regular file/, 'says what is in the way')
 
   // A home that cannot be created (a file where the directory should be).
   const blocked = join(home, 'blocked')
@@ -509,4 +510,19 @@ t.test('installation id: a valid id is kept as is; whitespace and case do not co
   t.equal(await readFile(path, 'utf8'), '  123E4567-E89B-12D3-A456-426614174000 \r\n', 'the file is not rewritten')
   t.equal(await modeOf(path), 0o600, 'but a loosened mode is tightened')
   t.ok(existsSync(path), 'still there')
+})
+
+t.test('enrollmentStoreReason: file errors in the words every file error uses, SQLite codes in words about the database', async (t) => {
+  t.equal(enrollmentStoreReason('EROFS'), 'read-only file system')
+  t.equal(enrollmentStoreReason('ENOSPC'), 'disk full')
+  t.equal(enrollmentStoreReason('SQLITE_FULL'), 'disk full', "SQLite's full disk in the same words")
+  t.equal(enrollmentStoreReason('EACCES'), 'permission denied')
+  t.equal(enrollmentStoreReason('EISDIR'), 'a directory is in the way')
+  t.equal(enrollmentStoreReason('SQLITE_CANTOPEN'), 'the file cannot be opened for reading and writing')
+  t.match(enrollmentStoreReason('SQLITE_CORRUPT_VTAB'), /corrupt/, 'an extended code is judged by its primary code')
+  t.equal(enrollmentStoreReason('SQLITE_BUSY_TIMEOUT'), 'the database stayed locked by another process')
+  t.equal(enrollmentStoreReason('SQLITE_IOERR_SHORT_READ'), 'unexpected database error')
+  t.equal(enrollmentStoreReason(undefined), 'unexpected database error')
+  t.equal(enrollmentStoreReason('EWHATEVER'), 'error EWHATEVER', 'an unknown errno is shown as itself')
+  t.equal(enrollmentStoreReason('not a code; rm -rf /'), 'unknown error', 'a code that is no code is not echoed')
 })

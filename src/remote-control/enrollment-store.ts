@@ -16,6 +16,7 @@ import { chmodSync, closeSync, fstatSync, mkdirSync, openSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import type { Enrollment } from './types.js'
 import { errorCode } from '../util/error-code.js'
+import { fsReason } from '../util/fs-reason.js'
 
 export const ENROLLMENT_DB_FILE = 'app-server.sqlite'
 
@@ -265,33 +266,24 @@ function asStoreError(err: unknown, path: string, what: 'open' | 'read' | 'write
  * no path (clients see them: `remoteControl/enable` when set-up failed).
  */
 export function enrollmentStoreReason(code: string | undefined): string {
+  // An errno code (the file or directory, before SQLite opened it) in the words every file error
+  // uses (fs-reason.ts); SQLite's own codes in words about the database.
+  if (code !== undefined && !code.startsWith('SQLITE_')) return fsReason({ code })
   // Extended codes (`SQLITE_IOERR_SHORT_READ`) are judged by their primary code.
-  const base = code?.startsWith('SQLITE_') ? code.split('_').slice(0, 2).join('_') : code
-  let reason: string
-  switch (base) {
+  switch (code?.split('_').slice(0, 2).join('_')) {
     case 'SQLITE_NOTADB':
     case 'SQLITE_CORRUPT':
-      reason = 'the file is corrupt or not a SQLite database; move it aside to start over'
-      break
+      return 'the file is corrupt or not a SQLite database; move it aside to start over'
     case 'SQLITE_CANTOPEN':
     case 'SQLITE_PERM':
     case 'SQLITE_READONLY':
-    case 'EACCES':
-    case 'EPERM':
-    case 'EISDIR':
-    case 'EROFS':
-      reason = 'the file cannot be opened for reading and writing'
-      break
+      return 'the file cannot be opened for reading and writing'
     case 'SQLITE_BUSY':
     case 'SQLITE_LOCKED':
-      reason = 'the database stayed locked by another process'
-      break
+      return 'the database stayed locked by another process'
     case 'SQLITE_FULL':
-    case 'ENOSPC':
-      reason = 'the disk is full'
-      break
+      return fsReason({ code: 'ENOSPC' })
     default:
-      reason = 'unexpected database error'
+      return 'unexpected database error'
   }
-  return reason
 }
