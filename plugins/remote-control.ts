@@ -28,6 +28,7 @@ export default fp<RemoteControlPluginOptions>(
       sessions: app.sessionFactory,
       log: app.log,
       maxMessageBytes: app.config.maxPayloadBytes,
+      maxConnections: app.config.remoteControlMaxConnections,
       onStatus: (view) => app.sessions.broadcast('remoteControl/status/changed', view),
       ...(opts.clock ? { clock: opts.clock } : {}),
       ...(opts.fetch ? { fetch: opts.fetch } : {}),

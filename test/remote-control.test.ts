@@ -466,6 +466,19 @@ rcTest('enroll request, handshake headers, connecting → connected notified onl
 // ---------------------------------------------------------------------------------------------
 // The relay.
 
+rcTest('--remote-control-max-connections 1: a second remote client gets -32001 for its initialize and no session; the first is still served', async (t, ctx) => {
+  const { server, conn } = await connectedSetup(ctx, { server: { argv: ['--remote-control-max-connections', '1'] } })
+  conn.sendInitialize({ clientId: 'cap-1', streamId: 's1', seqId: 1 }, 1)
+  t.ok((await conn.waitForReply('cap-1', 1)).message.result, 'the first remote client is initialized')
+  const sessionsBefore = server.app.sessions.size
+  conn.sendInitialize({ clientId: 'cap-2', streamId: 's2', seqId: 1 }, 1)
+  const refused = await conn.waitForReply('cap-2', 1)
+  t.equal((refused.message.error as { code?: number } | undefined)?.code, -32001, 'the second is refused -32001')
+  t.equal(server.app.sessions.size, sessionsBefore, 'and opens no session')
+  conn.sendClientMessage({ clientId: 'cap-1', streamId: 's1', seqId: 2 }, { id: 2, method: 'account/read', params: {} })
+  t.ok((await conn.waitForReply('cap-1', 2)).message.result, 'the first is still served')
+})
+
 rcTest('relay: initialize and account/read through the backend socket, remote principal has full scopes', async (t, ctx) => {
   const { server, local, conn } = await connectedSetup(ctx)
   const cursor = canary('cursor')

@@ -198,6 +198,13 @@ const TABLE = {
     max: DAY_SECONDS,
     help: '`remote-control`: how long to wait for the backend before reporting `connecting`',
   }),
+  remoteControlMaxConnections: integer('remote-control-max-connections', {
+    valueName: 'N',
+    default: 128,
+    min: 1,
+    max: 100_000,
+    help: 'remote clients connected through remote control at once; past it an initialize gets -32001',
+  }),
   // Codex's public client id; configurable because a test or another deployment has its own.
   loginClientId: text('login-client-id', { valueName: 'ID', default: 'app_EMoamEEZ73f0CkXaXp7hrann', parse: parseClientId, help: 'public OAuth client id for ChatGPT login' }),
   engine: text('engine', {

@@ -58,6 +58,7 @@ export function loadConfig(argv: readonly string[], options: LoadConfigOptions):
     },
     accounts: resolveAccounts(value),
     remoteControlWaitMs: 1000 * value('remoteControlWaitSeconds'),
+    remoteControlMaxConnections: value('remoteControlMaxConnections'),
     chatgptBaseUrl: settings.envOnly('CHATGPT_BASE_URL')?.raw ?? envOnlyDefault('CHATGPT_BASE_URL'),
     authIssuer: settings.envOnly('AUTH_ISSUER')?.raw ?? envOnlyDefault('AUTH_ISSUER'),
     engine: resolveEngine(value, options.env),

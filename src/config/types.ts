@@ -54,6 +54,8 @@ export interface Config {
   readonly limits: Limits
   readonly accounts: AccountSettings
   readonly remoteControlWaitMs: number
+  /** Remote-control virtual connections open at once (each holds a session, and an engine connection with the engine on). */
+  readonly remoteControlMaxConnections: number
   readonly chatgptBaseUrl: string
   readonly authIssuer: string
   readonly engine: EngineSettings

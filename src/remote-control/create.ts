@@ -28,6 +28,8 @@ export interface RemoteControlWiring {
   readonly log: AppLogger
   readonly onStatus: (view: RemoteControlStatusView) => void
   readonly maxMessageBytes: number
+  /** Virtual connections open at once (`--remote-control-max-connections`). */
+  readonly maxConnections: number
   readonly clock?: Clock
   readonly fetch?: typeof fetch
   readonly serverName?: string
@@ -51,7 +53,7 @@ export async function createRemoteControl(w: RemoteControlWiring): Promise<{ con
   const relay = new RemoteRelay<Session>({
     clock,
     log: w.log,
-    limits: { maxMessageBytes: w.maxMessageBytes },
+    limits: { maxMessageBytes: w.maxMessageBytes, maxConnections: w.maxConnections },
     send: (text) => send?.(text),
     createSession(key, transport) {
       const id = w.sessions.nextId('remote')

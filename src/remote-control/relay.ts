@@ -72,8 +72,8 @@ export interface RelayLimits {
   /**
    * Most virtual connections open at once. Each holds a session (and, with the engine on, an
    * engine connection: a file descriptor); a backend that opens more gets its `initialize`
-   * answered -32001 instead of a session. Codex has no such bound; this one is far above what
-   * remote clients open in practice.
+   * answered -32001 instead of a session. Codex has no such bound; the default is far above what
+   * remote clients open in practice (`--remote-control-max-connections`).
    */
   readonly maxConnections: number
 }
