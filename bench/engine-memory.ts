@@ -16,13 +16,14 @@
  * The per-address upgrade limit and the per-connection rate limit are off, as in the other
  * sections (one client address opens every socket).
  */
-import { readdirSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import type WebSocket from 'ws'
 import { resolveEngineBinary } from '../src/engine/binary.js'
 import { FakeModel } from '../test/helpers/fake-model.js'
 import { engineConnections } from '../test/helpers/proc-sockets.js'
 import { closed, initialized, open } from './measure.js'
+import { childrenOf } from './proc.js'
 import { benchTempDir, rssBytes, startTarget, type RunningTarget } from './targets.js'
 
 export interface EngineMemoryOptions {
@@ -149,26 +150,9 @@ async function engineReady(gateway: RunningTarget): Promise<number> {
     if (performance.now() > deadline) throw new Error(`the gateway's engine was not ready in ${ENGINE_READY_TIMEOUT_MS / 1000} s (/readyz ${status})`)
     await new Promise((r) => setTimeout(r, 200))
   }
-  const pid = childPids(gateway.pid)[0]
+  const pid = childrenOf(gateway.pid)[0]
   if (pid === undefined) throw new Error('the gateway reports ready but has no child process (its engine)')
   return pid
-}
-
-/** Processes whose parent is `pid` (Linux /proc). */
-function childPids(pid: number): number[] {
-  const children: number[] = []
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      // Field 4 of /proc/PID/stat is the parent; the name before it is in parentheses and may hold spaces.
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
-      if (ppid === pid) children.push(Number(entry))
-    } catch {
-      // Exited while we looked.
-    }
-  }
-  return children
 }
 
 /** The soft limit on open files (children inherit it), from /proc/self/limits. */

@@ -32,7 +32,7 @@
 import { resolveEngineBinary } from '../src/engine/binary.js'
 import { FakeModel } from '../test/helpers/fake-model.js'
 import { availableParallelism } from 'node:os'
-import { cpuSeconds } from './cpu.js'
+import { cpuSeconds } from './proc.js'
 import { CHEAP_METHOD, startDirectEngine, startGatewayEngine, startRelayFloor, type EngineEndpoint } from './engine-targets.js'
 import { streamedTurn, type StreamResult } from './engine-stream.js'
 import { roundTrips, type RoundTripResult } from './measure.js'

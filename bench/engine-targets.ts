@@ -21,7 +21,7 @@ import { systemClock } from '../src/clock.js'
 import { VERSION } from '../src/version.js'
 import { INTERNAL_ERROR } from '../src/rpc/errors.js'
 import { roundTrips } from './measure.js'
-import { childrenOf } from './cpu.js'
+import { childrenOf } from './proc.js'
 import { benchTempDir, startTarget, trackProcess } from './targets.js'
 
 export interface EngineEndpoint {

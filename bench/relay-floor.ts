@@ -1,7 +1,7 @@
 /**
  * The floor for a gateway in Node: a WebSocket relay with no logic at all, in front of the same
  * engine. One upstream `ws+unix://SOCKET:/` per client, opened with the gateway's own upstream
- * options; text frames pass both ways as they are (frames a client sends before its upstream
+ * options (`ENGINE_SOCKET_OPTIONS`); text frames pass both ways as they are (frames a client sends before its upstream
  * is open wait for it). No auth, no parsing, no ids, no limits. What it costs per request is
  * what any Node relay built on `ws` costs on this machine; the gateway's own work is the rest.
  *
@@ -9,6 +9,7 @@
  */
 import type { AddressInfo } from 'node:net'
 import WebSocket, { WebSocketServer } from 'ws'
+import { ENGINE_SOCKET_OPTIONS } from '../src/engine/upstream.js'
 
 const socketPath = process.argv[2]
 if (socketPath === undefined) {
@@ -16,13 +17,10 @@ if (socketPath === undefined) {
   process.exit(2)
 }
 const upstreamUrl = `ws+unix://${socketPath}:/`
-const zeroMask = (mask: Buffer): void => {
-  mask.fill(0)
-}
 
 const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false })
 wss.on('connection', (client) => {
-  const upstream = new WebSocket(upstreamUrl, { perMessageDeflate: false, skipUTF8Validation: true, generateMask: zeroMask })
+  const upstream = new WebSocket(upstreamUrl, ENGINE_SOCKET_OPTIONS)
   const early: string[] = []
   upstream.on('open', () => {
     for (const text of early.splice(0)) upstream.send(text)

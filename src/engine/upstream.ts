@@ -92,8 +92,19 @@ const DEFAULT_OPEN_TIMEOUT_MS = 30_000
 const ANSWERED: RequestOutcome = { kind: 'result' }
 const UNANSWERED: RequestOutcome = { kind: 'unanswered' }
 
-const zeroMask = (mask: Buffer): void => {
-  mask.fill(0)
+/**
+ * How an upstream opens its WebSocket to the engine. The engine is the gateway's own child on a
+ * unix socket, with nothing in between: its text is not checked for valid UTF-8 (a bad byte
+ * would become U+FFFD on its way to the client anyway), and frames to it carry a zero mask,
+ * which `ws` does not apply. Masking guards proxies on the way from bytes a client chose;
+ * there is no proxy here. (The benchmark's no-logic relay opens its upstreams the same way.)
+ */
+export const ENGINE_SOCKET_OPTIONS: WebSocket.ClientOptions = {
+  perMessageDeflate: false,
+  skipUTF8Validation: true,
+  generateMask: (mask: Buffer): void => {
+    mask.fill(0)
+  },
 }
 
 /** The engine could not be reached, refused `initialize`, or went away. */
@@ -147,11 +158,7 @@ export class EngineUpstream {
     this.state = 'opening'
     const { timers } = this.options
     return new Promise((resolve, reject) => {
-      // The engine is the gateway's own child on a unix socket, with nothing in between: its
-      // text is not checked for valid UTF-8 (a bad byte would become U+FFFD on its way to the
-      // client anyway), and frames to it carry a zero mask, which `ws` does not apply. Masking
-      // guards proxies on the way from bytes a client chose; there is no proxy here.
-      const ws = new WebSocket(`ws+unix://${this.options.socketPath}:/`, { perMessageDeflate: false, skipUTF8Validation: true, generateMask: zeroMask })
+      const ws = new WebSocket(`ws+unix://${this.options.socketPath}:/`, ENGINE_SOCKET_OPTIONS)
       this.ws = ws
       let settled = false
       const fail = (message: string, engineError: RpcErrorBody | null = null): void => {

@@ -1,13 +1,14 @@
 /**
- * bench/cpu.ts, which the engine benchmark's CPU columns read: CPU seconds from `/proc/PID/stat`
- * (a command name with spaces and parentheses included: fields are counted after its last
- * `)`), null for a process that is gone, and a process's children. Linux only: skipped, saying
+ * bench/proc.ts, which the engine benchmark's CPU columns and its engine lookups read: CPU
+ * seconds from `/proc/PID/stat` (a command name with spaces and parentheses included: fields
+ * are counted after its last `)`), null for a process that is gone, and a process's children
+ * (found by their parent field, read the same way). Linux only: skipped, saying
  * so, without `/proc`.
  */
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { childrenOf, cpuSeconds, cpuSecondsOf } from '../bench/cpu.js'
+import { childrenOf, cpuSeconds, cpuSecondsOf } from '../bench/proc.js'
 import { until } from './helpers/wait.js'
 
 const hasProc = existsSync('/proc/self/stat')
